@@ -1,0 +1,27 @@
+"""Audio-visual emotion recognition (RAVDESS labels) as a Hugging Face remote-code model.
+
+`from fer_hf import FERConfig, FERForEmotionClassification, FERProcessor`
+"""
+
+from .configuration_fer import RAVDESS_LABELS, FERConfig
+from .modeling_fer import FEREmotionClassifierOutput, FERForEmotionClassification, FERPreTrainedModel
+
+# save_pretrained writes `auto_map` and copies the code files, so the folder loads with trust_remote_code.
+FERConfig.register_for_auto_class()
+FERForEmotionClassification.register_for_auto_class("AutoModel")
+
+__all__ = [
+    "RAVDESS_LABELS",
+    "FERConfig",
+    "FERForEmotionClassification",
+    "FERPreTrainedModel",
+    "FEREmotionClassifierOutput",
+]
+
+try:  # the processor needs the media stack (PyAV, OpenCV); the model does not
+    from .processing_fer import FERProcessor  # noqa: F401
+
+    FERProcessor.register_for_auto_class()
+    __all__.append("FERProcessor")
+except ImportError:  # pragma: no cover - processor not available
+    pass

@@ -69,18 +69,38 @@ def _tiny_backbones() -> dict:
     """Sub-configs with hidden 32-64 and 1-2 layers, for tests."""
     return dict(
         vision_config=dict(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-            image_size=32, patch_size=8, vision_use_head=False,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+            vision_use_head=False,
         ),
         audio_config=dict(
-            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=128,
-            conv_kernel_size=9, subsampling_factor=8, subsampling_conv_channels=8, num_mel_bins=80,
-            dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, layerdrop=0.0,
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=128,
+            conv_kernel_size=9,
+            subsampling_factor=8,
+            subsampling_conv_channels=8,
+            num_mel_bins=80,
+            dropout=0.0,
+            attention_dropout=0.0,
+            activation_dropout=0.0,
+            layerdrop=0.0,
         ),
         lfm2_config=dict(
-            hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, layer_types=["conv", "full_attention"], norm_eps=1e-5,
-            block_multiple_of=32, use_cache=False,
+            hidden_size=64,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            layer_types=["conv", "full_attention"],
+            norm_eps=1e-5,
+            block_multiple_of=32,
+            use_cache=False,
         ),
     )
 
@@ -96,7 +116,8 @@ class FERConfig(PretrainedConfig):
             FastConformer encoder; defaults to FastConformer-Large (17 x 512, kernel 9, x8 subsampling, no layerdrop).
         lfm2_config (`dict` or `Lfm2Config`, *optional*):
             LFM2 fusion layers; defaults to the first 6 layers of `LiquidAI/LFM2-700M`
-            (conv, conv, full_attention, conv, conv, full_attention; hidden 1536). Its `hidden_size` is the fusion width.
+            (conv, conv, full_attention, conv, conv, full_attention; hidden 1536).
+            Its `hidden_size` is the fusion width.
         num_frames (`int`, *optional*, defaults to 90):
             Video frames per window, sampled at fixed timestamps over `clip_seconds`.
         clip_seconds (`float`, *optional*, defaults to 3.0):
@@ -152,7 +173,11 @@ class FERConfig(PretrainedConfig):
     """
 
     model_type = "fer_av_emotion"
-    sub_configs = {"vision_config": SiglipVisionConfig, "audio_config": ParakeetEncoderConfig, "lfm2_config": Lfm2Config}
+    sub_configs = {
+        "vision_config": SiglipVisionConfig,
+        "audio_config": ParakeetEncoderConfig,
+        "lfm2_config": Lfm2Config,
+    }
 
     def __init__(
         self,
@@ -266,9 +291,17 @@ class FERConfig(PretrainedConfig):
                 raise ValueError(f"`{name}` must be a float in [0, 1), got {value!r}")
 
         for name in (
-            "num_frames", "sampling_rate", "num_segments", "audio_pool_num_heads", "roi_top_k",
-            "frame_pool_num_heads", "temporal_conv_kernel_size", "temporal_num_heads", "temporal_ffn_ratio",
-            "fused_dim", "vision_chunk_size",
+            "num_frames",
+            "sampling_rate",
+            "num_segments",
+            "audio_pool_num_heads",
+            "roi_top_k",
+            "frame_pool_num_heads",
+            "temporal_conv_kernel_size",
+            "temporal_num_heads",
+            "temporal_ffn_ratio",
+            "fused_dim",
+            "vision_chunk_size",
         ):
             positive_int(name)
         for name in ("temporal_num_gscb_layers", "temporal_num_attention_layers"):
@@ -286,18 +319,35 @@ class FERConfig(PretrainedConfig):
         unknown = [s for s in self.roi_global_stats if s not in ROI_GLOBAL_STATS]
         if unknown or len(set(self.roi_global_stats)) != len(self.roi_global_stats):
             raise ValueError(
-                f"`roi_global_stats` must be distinct names from {list(ROI_GLOBAL_STATS)}, got {self.roi_global_stats!r}"
+                f"`roi_global_stats` must be distinct names from {list(ROI_GLOBAL_STATS)}, "
+                f"got {self.roi_global_stats!r}"
             )
         if not self.classifier_hidden_sizes or any(
             not isinstance(h, int) or h < 1 for h in self.classifier_hidden_sizes
         ):
             raise ValueError(
-                f"`classifier_hidden_sizes` must be a non-empty list of positive ints, got {self.classifier_hidden_sizes!r}"
+                f"`classifier_hidden_sizes` must be a non-empty list of positive ints, "
+                f"got {self.classifier_hidden_sizes!r}"
             )
         checks = (
-            ("vision_config.hidden_size", self.vision_config.hidden_size, "frame_pool_num_heads", self.frame_pool_num_heads),
-            ("vision_config.hidden_size", self.vision_config.hidden_size, "temporal_num_heads", self.temporal_num_heads),
-            ("audio_config.hidden_size", self.audio_config.hidden_size, "audio_pool_num_heads", self.audio_pool_num_heads),
+            (
+                "vision_config.hidden_size",
+                self.vision_config.hidden_size,
+                "frame_pool_num_heads",
+                self.frame_pool_num_heads,
+            ),
+            (
+                "vision_config.hidden_size",
+                self.vision_config.hidden_size,
+                "temporal_num_heads",
+                self.temporal_num_heads,
+            ),
+            (
+                "audio_config.hidden_size",
+                self.audio_config.hidden_size,
+                "audio_pool_num_heads",
+                self.audio_pool_num_heads,
+            ),
         )
         for dim_name, dim, heads_name, heads in checks:
             if dim % heads:
@@ -340,9 +390,18 @@ class FERConfig(PretrainedConfig):
         elif name == "tiny":
             kwargs = dict(
                 _tiny_backbones(),
-                num_frames=8, num_segments=8, audio_pool_num_heads=2, roi_top_k=8, frame_pool_num_heads=2,
-                temporal_num_gscb_layers=1, temporal_num_attention_layers=1, temporal_num_heads=2,
-                temporal_ffn_ratio=2, fused_dim=32, classifier_hidden_sizes=[32, 16], vision_chunk_size=4,
+                num_frames=8,
+                num_segments=8,
+                audio_pool_num_heads=2,
+                roi_top_k=8,
+                frame_pool_num_heads=2,
+                temporal_num_gscb_layers=1,
+                temporal_num_attention_layers=1,
+                temporal_num_heads=2,
+                temporal_ffn_ratio=2,
+                fused_dim=32,
+                classifier_hidden_sizes=[32, 16],
+                vision_chunk_size=4,
             )
         else:
             raise ValueError(f"unknown preset {name!r}; choose one of {list(cls.PRESETS)}")

@@ -1,0 +1,413 @@
+"""Audio-visual emotion recognition: FastConformer + SigLIP + LFM2 fusion (SPEC §1–5).
+
+Reading order: `FERForEmotionClassification.forward` runs the audio branch, the visual branch,
+the LFM2 fusion and the classifier, each a method named after its SPEC section. The pretrained
+parts are transformers' own `ParakeetEncoder`, `SiglipVisionModel` and `Lfm2DecoderLayer`;
+the modules this project adds live in `modules_fer.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import ParakeetEncoder, PreTrainedModel, SiglipVisionModel
+from transformers.models.lfm2.modeling_lfm2 import (
+    Lfm2DecoderLayer,
+    Lfm2PreTrainedModel,
+    Lfm2RMSNorm,
+    Lfm2RotaryEmbedding,
+)
+from transformers.utils import ModelOutput
+
+from .configuration_fer import FERConfig
+from .errors_fer import FERInputError, NoUsableModalityError
+from .modules_fer import (
+    FERAudioSegmentAttentionPool,
+    FERFrameTokenPool,
+    FERGatedProjection,
+    FERMLPHead,
+    FERRoiTokenCompressor,
+    FERTemporalAttentionPool,
+    FERVisualSegmentPool,
+    FERVisualTemporalEncoder,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FEREmotionClassifierOutput(ModelOutput):
+    """Output of [`FERForEmotionClassification`].
+
+    Args:
+        loss (`torch.FloatTensor` of shape `()`, *optional*): cross-entropy, returned when `labels` are given.
+        logits (`torch.FloatTensor` of shape `(batch_size, num_labels)`): clip-level logits; `probabilities()`
+            gives their softmax.
+        segment_logits (`torch.FloatTensor` of shape `(batch_size, num_segments, num_labels)`): the classifier
+            head applied to each fused segment (a timeline inside the window).
+        segment_attention (`torch.FloatTensor` of shape `(batch_size, num_segments)`): the classifier's temporal
+            attention weights over segments (0 for empty segments).
+        segment_mask (`torch.BoolTensor` of shape `(batch_size, num_segments)`): segments holding any used input.
+        audio_segment_attention (`torch.FloatTensor` of shape `(batch_size, num_segments, audio_frames)`,
+            *optional*): audio pooling weights over FastConformer frames (80 ms each), averaged over heads.
+        audio_frame_mask (`torch.BoolTensor` of shape `(batch_size, audio_frames)`, *optional*): valid encoder frames.
+        roi_indices (`torch.LongTensor` of shape `(batch_size, num_frames, roi_top_k)`, *optional*): patch indices
+            kept per frame (row-major over the patch grid); -1 where a frame was not encoded.
+        roi_scores (`torch.FloatTensor` of shape `(batch_size, num_frames, roi_top_k)`, *optional*): their scores.
+        roi_patch_scores (`torch.FloatTensor` of shape `(batch_size, num_frames, num_patches)`, *optional*):
+            the importance score of every patch (after the ROI weight map), 0 where a frame was not encoded.
+        modalities_used (`torch.BoolTensor` of shape `(batch_size, 2)`): `[:, 0]` audio, `[:, 1]` video.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    segment_logits: torch.FloatTensor | None = None
+    segment_attention: torch.FloatTensor | None = None
+    segment_mask: torch.BoolTensor | None = None
+    audio_segment_attention: torch.FloatTensor | None = None
+    audio_frame_mask: torch.BoolTensor | None = None
+    roi_indices: torch.LongTensor | None = None
+    roi_scores: torch.FloatTensor | None = None
+    roi_patch_scores: torch.FloatTensor | None = None
+    modalities_used: torch.BoolTensor | None = None
+
+    def probabilities(self) -> torch.FloatTensor:
+        """Softmax of `logits`, shape `(batch_size, num_labels)`."""
+        return self.logits.softmax(-1)
+
+
+class FERLfm2FusionBackbone(Lfm2PreTrainedModel):
+    """SPEC §3.3: LFM2 decoder layers fed embeddings directly (no token embedding, no LM head).
+
+    A transformers sub-model (like `Lfm2Model` without `embed_tokens`), so attention implementation, weight
+    init and gradient checkpointing follow LFM2's own. Its `norm` is LFM2's final norm (`embedding_norm`).
+
+    Input (B, 2S, D) interleaved tokens  Output (B, 2S, D)
+    """
+
+    def __init__(self, config, causal: bool = False):
+        super().__init__(config)
+        self.causal = causal
+        self.layers = nn.ModuleList([Lfm2DecoderLayer(config, i) for i in range(config.num_hidden_layers)])
+        self.rotary_emb = Lfm2RotaryEmbedding(config=config)
+        self.norm = Lfm2RMSNorm(config.hidden_size, eps=config.norm_eps)
+        self.post_init()
+
+    def forward(self, hidden):
+        b, n, _ = hidden.shape
+        position_ids = torch.arange(n, device=hidden.device)[None].expand(b, -1)
+        position_embeddings = self.rotary_emb(hidden, position_ids=position_ids)
+        # Additive mask for the attention layers (works for eager and SDPA): all zeros = bidirectional.
+        mask = torch.zeros(b, 1, n, n, dtype=hidden.dtype, device=hidden.device)
+        if self.causal:
+            future = torch.ones(n, n, dtype=torch.bool, device=hidden.device).triu(1)
+            mask = mask.masked_fill(future, torch.finfo(hidden.dtype).min)
+        for layer in self.layers:
+            hidden = layer(
+                hidden,
+                attention_mask=mask if layer.is_attention_layer else None,
+                position_embeddings=position_embeddings,
+                position_ids=position_ids,
+            )
+        return self.norm(hidden)
+
+
+class FERLfm2Fusion(nn.Module):
+    """SPEC §3: gated projections + type embeddings, interleave, LFM2 layers, separate & combine, projection.
+
+    Input audio (B, S, Da), visual (B, S, Dv), has_audio / has_video (B, S) bool, weights (B, 2) for combining
+    Output fused segments (B, S, fused_dim)
+    """
+
+    def __init__(self, config: FERConfig):
+        super().__init__()
+        width = config.fusion_hidden_size
+        self.audio_proj = FERGatedProjection(config.audio_config.hidden_size, width)
+        self.visual_proj = FERGatedProjection(config.vision_config.hidden_size, width)
+        # Stand in for a segment whose modality is missing (no track, no face, or past the clip's end).
+        self.audio_missing = nn.Parameter(torch.zeros(width))
+        self.visual_missing = nn.Parameter(torch.zeros(width))
+        self.backbone = FERLfm2FusionBackbone(config.lfm2_config, causal=config.fusion_causal)
+        self.output_proj = nn.Sequential(
+            nn.LayerNorm(width), nn.Linear(width, config.fused_dim), nn.GELU(), nn.Dropout(config.fusion_dropout)
+        )
+
+    def forward(self, audio, visual, has_audio, has_video, combine_weights):
+        a = torch.where(has_audio[..., None], self.audio_proj(audio), self.audio_missing + self.audio_proj.type_embed)
+        v = torch.where(
+            has_video[..., None], self.visual_proj(visual), self.visual_missing + self.visual_proj.type_embed
+        )
+        b, s, d = a.shape
+        tokens = torch.stack([a, v], dim=2).reshape(b, 2 * s, d)  # [a1, v1, a2, v2, ...]  (B, 2S, D)
+        tokens = self.backbone(tokens).view(b, s, 2, d)  # (B, S, 2, D)
+        # (audio + visual) / 2 when both are present; only the present one otherwise.
+        fused = torch.einsum("bsmd,bm->bsd", tokens, combine_weights.to(tokens.dtype))
+        return self.output_proj(fused)
+
+
+class FERPreTrainedModel(PreTrainedModel):
+    config_class = FERConfig
+    config: FERConfig
+    base_model_prefix = "fer"
+    main_input_name = "pixel_values_videos"
+    input_modalities = ("video", "audio")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["SiglipEncoderLayer", "ParakeetEncoderBlock", "Lfm2DecoderLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = False
+    _supports_flex_attn = False
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv1d):
+            nn.init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        for name, param in module.named_parameters(recurse=False):
+            if name in ("query", "segment_embed", "type_embed", "audio_missing", "visual_missing"):
+                nn.init.normal_(param, std=std)
+
+
+class FERForEmotionClassification(FERPreTrainedModel):
+    """Audio-visual emotion classifier over one window (`config.clip_seconds`) of a talking-face clip.
+
+    Inputs (all optional except that each sample needs audio or video; the processor produces them all):
+        input_features (`(B, n_mel, 80)`): log-mel features (`ParakeetFeatureExtractor`).
+        audio_attention_mask (`(B, n_mel)`): 1 for real mel frames, 0 for padding.
+        pixel_values_videos (`(B, T, 3, H, W)`): SigLIP-normalised face crops.
+        video_frame_mask (`(B, T)` bool): True for frames inside the clip.
+        roi_weights (`(B, T, num_patches)`): facial ROI weight per patch in [0, 1].
+        audio_mask / video_mask (`(B,)` bool): whether the modality is present for each sample.
+        labels (`(B,)` long): class indices for the loss.
+    """
+
+    def __init__(self, config: FERConfig):
+        super().__init__(config)
+        self.audio_encoder = ParakeetEncoder._from_config(config.audio_config)
+        self.audio_segment_pool = FERAudioSegmentAttentionPool(
+            config.audio_config.hidden_size, config.audio_pool_num_heads, config.num_segments
+        )
+        self.vision_encoder = SiglipVisionModel._from_config(config.vision_config)
+        if getattr(self.vision_encoder, "head", None) is not None:
+            raise ValueError("`vision_config.vision_use_head` must be False: the pooling head is never used")
+        vision_dim = config.vision_config.hidden_size
+        self.roi_compressor = FERRoiTokenCompressor(vision_dim, config.roi_top_k, config.roi_global_stats)
+        self.frame_pool = FERFrameTokenPool(vision_dim, config.frame_pool_num_heads)
+        self.temporal_encoder = FERVisualTemporalEncoder(
+            vision_dim,
+            config.temporal_num_gscb_layers,
+            config.temporal_num_attention_layers,
+            config.temporal_conv_kernel_size,
+            config.temporal_num_heads,
+            config.temporal_ffn_ratio,
+        )
+        self.visual_segment_pool = FERVisualSegmentPool(config.num_segments)
+        self.fusion = FERLfm2Fusion(config)
+        self.temporal_pool = FERTemporalAttentionPool(config.fused_dim)
+        self.classifier = FERMLPHead(
+            config.fused_dim, config.classifier_hidden_sizes, config.num_labels, config.classifier_dropout
+        )
+        self.post_init()
+        self.freeze_backbones(
+            vision=config.freeze_vision_encoder or None,
+            audio=config.freeze_audio_encoder or None,
+            fusion=config.freeze_fusion_backbone or None,
+        )
+
+    # ------------------------------------------------------------------------------------------
+    def backbone_modules(self) -> dict[str, nn.Module]:
+        """The pretrained parts, by name: `vision`, `audio`, `fusion` (the LFM2 layers)."""
+        return {"vision": self.vision_encoder, "audio": self.audio_encoder, "fusion": self.fusion.backbone}
+
+    def freeze_backbones(self, vision: bool | None = None, audio: bool | None = None, fusion: bool | None = None):
+        """Freeze (`True`) or unfreeze (`False`) each pretrained part; `None` leaves it as it is."""
+        for name, flag in (("vision", vision), ("audio", audio), ("fusion", fusion)):
+            if flag is not None:
+                self.backbone_modules()[name].requires_grad_(not flag)
+
+    # ------------------------------------------------------------------------------------------
+    def encode_audio(self, input_features, audio_attention_mask, rows):
+        """SPEC §1 for the samples in `rows`.
+
+        Returns segments (b, S, Da), weights (b, S, L), has_audio (b, S), frame mask (b, L).
+        """
+        feats = input_features[rows]
+        mask = None if audio_attention_mask is None else audio_attention_mask[rows].to(torch.long)
+        out = self.audio_encoder(input_features=feats, attention_mask=mask)
+        hidden = out.last_hidden_state  # (b, L, Da)
+        if mask is None:
+            frame_mask = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
+        else:
+            frame_mask = out.attention_mask.to(torch.bool)
+        segments, weights, has_audio = self.audio_segment_pool(hidden, frame_mask)
+        return segments, weights, has_audio, frame_mask
+
+    def encode_frames(self, pixels, roi_weights):
+        """SPEC §2.1–2.3 on a flat set of frames, in chunks of `config.vision_chunk_size`.
+
+        Input pixels (F, 3, H, W), roi_weights (F, N) or None
+        Output frame vectors (F, Dv), roi indices (F, K), roi scores (F, K), patch scores (F, N)
+        """
+        outputs = []
+        for start in range(0, pixels.shape[0], self.config.vision_chunk_size):
+            chunk = slice(start, start + self.config.vision_chunk_size)
+            tokens = self.vision_encoder(pixel_values=pixels[chunk]).last_hidden_state  # (f, N, Dv)
+            roi = None if roi_weights is None else roi_weights[chunk]
+            compressed, indices, kept, scores = self.roi_compressor(tokens, roi)  # (f, K+G, Dv)
+            outputs.append((self.frame_pool(compressed), indices, kept, scores))
+        return [torch.cat(parts) for parts in zip(*outputs)]
+
+    def encode_video(self, pixel_values_videos, frame_mask, roi_weights):
+        """SPEC §2 for every sample (frames with `frame_mask` False are never encoded).
+
+        Returns segments (B, S, Dv), has_video (B, S), roi indices (B, T, K), roi scores (B, T, K),
+        patch scores (B, T, N).
+        """
+        b, t = frame_mask.shape
+        flat = frame_mask.reshape(-1).nonzero().squeeze(-1)  # indices into B*T
+        pixels = pixel_values_videos.flatten(0, 1)[flat].to(self.dtype)
+        roi = None if roi_weights is None else roi_weights.flatten(0, 1)[flat]
+        vectors, indices, kept, scores = self.encode_frames(pixels, roi)
+        dim, k, n = vectors.shape[-1], indices.shape[-1], scores.shape[-1]
+        frames = vectors.new_zeros(b * t, dim).index_copy(0, flat, vectors).view(b, t, dim)
+        roi_indices = indices.new_full((b * t, k), -1).index_copy(0, flat, indices).view(b, t, k)
+        roi_scores = kept.new_zeros(b * t, k).index_copy(0, flat, kept).view(b, t, k)
+        patch_scores = scores.new_zeros(b * t, n).index_copy(0, flat, scores).view(b, t, n)
+        frames = self.temporal_encoder(frames, frame_mask)  # (B, T, Dv)
+        segments, has_video = self.visual_segment_pool(frames, frame_mask)
+        return segments, has_video, roi_indices, roi_scores, patch_scores
+
+    # ------------------------------------------------------------------------------------------
+    def _modality_masks(self, batch, device, input_features, pixel_values_videos, audio_mask, video_mask):
+        def resolve(mask, tensor, name):
+            if mask is None:
+                return torch.full((batch,), tensor is not None, dtype=torch.bool, device=device)
+            mask = torch.as_tensor(mask, device=device).to(torch.bool).reshape(-1)
+            if mask.shape[0] != batch:
+                raise FERInputError(f"`{name}` has {mask.shape[0]} entries for a batch of {batch}")
+            if mask.any() and tensor is None:
+                raise FERInputError(f"`{name}` marks samples as present but no {name.split('_')[0]} input was given")
+            return mask
+
+        audio = resolve(audio_mask, input_features, "audio_mask")
+        video = resolve(video_mask, pixel_values_videos, "video_mask")
+        if self.training and self.config.modality_dropout > 0:
+            both = audio & video
+            drop = both & (torch.rand(batch, device=device) < self.config.modality_dropout)
+            drop_audio = drop & (torch.rand(batch, device=device) < 0.5)
+            audio, video = audio & ~drop_audio, video & ~(drop & ~drop_audio)
+        return audio, video
+
+    def forward(
+        self,
+        input_features: torch.Tensor | None = None,
+        audio_attention_mask: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        video_frame_mask: torch.Tensor | None = None,
+        roi_weights: torch.Tensor | None = None,
+        audio_mask: torch.Tensor | None = None,
+        video_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> FEREmotionClassifierOutput | tuple:
+        if kwargs:
+            raise TypeError(f"unexpected inputs {sorted(kwargs)}")
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        reference = input_features if input_features is not None else pixel_values_videos
+        if reference is None:
+            raise FERInputError("give `input_features` (audio) and/or `pixel_values_videos` (video)")
+        batch, device, cfg = reference.shape[0], reference.device, self.config
+        if pixel_values_videos is not None and pixel_values_videos.dim() != 5:
+            raise FERInputError(
+                f"`pixel_values_videos` must be (B, T, 3, H, W), got {tuple(pixel_values_videos.shape)}"
+            )
+        if input_features is not None and input_features.dim() != 3:
+            raise FERInputError(f"`input_features` must be (B, n_mel, 80), got {tuple(input_features.shape)}")
+        audio_used, video_used = self._modality_masks(
+            batch, device, input_features, pixel_values_videos, audio_mask, video_mask
+        )
+        s = cfg.num_segments
+
+        # Audio branch (SPEC §1) on the samples that have audio.
+        audio_segments = torch.zeros(batch, s, cfg.audio_config.hidden_size, device=device, dtype=self.dtype)
+        has_audio = torch.zeros(batch, s, dtype=torch.bool, device=device)
+        audio_attention = audio_frames = None
+        if audio_used.any():
+            rows = audio_used.nonzero().squeeze(-1)
+            segs, weights, has, frames = self.encode_audio(input_features.to(self.dtype), audio_attention_mask, rows)
+            audio_segments = audio_segments.index_copy(0, rows, segs)
+            has_audio = has_audio.index_copy(0, rows, has)
+            audio_attention = weights.new_zeros(batch, s, weights.shape[-1]).index_copy(0, rows, weights)
+            audio_frames = frames.new_zeros(batch, frames.shape[-1]).index_copy(0, rows, frames)
+
+        # Visual branch (SPEC §2) on the frames of the samples that have video.
+        visual_segments = torch.zeros(batch, s, cfg.vision_config.hidden_size, device=device, dtype=self.dtype)
+        has_video = torch.zeros(batch, s, dtype=torch.bool, device=device)
+        roi_indices = roi_scores = patch_scores = None
+        if video_used.any():
+            t = pixel_values_videos.shape[1]
+            frame_mask = torch.ones(batch, t, dtype=torch.bool, device=device)
+            if video_frame_mask is not None:
+                frame_mask = video_frame_mask.to(device=device, dtype=torch.bool)
+            frame_mask = frame_mask & video_used[:, None]
+            if roi_weights is not None and roi_weights.shape[-1] != cfg.num_patches:
+                raise FERInputError(
+                    f"`roi_weights` must have {cfg.num_patches} weights per frame, got {roi_weights.shape[-1]}"
+                )
+            visual_segments, has_video, roi_indices, roi_scores, patch_scores = self.encode_video(
+                pixel_values_videos, frame_mask, roi_weights
+            )
+
+        audio_used = audio_used & has_audio.any(-1)
+        video_used = video_used & has_video.any(-1)
+        if not (audio_used | video_used).all():
+            bad = (~(audio_used | video_used)).nonzero().squeeze(-1).tolist()
+            raise NoUsableModalityError(
+                f"sample(s) {bad} have neither usable audio nor video frames; nothing to classify"
+            )
+        has_audio, has_video = has_audio & audio_used[:, None], has_video & video_used[:, None]
+
+        # Fusion (SPEC §3) and classifier (SPEC §4).
+        present = torch.stack([audio_used, video_used], dim=-1).to(self.dtype)  # (B, 2)
+        fused = self.fusion(
+            audio_segments, visual_segments, has_audio, has_video, present / present.sum(-1, keepdim=True)
+        )
+        segment_mask = has_audio | has_video  # (B, S)
+        pooled, segment_attention = self.temporal_pool(fused, segment_mask)
+        logits = self.classifier(pooled)  # (B, C)
+        segment_logits = self.classifier(fused)  # (B, S, C)
+
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.float(), labels.to(device).long().view(-1))
+
+        output = FEREmotionClassifierOutput(
+            loss=loss,
+            logits=logits,
+            segment_logits=segment_logits,
+            segment_attention=segment_attention,
+            segment_mask=segment_mask,
+            audio_segment_attention=audio_attention,
+            audio_frame_mask=audio_frames,
+            roi_indices=roi_indices,
+            roi_scores=roi_scores,
+            roi_patch_scores=patch_scores,
+            modalities_used=torch.stack([audio_used, video_used], dim=-1),
+        )
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = ["FERPreTrainedModel", "FERForEmotionClassification", "FEREmotionClassifierOutput"]
