@@ -160,6 +160,10 @@ class FERConfig(PretrainedConfig):
             so the learned "missing" tokens are trained. 0 disables it.
         vision_chunk_size (`int`, *optional*, defaults to 16):
             Frames per SigLIP call; all frames of the batch go through in chunks of this size.
+        vision_keep_patches (`int`, *optional*):
+            When set, only this many patches per frame (the highest `roi_weights`, in spatial order) enter the SigLIP
+            encoder: attention and MLP cost fall roughly in proportion (a CPU speed lever). `None` encodes all
+            patches. Ignored for frames without `roi_weights`. Must lie between `roi_top_k` and the patch count.
         freeze_vision_encoder (`bool`, *optional*, defaults to `False`):
             Build the model with the SigLIP tower frozen (`requires_grad=False`).
         freeze_audio_encoder (`bool`, *optional*, defaults to `False`):
@@ -204,6 +208,7 @@ class FERConfig(PretrainedConfig):
         classifier_dropout: float = 0.1,
         modality_dropout: float = 0.1,
         vision_chunk_size: int = 16,
+        vision_keep_patches: int | None = None,
         freeze_vision_encoder: bool = False,
         freeze_audio_encoder: bool = False,
         freeze_fusion_backbone: bool = False,
@@ -234,6 +239,7 @@ class FERConfig(PretrainedConfig):
         self.classifier_dropout = classifier_dropout
         self.modality_dropout = modality_dropout
         self.vision_chunk_size = vision_chunk_size
+        self.vision_keep_patches = vision_keep_patches
         self.freeze_vision_encoder = freeze_vision_encoder
         self.freeze_audio_encoder = freeze_audio_encoder
         self.freeze_fusion_backbone = freeze_fusion_backbone
@@ -315,6 +321,14 @@ class FERConfig(PretrainedConfig):
         if self.roi_top_k > self.num_patches:
             raise ValueError(
                 f"`roi_top_k`={self.roi_top_k} exceeds the {self.num_patches} patches per frame of the vision config"
+            )
+        if self.vision_keep_patches is not None and (
+            not isinstance(self.vision_keep_patches, int)
+            or not self.roi_top_k <= self.vision_keep_patches <= self.num_patches
+        ):
+            raise ValueError(
+                f"`vision_keep_patches` must be None or an int between `roi_top_k`={self.roi_top_k} and the "
+                f"{self.num_patches} patches per frame, got {self.vision_keep_patches!r}"
             )
         unknown = [s for s in self.roi_global_stats if s not in ROI_GLOBAL_STATS]
         if unknown or len(set(self.roi_global_stats)) != len(self.roi_global_stats):

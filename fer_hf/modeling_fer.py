@@ -9,6 +9,7 @@ the modules this project adds live in `modules_fer.py`.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -237,6 +238,23 @@ class FERForEmotionClassification(FERPreTrainedModel):
             if flag is not None:
                 self.backbone_modules()[name].requires_grad_(not flag)
 
+    def quantize_int8_(self) -> "FERForEmotionClassification":
+        """CPU inference option: dynamic int8 quantisation of every `nn.Linear` (int8 weights, activations quantised
+        on the fly), in place. Inference only; the fidelity against fp32 is measured by `benchmarks/bench_inference.py`.
+        """
+        if self.training:
+            raise RuntimeError("int8 quantisation is for inference: call model.eval() first")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch deprecates the quantised tensor API in favour of torchao
+            torch.ao.quantization.quantize_dynamic(self, {nn.Linear}, dtype=torch.qint8, inplace=True)
+        self.is_int8_quantized = True
+        return self
+
+    def save_pretrained(self, *args, **kwargs):
+        if getattr(self, "is_int8_quantized", False):
+            raise RuntimeError("an int8-quantised model is for inference only; save the fp32 model instead")
+        return super().save_pretrained(*args, **kwargs)
+
     # ------------------------------------------------------------------------------------------
     def encode_audio(self, input_features, audio_attention_mask, rows):
         """SPEC §1 for the samples in `rows`.
@@ -263,11 +281,30 @@ class FERForEmotionClassification(FERPreTrainedModel):
         outputs = []
         for start in range(0, pixels.shape[0], self.config.vision_chunk_size):
             chunk = slice(start, start + self.config.vision_chunk_size)
-            tokens = self.vision_encoder(pixel_values=pixels[chunk]).last_hidden_state  # (f, N, Dv)
             roi = None if roi_weights is None else roi_weights[chunk]
-            compressed, indices, kept, scores = self.roi_compressor(tokens, roi)  # (f, K+G, Dv)
+            keep = self.config.vision_keep_patches
+            if roi is None or keep is None or keep >= roi.shape[-1]:
+                tokens = self.vision_encoder(pixel_values=pixels[chunk]).last_hidden_state  # (f, N, Dv)
+                compressed, indices, kept, scores = self.roi_compressor(tokens, roi)  # (f, K+G, Dv)
+            else:
+                tokens, patch_ids = self.encode_roi_patches(pixels[chunk], roi, keep)  # (f, P, Dv), (f, P)
+                compressed, local, kept, local_scores = self.roi_compressor(tokens, roi.gather(1, patch_ids))
+                indices = patch_ids.gather(1, local)  # back to indices on the full patch grid
+                scores = local_scores.new_zeros(roi.shape).scatter(1, patch_ids, local_scores)
             outputs.append((self.frame_pool(compressed), indices, kept, scores))
         return [torch.cat(parts) for parts in zip(*outputs)]
+
+    def encode_roi_patches(self, pixels, roi_weights, keep):
+        """SigLIP on the `keep` patches with the highest ROI weight (position embeddings added before the cut).
+
+        Input pixels (f, 3, H, W), roi_weights (f, N)  Output tokens (f, keep, Dv), patch indices (f, keep)
+        """
+        siglip = self.vision_encoder
+        embeddings = siglip.embeddings(pixels)  # (f, N, Dv)
+        patch_ids = roi_weights.topk(keep, dim=-1).indices.sort(dim=-1).values
+        embeddings = embeddings.gather(1, patch_ids[..., None].expand(-1, -1, embeddings.shape[-1]))
+        hidden = siglip.encoder(inputs_embeds=embeddings).last_hidden_state
+        return siglip.post_layernorm(hidden), patch_ids
 
     def encode_video(self, pixel_values_videos, frame_mask, roi_weights):
         """SPEC §2 for every sample (frames with `frame_mask` False are never encoded).

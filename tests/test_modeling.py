@@ -276,3 +276,36 @@ def test_trust_remote_code_load_in_a_fresh_process_elsewhere(model, config, tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     logits = torch.load(tmp_path / "logits.pt", weights_only=True)
     assert torch.allclose(logits, expected, atol=1e-5)
+
+
+def test_vision_keep_patches_encodes_only_the_roi_patches(config):
+    torch.manual_seed(0)
+    model = FERForEmotionClassification(config).eval()
+    inputs = make_inputs(config, batch=2)
+    pixels, roi = inputs["pixel_values_videos"][0], inputs["roi_weights"][0]
+    # keeping every patch through the ROI path equals the plain SigLIP path
+    tokens, ids = model.encode_roi_patches(pixels, roi, config.num_patches)
+    assert torch.allclose(tokens, model.vision_encoder(pixel_values=pixels).last_hidden_state, atol=1e-5)
+    model.config.vision_keep_patches = 10
+    out = model(**inputs)
+    kept = roi.topk(10, dim=-1).indices
+    for frame in range(config.num_frames):  # the ROI tokens come from the patches that entered SigLIP
+        assert set(out.roi_indices[0, frame].tolist()) <= set(kept[frame].tolist())
+    assert ((out.roi_patch_scores[0] > 0).sum(-1) <= 10).all()
+    with pytest.raises(ValueError, match="vision_keep_patches"):
+        FERConfig.from_preset("tiny", vision_keep_patches=4)
+
+
+def test_int8_quantisation_for_cpu_inference(config, tmp_path):
+    torch.manual_seed(0)
+    model = FERForEmotionClassification(config).eval()
+    inputs = make_inputs(config, batch=4)
+    reference = model(**inputs).probabilities()
+    model.quantize_int8_()
+    quantized = model(**inputs).probabilities()
+    assert (reference - quantized).abs().max() < 0.02
+    assert (reference.argmax(-1) == quantized.argmax(-1)).all()
+    with pytest.raises(RuntimeError, match="inference only"):
+        model.save_pretrained(tmp_path)
+    with pytest.raises(RuntimeError, match="eval"):
+        FERForEmotionClassification(config).train().quantize_int8_()
