@@ -1,0 +1,241 @@
+"""A small synthetic RAVDESS-named dataset for smoke tests and the training benchmark.
+
+`python -m fer_hf.synthetic --out DIR` writes `DIR/Actor_XX/01-01-EE-II-SS-RR-AA.mp4` files: real
+H.264 + AAC mp4s (PyAV) whose content depends on the class so a model can learn it, and on the actor
+so that held-out actors are a real generalisation test:
+
+- video: the face of scikit-image's `astronaut()` photo (a real face, so the face detector finds it)
+  composited on an actor-specific background at an actor-specific position and scale, with a
+  class-specific colour tint and brightness over the face, a mouth-region bar that opens and closes at a
+  class-specific rate, and a class-specific horizontal sway;
+- audio: a pulsed tone whose pitch (a 1.25x step per class, shifted a few percent per actor) and pulse rate
+  depend on the class, with a rising or falling chirp, plus white noise. Pulses matter: the mel
+  features are normalised per mel bin over time, which would flatten a steady tone.
+
+It also writes `folds.json` (consecutive actors split into `--folds` folds) for `--folds` of the train CLI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+NUM_CLASSES = 8
+AUDIO_RATE = 48_000  # Hz, as in RAVDESS (the processor resamples to 16 kHz)
+AAC_FRAME = 1024  # samples per AAC frame
+# Face region of skimage.data.astronaut(): rows 20-250, cols 120-330; the face box inside it.
+_HEAD_ROWS, _HEAD_COLS = (20, 250), (120, 330)
+_MOUTH_CENTRE = (105, 131)  # (x, y) in head-crop pixels
+# One hue per class, RGB; chosen to be far apart.
+CLASS_TINTS = np.array(
+    [[128, 128, 128], [40, 90, 255], [255, 220, 0], [20, 20, 140], [255, 20, 20], [150, 0, 220], [60, 200, 40],
+     [255, 120, 200]], np.float32,
+)
+CLASS_BRIGHTNESS = np.linspace(0.8, 1.2, NUM_CLASSES)[[3, 0, 7, 1, 6, 2, 5, 4]]
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """What to generate. Sizes in pixels, times in seconds."""
+
+    num_actors: int = 8
+    clips_per_class: int = 3
+    seconds: tuple[float, float] = (2.0, 3.0)
+    width: int = 320
+    height: int = 240
+    fps: int = 25
+    num_folds: int = 4
+    seed: int = 0
+
+
+def _head() -> np.ndarray:
+    from skimage import data
+
+    return data.astronaut()[_HEAD_ROWS[0]:_HEAD_ROWS[1], _HEAD_COLS[0]:_HEAD_COLS[1]].copy()  # (230, 210, 3)
+
+
+def clip_names(spec: SyntheticSpec, actor: int) -> list[tuple[str, int]]:
+    """`[(name, class_index), ...]` for one actor: 8 classes x `clips_per_class` distinct RAVDESS names."""
+    names = []
+    for cls in range(NUM_CLASSES):
+        # Neutral has no strong intensity, so it only has the 4 statement x repetition combinations.
+        combos = [(i, s, r) for i in (1, 2) for s in (1, 2) for r in (1, 2) if not (cls == 0 and i == 2)]
+        if spec.clips_per_class > len(combos):
+            raise ValueError(f"clips_per_class must be at most {len(combos)}, got {spec.clips_per_class}")
+        order = [combos[(k * 3) % len(combos)] for k in range(len(combos))]  # mix intensities early
+        for intensity, statement, repetition in sorted(set(order[: spec.clips_per_class])):
+            names.append((f"01-01-{cls + 1:02d}-{intensity:02d}-{statement:02d}-{repetition:02d}-{actor:02d}", cls))
+    return names
+
+
+def _actor_style(actor: int, spec: SyntheticSpec) -> dict:
+    rng = np.random.default_rng([spec.seed, actor, 7])
+    h, w = spec.height, spec.width
+    # Background: a diagonal gradient between two random colours plus a few soft blobs.
+    c0, c1 = rng.uniform(30, 220, 3), rng.uniform(30, 220, 3)
+    t = (np.linspace(0, 1, w)[None, :] * 0.6 + np.linspace(0, 1, h)[:, None] * 0.4)[..., None]
+    bg = (1 - t) * c0 + t * c1  # (h, w, 3)
+    for _ in range(4):
+        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(15, 60)
+        yy, xx = np.mgrid[0:h, 0:w]
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r**2))[..., None]
+        bg = bg * (1 - 0.5 * blob) + rng.uniform(0, 255, 3) * 0.5 * blob
+    scale = rng.uniform(0.75, 0.95) * h / 240
+    return dict(
+        background=bg.astype(np.float32),
+        scale=scale,
+        offset=(rng.uniform(-0.12, 0.12) * w, rng.uniform(-0.06, 0.06) * h),
+        gain=rng.uniform(0.9, 1.1),
+        pitch=1.0 + rng.uniform(-0.04, 0.04),
+    )
+
+
+def render_frames(cls: int, style: dict, spec: SyntheticSpec, num_frames: int, rng) -> np.ndarray:
+    """uint8 `(num_frames, height, width, 3)` RGB frames of one clip."""
+    head = _head().astype(np.float32)
+    tint = CLASS_TINTS[cls]
+    head = head * (1 - 0.35) + tint * 0.35
+    head *= CLASS_BRIGHTNESS[cls] * style["gain"]
+    hh, hw = round(head.shape[0] * style["scale"]), round(head.shape[1] * style["scale"])
+    head = cv2.resize(np.clip(head, 0, 255), (hw, hh), interpolation=cv2.INTER_AREA)
+    mx, my = (round(_MOUTH_CENTRE[0] * style["scale"]), round(_MOUTH_CENTRE[1] * style["scale"]))
+    bar_w = max(4, round(24 * style["scale"]))
+    mouth_rate = 0.8 + 0.45 * cls  # Hz
+    sway_amp = 2.0 + 1.5 * (cls % 4)  # px
+    phase = rng.uniform(0, 2 * np.pi)
+    # Elliptical alpha mask so the head blends into the background.
+    yy, xx = np.mgrid[0:hh, 0:hw]
+    alpha = np.clip(1.6 - np.hypot((xx - hw / 2) / (hw / 2), (yy - hh / 2) / (hh / 2)) * 1.2, 0, 1)[..., None]
+    frames = np.empty((num_frames, spec.height, spec.width, 3), np.uint8)
+    for f in range(num_frames):
+        t = f / spec.fps
+        canvas = style["background"].copy()
+        x0 = round(spec.width / 2 - hw / 2 + style["offset"][0] + sway_amp * np.sin(2 * np.pi * 0.7 * t + phase))
+        y0 = round(spec.height / 2 - hh / 2 + style["offset"][1])
+        face = head.copy()
+        opening = 0.5 + 0.5 * np.sin(2 * np.pi * mouth_rate * t + phase)  # 0..1
+        bar_h = max(1, round((1 + 7 * opening) * style["scale"]))
+        colour = (90.0, 20.0, 30.0) if cls % 2 == 0 else (235.0, 225.0, 215.0)  # dark lips or teeth
+        cv2.ellipse(face, (mx, my), (bar_w // 2, bar_h), 0, 0, 360, colour, -1)
+        # Paste with clipping at the frame border.
+        ys, xs = max(0, y0), max(0, x0)
+        ye, xe = min(spec.height, y0 + hh), min(spec.width, x0 + hw)
+        if ye > ys and xe > xs:
+            sub = (slice(ys - y0, ye - y0), slice(xs - x0, xe - x0))
+            a = alpha[sub]
+            canvas[ys:ye, xs:xe] = canvas[ys:ye, xs:xe] * (1 - a) + face[sub] * a
+        frames[f] = np.clip(canvas + rng.normal(0, 2.0, canvas.shape), 0, 255).astype(np.uint8)
+    return frames
+
+
+def render_audio(cls: int, style: dict, seconds: float, rng) -> np.ndarray:
+    """float32 `(round(seconds * 48000),)` mono waveform in [-1, 1]."""
+    n = round(seconds * AUDIO_RATE)
+    t = np.arange(n) / AUDIO_RATE
+    f0 = 300.0 * 1.25**cls * style["pitch"]
+    pulse_rate = 2.0 + 0.5 * cls  # Hz
+    gate = (np.sin(2 * np.pi * pulse_rate * t + rng.uniform(0, 2 * np.pi)) > 0).astype(np.float32)
+    gate = np.convolve(gate, np.hanning(481) / np.hanning(481).sum(), mode="same")  # 10 ms ramps
+    tone = np.sin(2 * np.pi * f0 * t) + 0.4 * np.sin(2 * np.pi * 2 * f0 * t)
+    sweep = 0.1 if cls % 2 == 0 else -0.1  # the chirp's frequency 1.5 f0 (1 + sweep t) rises or falls
+    chirp = np.sin(2 * np.pi * 1.5 * f0 * (t + 0.5 * sweep * t**2))
+    sig = gate * (0.6 * tone + 0.2 * chirp) + rng.normal(0, 0.05, n)
+    return (0.4 * sig / np.max(np.abs(sig))).astype(np.float32)
+
+
+def write_mp4(path: str | os.PathLike, frames: np.ndarray, audio: np.ndarray | None, fps: int) -> None:
+    """Encode `frames` uint8 `(F, H, W, 3)` RGB as H.264 and `audio` float32 `(n,)` 48 kHz mono as AAC."""
+    with av.open(str(path), mode="w") as container:
+        vstream = container.add_stream("libx264", rate=fps)
+        vstream.width, vstream.height = frames.shape[2], frames.shape[1]
+        vstream.pix_fmt = "yuv420p"
+        vstream.options = {"preset": "ultrafast", "crf": "20"}
+        astream = None
+        if audio is not None:
+            astream = container.add_stream("aac", rate=AUDIO_RATE)
+            astream.layout = "mono"
+        for frame in frames:
+            for packet in vstream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in vstream.encode():
+            container.mux(packet)
+        if astream is not None:
+            for start in range(0, len(audio), AAC_FRAME):
+                chunk = audio[start:start + AAC_FRAME]
+                aframe = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp", layout="mono")
+                aframe.sample_rate = AUDIO_RATE
+                aframe.pts = start
+                for packet in astream.encode(aframe):
+                    container.mux(packet)
+            for packet in astream.encode():
+                container.mux(packet)
+
+
+def generate(out_dir: str | os.PathLike, spec: SyntheticSpec = SyntheticSpec(), progress: bool = False) -> list[Path]:
+    """Write the dataset and `folds.json` under `out_dir`. Existing clips are kept (resumable). Returns the paths."""
+    if spec.num_actors < 1 or spec.num_actors > 24:
+        raise ValueError(f"num_actors must be in 1-24, got {spec.num_actors}")
+    if spec.num_folds > spec.num_actors:
+        raise ValueError(f"num_folds ({spec.num_folds}) cannot exceed num_actors ({spec.num_actors})")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [(actor, name, cls) for actor in range(1, spec.num_actors + 1) for name, cls in clip_names(spec, actor)]
+    if progress:
+        from tqdm.auto import tqdm
+
+        jobs = tqdm(jobs, desc="synthetic clips", unit="clip")
+    paths, styles = [], {}
+    for actor, name, cls in jobs:
+        path = out / f"Actor_{actor:02d}" / f"{name}.mp4"
+        paths.append(path)
+        if path.exists() and path.stat().st_size > 0:
+            continue
+        path.parent.mkdir(exist_ok=True)
+        style = styles.setdefault(actor, _actor_style(actor, spec))
+        rng = np.random.default_rng([spec.seed, actor, int(name.replace("-", ""))])
+        seconds = float(rng.uniform(*spec.seconds))
+        frames = render_frames(cls, style, spec, round(seconds * spec.fps), rng)
+        tmp = path.with_name(path.stem + ".part.mp4")
+        write_mp4(tmp, frames, render_audio(cls, style, seconds, rng), spec.fps)
+        os.replace(tmp, path)
+    folds = [a.tolist() for a in np.array_split(np.arange(1, spec.num_actors + 1), spec.num_folds)]
+    (out / "folds.json").write_text(json.dumps({"folds": folds}))
+    logger.info("wrote %d synthetic clips of %d actors to %s", len(paths), spec.num_actors, out)
+    return paths
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m fer_hf.synthetic", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="output folder (created)")
+    parser.add_argument("--actors", type=int, default=SyntheticSpec.num_actors, help="number of actors (1-24)")
+    parser.add_argument("--clips-per-class", type=int, default=SyntheticSpec.clips_per_class,
+                        help="clips per class and actor (1-4)")
+    parser.add_argument("--min-seconds", type=float, default=SyntheticSpec.seconds[0])
+    parser.add_argument("--max-seconds", type=float, default=SyntheticSpec.seconds[1])
+    parser.add_argument("--width", type=int, default=SyntheticSpec.width)
+    parser.add_argument("--height", type=int, default=SyntheticSpec.height)
+    parser.add_argument("--fps", type=int, default=SyntheticSpec.fps)
+    parser.add_argument("--folds", type=int, default=SyntheticSpec.num_folds, help="folds written to folds.json")
+    parser.add_argument("--seed", type=int, default=SyntheticSpec.seed)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    spec = SyntheticSpec(args.actors, args.clips_per_class, (args.min_seconds, args.max_seconds), args.width,
+                         args.height, args.fps, args.folds, args.seed)
+    generate(args.out, spec, progress=True)
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["SyntheticSpec", "clip_names", "generate", "render_audio", "render_frames", "write_mp4"]
