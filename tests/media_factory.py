@@ -1,0 +1,250 @@
+"""Generate test media with PyAV (no files are shipped with the tests, nothing is downloaded).
+
+    info = make_clip(tmp_path / "a.mp4", seconds=2, fps=30, size=(1280, 720), audio="tone",
+                     sample_rate=48000, channels=2, face_image=astronaut_face(), face_box=(400, 150, 780, 530))
+    info["face_box"]      # where the face (Haar-style box) really is, in video pixels
+
+Frames: a background ("noise", "plain" or "gradient"), a bar moving across the bottom (frames differ),
+optionally a face image pasted at `face_box`, and the frame index (mod 256) written into two grey blocks at the
+top left, one hex digit each as level 16 * digit + 8 (read it back with `frame_index_of`, also after downscaling).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+# Face box of the Haar frontal-face cascade on skimage's `data.astronaut()` (512 x 512): x0, y0, x1, y1.
+ASTRONAUT_FACE_BOX = (177, 66, 272, 161)
+# The region `astronaut_face()` cuts out of that image (x0, y0, x1, y1): the face with hair and chin around it.
+ASTRONAUT_CROP = (132, 20, 317, 205)
+
+
+def astronaut_face() -> np.ndarray:
+    """uint8 RGB `(185, 185, 3)`: the astronaut's head from scikit-image, cut at `ASTRONAUT_CROP`."""
+    from skimage import data
+
+    x0, y0, x1, y1 = ASTRONAUT_CROP
+    return np.ascontiguousarray(data.astronaut()[y0:y1, x0:x1])
+
+
+def expected_face_box(face_box: tuple) -> tuple:
+    """Where the astronaut's Haar face box lands when `astronaut_face()` is pasted into `face_box` (x0, y0, x1, y1)."""
+    cx0, cy0, cx1, cy1 = ASTRONAUT_CROP
+    sx = (face_box[2] - face_box[0]) / (cx1 - cx0)
+    sy = (face_box[3] - face_box[1]) / (cy1 - cy0)
+    fx0, fy0, fx1, fy1 = ASTRONAUT_FACE_BOX
+    return (face_box[0] + (fx0 - cx0) * sx, face_box[1] + (fy0 - cy0) * sy,
+            face_box[0] + (fx1 - cx0) * sx, face_box[1] + (fy1 - cy0) * sy)
+
+
+def iou(a, b) -> float:
+    """Intersection over union of two boxes (x0, y0, x1, y1)."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def frame_index_of(frame_rgb: np.ndarray) -> int:
+    """The frame index (mod 256) written by `make_clip` into the top-left block (survives lossy coding and a 2x downscale)."""
+    block = _index_block(frame_rgb.shape[1])
+    high = round((float(frame_rgb[2:6, 2:6].mean()) - 8) / 16)
+    low = round((float(frame_rgb[2:6, block + 2: block + 6].mean()) - 8) / 16)
+    return (min(15, max(0, high)) * 16 + min(15, max(0, low))) % 256
+
+
+def _index_block(width: int) -> int:
+    """Side of the frame-index blocks for a frame `width` wide as decoded (same rule at any scale)."""
+    return max(8, width // 40)
+
+
+def _background(kind: str, size: tuple, rng: np.random.Generator) -> np.ndarray:
+    w, h = size
+    if kind == "noise":
+        return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    if kind == "plain":
+        return np.full((h, w, 3), 90, np.uint8)
+    if kind == "gradient":
+        x = np.linspace(40, 200, w, dtype=np.float32)[None, :, None]
+        y = np.linspace(0, 40, h, dtype=np.float32)[:, None, None]
+        return np.broadcast_to(x + y, (h, w, 3)).astype(np.uint8)
+    raise ValueError(f"unknown background {kind!r}")
+
+
+def _audio_signal(audio, seconds: float, sample_rate: int, channels: int, rng) -> np.ndarray:
+    """float32 `(channels, n)`."""
+    n = round(seconds * sample_rate)
+    if isinstance(audio, np.ndarray):
+        sig = audio.astype(np.float32)
+        sig = np.tile(sig[None], (channels, 1)) if sig.ndim == 1 else sig
+        return np.ascontiguousarray(sig)
+    t = np.arange(n) / sample_rate
+    if audio == "tone":  # a 220 Hz voice-like tone with harmonics and a 4 Hz syllable envelope
+        env = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)
+        mono = env * (0.3 * np.sin(2 * np.pi * 220 * t) + 0.1 * np.sin(2 * np.pi * 660 * t))
+        mono += 0.01 * rng.standard_normal(n)
+    elif audio == "silence":
+        mono = np.zeros(n)
+    elif audio == "noise":
+        mono = 0.1 * rng.standard_normal(n)
+    else:
+        raise ValueError(f"unknown audio {audio!r}")
+    return np.tile(mono.astype(np.float32)[None], (channels, 1))
+
+
+def make_clip(
+    path,
+    seconds: float = 2.0,
+    fps: float = 30,
+    size: tuple = (320, 240),
+    audio="tone",
+    sample_rate: int = 48000,
+    channels: int = 2,
+    container: str | None = None,
+    video_codec: str | None = None,
+    audio_codec: str | None = None,
+    vfr: bool = False,
+    face_image: np.ndarray | None = None,
+    face_box: tuple | None = None,
+    background: str = "gradient",
+    video: bool = True,
+    faststart: bool = False,
+    live: bool = False,
+    seed: int = 0,
+) -> dict:
+    """Write a test clip and describe it.
+
+    Args:
+        path: output file; the container is taken from its suffix unless `container` ("mp4" | "webm") is given.
+        seconds, fps, size: length, nominal frame rate and `(width, height)` of the video.
+        audio: "tone", "silence", "noise", a float array `(n,)` / `(channels, n)` in [-1, 1], or None (no stream).
+        sample_rate, channels: audio stream format (AAC in mp4, Opus in webm; Opus needs 48 kHz).
+        video_codec, audio_codec: override the defaults (libx264 / aac for mp4, libvpx (VP8) / libopus for webm;
+            e.g. "libvpx-vp9").
+        vfr: irregular frame intervals (20-70 ms) instead of `1 / fps`; timestamps in ms.
+        face_image: uint8 RGB image pasted into every frame at `face_box` (x0, y0, x1, y1), resized to fit.
+        background: "gradient", "plain" or "noise" (static random noise).
+        video: False writes an audio-only file.
+        faststart: mp4 with the index (moov) at the front, so a truncated copy still opens.
+        live: webm written as a live stream: no duration and no cues in the file (like a browser recording).
+
+    Returns: dict with path, frame_times_s (presentation time of each written frame), face_box (the expected
+        Haar face box when `face_image` is the astronaut), paste_box, duration_s.
+    """
+    import cv2
+
+    path = Path(path)
+    container = container or path.suffix.lstrip(".").lower()
+    rng = np.random.default_rng(seed)
+    options = {}
+    if container == "mp4" and faststart:
+        options["movflags"] = "+faststart"
+    if container == "webm" and live:
+        options["live"] = "1"
+    out = av.open(str(path), mode="w", format=container, options=options)
+    vstream = astream = None
+    if video:
+        vcodec = video_codec or ("libx264" if container == "mp4" else "libvpx")
+        vstream = out.add_stream(vcodec, rate=Fraction(fps).limit_denominator(1001))
+        vstream.width, vstream.height = size
+        vstream.pix_fmt = "yuv420p"
+        if vcodec == "libx264":
+            vstream.options = {"preset": "ultrafast", "crf": "23"}
+        elif vcodec.startswith("libvpx"):
+            vstream.options = {"deadline": "realtime", "cpu-used": "8", "b": "1M"}
+        if vfr:
+            vstream.codec_context.time_base = Fraction(1, 1000)
+    if audio is not None:
+        acodec = audio_codec or ("aac" if container == "mp4" else "libopus")
+        astream = out.add_stream(acodec, rate=sample_rate, layout="stereo" if channels == 2 else "mono")
+
+    frame_times = []
+    if vstream is not None:
+        if vfr:
+            intervals = rng.uniform(0.020, 0.070, int(seconds / 0.02) + 2)
+            times = np.concatenate([[0.0], np.cumsum(intervals)])
+            frame_times = [float(t) for t in times if t < seconds]
+        else:
+            frame_times = [i / fps for i in range(round(seconds * fps))]
+        base = _background(background, size, rng)
+        paste = None
+        if face_image is not None:
+            x0, y0, x1, y1 = (int(v) for v in face_box)
+            paste = cv2.resize(face_image, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
+        w, h = size
+        block = _index_block(w)
+        for i, t in enumerate(frame_times):
+            img = base.copy()
+            if paste is not None:
+                img[y0:y1, x0:x1] = paste
+            bar_x = int((i * 7) % max(1, w - 16))
+            img[h - 12: h - 4, bar_x: bar_x + 16] = (255, 0, 0)
+            img[0:block, 0:block] = (i // 16 % 16) * 16 + 8  # frame index, high digit
+            img[0:block, block:2 * block] = (i % 16) * 16 + 8  # low digit
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            if vfr:
+                frame.pts = round(t * 1000)
+                frame.time_base = Fraction(1, 1000)
+            else:
+                frame.pts = i
+            for packet in vstream.encode(frame):
+                out.mux(packet)
+        for packet in vstream.encode():
+            out.mux(packet)
+    if astream is not None:
+        signal = _audio_signal(audio, seconds, sample_rate, channels, rng)  # (channels, n)
+        layout = "stereo" if channels == 2 else "mono"
+        chunk = astream.codec_context.frame_size or 1024
+        for start in range(0, signal.shape[1], chunk):
+            piece = np.ascontiguousarray(signal[:, start:start + chunk])
+            frame = av.AudioFrame.from_ndarray(piece, format="fltp", layout=layout)
+            frame.sample_rate = sample_rate
+            frame.pts = start
+            frame.time_base = Fraction(1, sample_rate)
+            for packet in astream.encode(frame):
+                out.mux(packet)
+        for packet in astream.encode():
+            out.mux(packet)
+    out.close()
+    info = {"path": str(path), "frame_times_s": frame_times, "duration_s": seconds, "paste_box": face_box,
+            "face_box": expected_face_box(face_box) if face_image is not None and face_box is not None else None}
+    return info
+
+
+def make_truncated_copy(src, dst, keep_fraction: float = 0.5) -> str:
+    """Copy the first `keep_fraction` of a file's bytes (a download cut short)."""
+    data = Path(src).read_bytes()
+    Path(dst).write_bytes(data[: int(len(data) * keep_fraction)])
+    return str(dst)
+
+
+def make_image_file(path, size=(64, 48)) -> str:
+    """A PNG image written under `path` (give it a video suffix to fake a video)."""
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.full((size[1], size[0], 3), 128, np.uint8))
+    assert ok
+    Path(path).write_bytes(buf.tobytes())
+    return str(path)
+
+
+def make_text_file(path, text: str = "this is not a video\n" * 40) -> str:
+    Path(path).write_text(text)
+    return str(path)
+
+
+def make_empty_file(path) -> str:
+    Path(path).write_bytes(b"")
+    return str(path)
+
+
+def copy_as(src, dst) -> str:
+    shutil.copyfile(src, dst)
+    return os.fspath(dst)

@@ -1,0 +1,205 @@
+"""Decoding and windowing (fer_hf/media_fer.py) on media generated with PyAV."""
+
+import logging
+import os
+import sys
+
+import av
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from media_factory import (  # noqa: E402
+    frame_index_of,
+    make_clip,
+    make_empty_file,
+    make_image_file,
+    make_text_file,
+    make_truncated_copy,
+)
+
+from fer_hf import media_fer  # noqa: E402
+from fer_hf.errors_fer import (  # noqa: E402
+    EmptyMediaError,
+    FERInputError,
+    MediaDecodeError,
+    MediaNotFoundError,
+    MediaTooLongError,
+)
+from fer_hf.media_fer import decode_window, frame_timestamps, plan_windows, probe_media  # noqa: E402
+
+SR = 16000
+
+
+# ------------------------------------------------------------------------------------------
+# windows
+def test_frame_timestamps_are_bin_centres():
+    t = frame_timestamps(1.0, 3.0, 8)
+    np.testing.assert_allclose(t, 1.0 + (np.arange(8) + 0.5) * 0.375)
+
+
+def test_single_window_is_centred_and_short_clips_start_at_zero():
+    assert plan_windows(10.0, 3.0) == [(3.5, 6.5)]
+    assert plan_windows(3.0, 3.0) == [(0.0, 3.0)]
+    assert plan_windows(0.5, 3.0) == [(0.0, 3.0)]
+    assert plan_windows(0.5, 3.0, sliding=True) == [(0.0, 3.0)]
+
+
+def test_sliding_windows_cover_the_clip():
+    windows = plan_windows(20.0, 3.0, sliding=True)  # stride 1.5 s
+    assert len(windows) == 13  # ceil((20 - 3) / 1.5) + 1
+    starts = [s for s, _ in windows]
+    np.testing.assert_allclose(starts[:-1], np.arange(12) * 1.5)
+    assert windows[-1] == (17.0, 20.0)  # the last one is aligned to the clip end
+    assert all(round(e - s, 6) == 3.0 for s, e in windows)
+    assert len(plan_windows(20.0, 3.0, sliding=True, stride_s=3.0)) == 7
+
+
+def test_sliding_windows_are_capped_by_widening_the_stride(caplog):
+    with caplog.at_level(logging.WARNING, logger="fer_hf.media_fer"):
+        windows = plan_windows(100.0, 3.0, sliding=True, max_windows=20)
+    assert len(windows) == 20
+    assert windows[0][0] == 0.0 and windows[-1][1] == 100.0
+    np.testing.assert_allclose(np.diff([s for s, _ in windows]), 97.0 / 19, atol=1e-5)
+    assert "max_windows=20" in caplog.text
+
+
+# ------------------------------------------------------------------------------------------
+# decoding
+@pytest.fixture(scope="module")
+def clip720(tmp_path_factory):
+    """H.264 + AAC 48 kHz stereo, 1280x720, 30 fps, 1.5 s."""
+    path = tmp_path_factory.mktemp("media") / "hd.mp4"
+    return make_clip(path, seconds=1.5, fps=30, size=(1280, 720), audio="tone", sample_rate=48000, channels=2)
+
+
+def test_mp4_h264_aac_720p(clip720):
+    info = probe_media(clip720["path"])
+    assert info.has_audio and info.has_video
+    assert (info.width, info.height) == (1280, 720)
+    assert info.duration_s == pytest.approx(1.5, abs=0.05)
+    win = decode_window(clip720["path"], 0.0, 1.5, 8, info.duration_s, SR, max_side=640)
+    assert win.audio.dtype == np.float32 and win.audio.ndim == 1  # mono 16 kHz
+    assert abs(win.audio.size - 24000) <= 200
+    assert 0.05 < np.abs(win.audio).max() < 1.0  # the tone survived downmix + resampling
+    assert win.frame_valid.all()
+    assert win.frames[0].shape == (360, 640, 3) and win.frames[0].dtype == np.uint8  # downscaled while decoding
+    assert win.scale == pytest.approx(2.0)
+    # each target gets the frame nearest to it: frame i is shown at i / 30 s
+    expected = np.rint(win.frame_times_s * 30 - 1e-9).astype(int)
+    got = [frame_index_of(f) for f in win.frames]
+    np.testing.assert_array_equal(got, np.minimum(expected, 44))
+
+
+def test_resampled_audio_has_the_right_pitch(clip720):
+    info = probe_media(clip720["path"])
+    audio = decode_window(clip720["path"], 0.0, 1.5, 8, info.duration_s, SR).audio
+    spectrum = np.abs(np.fft.rfft(audio[: SR]))
+    assert np.fft.rfftfreq(SR, 1 / SR)[spectrum.argmax()] == pytest.approx(220, abs=2)
+
+
+def test_window_in_the_middle_seeks_and_stays_aligned(tmp_path):
+    # silence with a 100 ms burst at 3.0 s; video frame i at i / 25 s
+    sr_in = 48000
+    signal = np.zeros(int(6 * sr_in), np.float32)
+    signal[3 * sr_in: int(3.1 * sr_in)] = 0.5 * np.sin(2 * np.pi * 440 * np.arange(int(0.1 * sr_in)) / sr_in)
+    clip = make_clip(tmp_path / "long.mp4", seconds=6, fps=25, size=(160, 120), audio=signal, sample_rate=sr_in)
+    win = decode_window(clip["path"], 2.5, 5.5, 12, 6.0, SR)
+    assert win.audio.size == 48000
+    onset = np.argmax(np.abs(win.audio) > 0.05) / SR
+    assert onset == pytest.approx(0.5, abs=0.03)  # burst at 3.0 s is 0.5 s into the window
+    got = [frame_index_of(f) for f in win.frames]
+    expected = np.rint(win.frame_times_s * 25 - 1e-9).astype(int) % 256
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_webm_vp8_opus_without_duration(tmp_path):
+    clip = make_clip(tmp_path / "live.webm", seconds=2.0, fps=30, size=(320, 240), live=True)
+    with av.open(clip["path"]) as container:
+        assert container.duration is None  # nothing in the header: it must come from the packets
+        assert container.streams.video[0].codec_context.name == "vp8"
+        assert container.streams.audio[0].codec_context.name == "opus"
+    info = probe_media(clip["path"])
+    assert info.duration_s == pytest.approx(2.0, abs=0.1)
+    win = decode_window(clip["path"], 0.0, 3.0, 8, info.duration_s, SR)
+    assert abs(win.audio.size - int(info.duration_s * SR)) <= 320
+    np.testing.assert_array_equal(win.frame_valid, win.frame_times_s < info.duration_s)
+    # a window in the middle of a file without cues: the seek fallback still gives the right frames
+    win = decode_window(clip["path"], 0.5, 1.5, 4, info.duration_s, SR)
+    expected = np.rint(win.frame_times_s * 30 - 1e-9).astype(int)
+    np.testing.assert_array_equal([frame_index_of(f) for f in win.frames], expected)
+
+
+def test_duration_from_packets_matches_header(tmp_path, monkeypatch):
+    clip = make_clip(tmp_path / "a.mp4", seconds=1.2, fps=30, size=(160, 120))
+    with_header = probe_media(clip["path"]).duration_s
+    monkeypatch.setattr(media_fer, "_duration_from_header", lambda container: None)
+    assert probe_media(clip["path"]).duration_s == pytest.approx(with_header, abs=0.05)
+
+
+def test_vp9_webm(tmp_path):
+    clip = make_clip(tmp_path / "a.webm", seconds=1.0, fps=30, size=(160, 120), video_codec="libvpx-vp9")
+    info = probe_media(clip["path"])
+    win = decode_window(clip["path"], 0.0, 1.0, 4, info.duration_s, SR)
+    assert win.frame_valid.all() and win.audio.size > 15000
+
+
+def test_vfr_picks_the_frame_nearest_each_timestamp(tmp_path):
+    clip = make_clip(tmp_path / "vfr.mp4", seconds=2.0, fps=30, size=(160, 120), vfr=True)
+    times = np.asarray(clip["frame_times_s"])
+    assert np.ptp(np.diff(times)) > 0.02  # really irregular
+    info = probe_media(clip["path"])
+    win = decode_window(clip["path"], 0.0, 2.0, 16, info.duration_s, SR)
+    nearest = [int(np.argmin(np.abs(times - t))) for t in win.frame_times_s]
+    assert [frame_index_of(f) for f in win.frames] == nearest
+
+
+def test_audio_only_and_video_only_files(tmp_path):
+    audio_only = make_clip(tmp_path / "a.mp4", seconds=1.0, video=False)
+    win = decode_window(audio_only["path"], 0.0, 3.0, 8, probe_media(audio_only["path"]).duration_s, SR)
+    assert win.frames is None and win.audio.size > 15000
+    silent_film = make_clip(tmp_path / "v.mp4", seconds=1.0, size=(160, 120), audio=None)
+    info = probe_media(silent_film["path"])
+    assert not info.has_audio
+    win = decode_window(silent_film["path"], 0.0, 3.0, 8, info.duration_s, SR)
+    assert win.audio is None and win.frame_valid.sum() == 3  # targets 0.1875, 0.5625, 0.9375 s
+
+
+# ------------------------------------------------------------------------------------------
+# bad files
+def test_missing_and_empty_files(tmp_path):
+    with pytest.raises(MediaNotFoundError, match="not found"):
+        probe_media(tmp_path / "nope.mp4")
+    with pytest.raises(EmptyMediaError, match="0 bytes"):
+        probe_media(make_empty_file(tmp_path / "zero.mp4"))
+
+
+def test_truncated_png_and_text_files_raise_decode_errors(tmp_path, clip720):
+    bad = [
+        make_truncated_copy(clip720["path"], tmp_path / "cut.mp4", 0.5),  # index (moov) at the end is lost
+        make_image_file(tmp_path / "image.mp4"),
+        make_text_file(tmp_path / "notes.mp4"),
+    ]
+    for path in bad:
+        with pytest.raises(MediaDecodeError) as err:
+            probe_media(path)
+        assert os.path.basename(path) in str(err.value)
+        assert isinstance(err.value, FERInputError)
+
+
+def test_truncated_faststart_mp4_decodes_the_part_that_is_there(tmp_path):
+    clip = make_clip(tmp_path / "fs.mp4", seconds=2.0, fps=30, size=(320, 240), faststart=True)
+    cut = make_truncated_copy(clip["path"], tmp_path / "fs_cut.mp4", 0.6)
+    try:
+        info = probe_media(cut)
+        win = decode_window(cut, 0.0, 3.0, 8, info.duration_s, SR)
+    except MediaDecodeError:
+        return  # refusing it with our error is fine too; any other exception is not
+    assert win.frame_valid.any() or win.audio is not None
+
+
+def test_too_long(tmp_path):
+    clip = make_clip(tmp_path / "a.mp4", seconds=2.0, size=(160, 120))
+    with pytest.raises(MediaTooLongError, match="max_duration_s"):
+        probe_media(clip["path"], max_duration_s=1.0)
