@@ -3,8 +3,9 @@
 - `FaceDetector` is the pluggable interface: `detect(frame_rgb) -> list[FaceBox]`. A backend that also finds
   landmarks (e.g. a 5-point detector) fills `FaceBox.landmarks`; the ROI maps then follow them.
 - `HaarFaceDetector` is the default backend: OpenCV's frontal-face Haar cascade on a downscaled grey frame.
-- `track_face` keeps the largest face per frame, detects on at most `max_detections` frames spread over the
-  window, removes outliers with a running median and interpolates the box for every frame (a stable track).
+- `track_face` keeps the largest confident face per frame, detects on at most `max_detections` frames spread
+  over the window, drops outlier boxes (far from the median of their neighbours), smooths the rest and
+  interpolates a box for every frame: a temporally stable track.
 - `crop_face` cuts a square around the tracked box with a margin, pads with black where it leaves the frame,
   and resizes to `S x S`.
 - `roi_weight_map` gives one weight per patch `[N]`, N = (S / patch)^2, higher on eyes, brows and mouth.
@@ -46,6 +47,7 @@ CANONICAL_REGIONS = {
     "face": [(0.50, 0.52, 0.56, 0.66)],
 }
 ROI_SAMPLES_PER_PATCH = 4  # sub-samples per patch side when averaging the pixel weights
+CONFIDENT_FRACTION = 0.5  # a face competes for "largest" only if its score is at least this share of the best
 
 
 def _require_cv2():
@@ -151,12 +153,30 @@ class FaceTrack:
         return self.num_detected > 0
 
 
-def _running_median(x: np.ndarray, k: int = 5) -> np.ndarray:
-    """Median over a centred window of `k` (shrinking at the ends). x: `(n, d)`."""
-    if len(x) < 3:
-        return x
-    half = k // 2
-    return np.stack([np.median(x[max(0, i - half): i + half + 1], axis=0) for i in range(len(x))])
+def _inliers(geom: np.ndarray, k: int = 5, tolerance: float = 0.5) -> np.ndarray:
+    """bool `(n,)`: False for detections far from the median of their `k` neighbours (a false positive or a jump).
+
+    geom: `(n, 3)` rows of (cx, cy, side); a row is dropped when its centre or side differs from the local median
+    by more than `tolerance` x the median side.
+    """
+    n = len(geom)
+    if n < 3:
+        return np.ones(n, bool)
+    keep = np.ones(n, bool)
+    for i in range(n):
+        lo = min(max(0, i - k // 2), n - k) if n >= k else 0
+        med = np.median(geom[lo: lo + k], axis=0)
+        keep[i] = np.all(np.abs(geom[i] - med) <= tolerance * med[2])
+    return keep if keep.any() else np.ones(n, bool)
+
+
+def _smooth(geom: np.ndarray) -> np.ndarray:
+    """Mean over 3 neighbours, end rows unchanged (Haar boxes jitter by a few pixels). geom: `(n, 3)`."""
+    if len(geom) < 3:
+        return geom
+    out = geom.copy()
+    out[1:-1] = (geom[:-2] + geom[1:-1] + geom[2:]) / 3.0
+    return out
 
 
 def track_face(frames: list, detector: FaceDetector, max_detections: int = 16) -> FaceTrack:
@@ -178,7 +198,10 @@ def track_face(frames: list, detector: FaceDetector, max_detections: int = 16) -
         faces = detector.detect(frames[i])
         if not faces:
             continue
-        face = max(faces, key=lambda f: f.area)  # keep the largest face
+        best_score = max(f.score for f in faces)
+        if best_score > 0:  # weak extra boxes are usually false positives: keep the largest of the confident ones
+            faces = [f for f in faces if f.score >= CONFIDENT_FRACTION * best_score]
+        face = max(faces, key=lambda f: f.area)
         side = max(face.x1 - face.x0, face.y1 - face.y0)
         cx, cy = (face.x0 + face.x1) / 2, (face.y0 + face.y1) / 2
         hits_t.append(i)
@@ -191,8 +214,10 @@ def track_face(frames: list, detector: FaceDetector, max_detections: int = 16) -
     boxes: list = [None] * len(frames)
     landmarks: list = [None] * len(frames)
     if hits_t:
-        geom = _running_median(np.asarray(hits_geom, np.float64))  # (n_hits, 3): outliers removed
-        t = np.asarray(hits_t, np.float64)
+        geom = np.asarray(hits_geom, np.float64)  # (n_hits, 3): cx, cy, side
+        keep = _inliers(geom)
+        t, geom = np.asarray(hits_t, np.float64)[keep], _smooth(geom[keep])
+        hits_lms = [lms for lms, ok in zip(hits_lms, keep) if ok]
         cx, cy, side = (np.interp(valid, t, geom[:, j]) for j in range(3))  # held constant past the ends
         for j, i in enumerate(valid):
             boxes[i] = (cx[j] - side[j] / 2, cy[j] - side[j] / 2, cx[j] + side[j] / 2, cy[j] + side[j] / 2)

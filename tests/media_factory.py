@@ -53,7 +53,7 @@ def iou(a, b) -> float:
 
 
 def frame_index_of(frame_rgb: np.ndarray) -> int:
-    """The frame index (mod 256) written by `make_clip` into the top-left block (survives lossy coding and a 2x downscale)."""
+    """The frame index (mod 256) written by `make_clip` at the top left (survives lossy coding and downscaling)."""
     block = _index_block(frame_rgb.shape[1])
     high = round((float(frame_rgb[2:6, 2:6].mean()) - 8) / 16)
     low = round((float(frame_rgb[2:6, block + 2: block + 6].mean()) - 8) / 16)
