@@ -392,7 +392,8 @@ class FERConfig(PretrainedConfig):
         """Named configurations.
 
         - `"seed"`: SPEC shapes, 90 frames per 3 s window (~3.2 TFLOPs per clip: a GPU model).
-        - `"realtime"`: the same backbones with 8 frames per window, for CPU inference.
+        - `"realtime"`: the same backbones with 8 frames per window and the 96 highest-ROI patches of each frame
+          entering SigLIP, for CPU inference (figures: README, `benchmarks/bench_inference.py`).
         - `"tiny"`: hidden 32-64, 1-2 layers, 8 frames of 32x32: for tests and smoke runs.
 
         `overrides` are passed to the constructor (sub-config dicts are merged into the preset's).
@@ -400,7 +401,7 @@ class FERConfig(PretrainedConfig):
         if name == "seed":
             kwargs = {}
         elif name == "realtime":
-            kwargs = dict(num_frames=8)
+            kwargs = dict(num_frames=8, vision_keep_patches=96)
         elif name == "tiny":
             kwargs = dict(
                 _tiny_backbones(),
