@@ -373,6 +373,11 @@ class FERForEmotionClassification(FERPreTrainedModel):
             )
         if input_features is not None and input_features.dim() != 3:
             raise FERInputError(f"`input_features` must be (B, n_mel, 80), got {tuple(input_features.shape)}")
+        if input_features is not None and pixel_values_videos is not None:
+            if input_features.shape[0] != pixel_values_videos.shape[0]:
+                raise FERInputError(
+                    f"audio batch ({input_features.shape[0]}) and video batch ({pixel_values_videos.shape[0]}) differ"
+                )
         audio_used, video_used = self._modality_masks(
             batch, device, input_features, pixel_values_videos, audio_mask, video_mask
         )

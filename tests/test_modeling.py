@@ -123,6 +123,8 @@ def test_sample_with_neither_modality_is_a_clear_error(model, config):
         model()
     with pytest.raises(FERInputError, match="pixel_values_videos"):
         model(pixel_values_videos=torch.zeros(2, 3, 32, 32))
+    with pytest.raises(FERInputError, match="batch"):
+        model(input_features=torch.zeros(2, 300, 80), pixel_values_videos=torch.zeros(3, 8, 3, 32, 32))
 
 
 def test_padding_frames_and_padded_audio_are_ignored(model, config):
