@@ -36,7 +36,9 @@ logger = logging.getLogger(__name__)
 AV_TIME_BASE = 1_000_000  # container.duration / start_time / seek offsets are in microseconds
 # Demuxers that read a single still image: such a "video" is an image renamed to .mp4 or similar.
 _IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "gif_pipe", "svg_pipe")
-SEEK_SLACK_S = 0.5  # a seek may land this much after the requested time before we fall back to decoding from 0
+SEEK_SLACK_S = 0.05  # a seek may land this much after the window start before we try an earlier point
+LONG_GOP_S = 10.0  # second seek point: this much before the window start
+SCALE_THREADS = max(1, min(4, os.cpu_count() or 1))  # swscale threads for the RGB conversion + downscale
 
 
 def _require_av():
@@ -266,7 +268,11 @@ class _FramePicker:
             return self._cache[1]
         w, h = _target_size(frame.width, frame.height, self.max_side)
         self.scale = frame.width / w
-        rgb = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray()  # (h, w, 3)
+        try:  # swscale threads halve the conversion time (the largest cost after decoding)
+            small = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA", threads=SCALE_THREADS)
+        except TypeError:  # PyAV < 14 has no `threads`
+            small = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA")
+        rgb = small.to_ndarray()  # (h, w, 3) uint8
         self._cache = (frame, rgb)
         return rgb
 
@@ -299,15 +305,15 @@ class _FramePicker:
         return float(np.median(diffs)) if diffs.size else default
 
 
-def _decode_pass(container, start_s, end_s, targets, sampling_rate, max_side, seek):
-    """One demux pass; returns (picker or None, audio float32 (n,) or None, audio_t0_s or None)."""
+def _decode_pass(container, seek_s, end_s, targets, sampling_rate, max_side):
+    """One demux pass from `seek_s` (None: from the start); returns (picker or None, audio (n,) or None, audio t0)."""
     origin = _origin_s(container)
     vstream = container.streams.video[0] if container.streams.video else None
     astream = container.streams.audio[0] if container.streams.audio else None
     if vstream is not None:
         vstream.thread_type = "AUTO"  # frame + slice threads: the decode is the main cost
-    if seek and start_s > 0:
-        container.seek(int((start_s + origin) * AV_TIME_BASE), backward=True, any_frame=False)
+    if seek_s is not None:
+        container.seek(int((seek_s + origin) * AV_TIME_BASE), backward=True, any_frame=False)
     picker = _FramePicker(targets, max_side) if vstream is not None else None
     resampler = av.AudioResampler(format="flt", layout="mono", rate=sampling_rate) if astream is not None else None
     chunks, t0, n_audio = [], None, 0
@@ -379,23 +385,26 @@ def decode_window(
     _require_av()
     targets = frame_timestamps(start_s, end_s - start_s, num_frames)
     name = os.path.basename(path)
+    # Seek to the window start; if the demuxer lands late (no keyframe index, e.g. MPEG-TS or webm without cues,
+    # or a long GOP), seek further back, and as a last resort decode from the beginning.
+    seek_points = [s for s in (start_s, start_s - LONG_GOP_S) if s > 0] + [None]
     result = None
-    for seek in (True, False) if start_s > 0 else (False,):
+    for seek_to in seek_points:
         container = open_media(path)
         try:
-            result = _decode_pass(container, start_s, end_s, targets, sampling_rate, max_side, seek)
-        except Exception as exc:  # noqa: BLE001
-            if seek:
-                logger.debug("seeking in %s failed (%s); decoding from the start instead", name, exc)
+            result = _decode_pass(container, seek_to, end_s, targets, sampling_rate, max_side)
+        except Exception as exc:  # noqa: BLE001 - PyAV raises many types; ours is the one the user sees
+            if seek_to is not None:
+                logger.debug("seeking in %s failed (%s); trying an earlier point", name, exc)
                 continue
             raise MediaDecodeError(f"could not decode {name!r}: {type(exc).__name__}: {exc}") from None
         finally:
             container.close()
         picker, audio, t0 = result
-        video_late = picker is not None and picker.first_time is not None and picker.first_time > start_s + SEEK_SLACK_S
+        video_late = picker is not None and (picker.first_time is None or picker.first_time > start_s + SEEK_SLACK_S)
         audio_late = t0 is not None and t0 > start_s + SEEK_SLACK_S
-        if seek and (video_late or audio_late):
-            logger.debug("seek in %s landed after the window start; decoding from the start instead", name)
+        if seek_to is not None and (video_late or audio_late):
+            logger.debug("seek in %s to %.2f s landed after the window start; trying an earlier point", name, seek_to)
             continue
         break
     picker, audio, t0 = result

@@ -211,7 +211,8 @@ class FERProcessor(ProcessorMixin):
             video_frames: uint8 RGB frames `(F, H, W, 3)` or a list of such arrays (one per clip).
             sampling_rate: rate of `audio` in Hz (assumed 16 kHz with a warning when omitted).
             fps: frame rate of `video_frames` (required with them): frame `i` is shown at `i / fps` seconds.
-            sliding_window: `False` -> one window centred on the clip; `True` -> every window (one batch row each).
+            sliding_window: `False` -> one window centred on the clip; `True` -> every window (one batch row each;
+                mind the size: a seed-preset row holds 90 x 3 x 224 x 224 floats, 54 MB).
             window_seconds, stride_seconds: override the processor defaults (`clip_seconds`, half a window).
             return_tensors: "pt" (default), "np" or None (numpy).
             return_face_frames: also put the uint8 face crops `(T, S, S, 3)` in `clip_info[i]["face_frames"]`.

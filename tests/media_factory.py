@@ -129,7 +129,8 @@ def make_clip(
         video_codec, audio_codec: override the defaults (libx264 / aac for mp4, libvpx (VP8) / libopus for webm;
             e.g. "libvpx-vp9").
         vfr: irregular frame intervals (20-70 ms) instead of `1 / fps`; timestamps in ms.
-        face_image: uint8 RGB image pasted into every frame at `face_box` (x0, y0, x1, y1), resized to fit.
+        face_image: uint8 RGB image pasted into every frame at `face_box` (x0, y0, x1, y1), resized to fit;
+            without `face_box` it is centred, 60 % of the frame height.
         background: "gradient", "plain" or "noise" (static random noise).
         video: False writes an audio-only file.
         faststart: mp4 with the index (moov) at the front, so a truncated copy still opens.
@@ -176,6 +177,10 @@ def make_clip(
         base = _background(background, size, rng)
         paste = None
         if face_image is not None:
+            if face_box is None:  # default: centred, 60 % of the frame height
+                w, h = size
+                side = int(0.6 * min(w, h))
+                face_box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
             x0, y0, x1, y1 = (int(v) for v in face_box)
             paste = cv2.resize(face_image, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
         w, h = size

@@ -210,6 +210,8 @@ def test_arrays_match_the_contract_and_check_the_rate(processor):
     assert set(out.keys()) == KEYS and out["audio_mask"].item() and not out["video_mask"].item()
     assert out["audio_attention_mask"].sum() == 200 and out["video_frame_mask"].sum() == 5
     assert out.clip_info[0]["source"] == "array"
+    as_numpy = processor(audio=audio, sampling_rate=16000, video_frames=frames, fps=25, return_tensors="np")
+    assert isinstance(as_numpy["pixel_values_videos"], np.ndarray) and as_numpy.clip_info[0]["audio_used"]
     both = processor(audio=[audio, audio[:8000]], sampling_rate=16000)  # a batch of two, audio only
     assert both["input_features"].shape[0] == 2 and both["audio_attention_mask"].sum(-1).tolist() == [200, 50]
     assert both.clip_info[0]["video_reason"] == "no video frames given"
