@@ -5,7 +5,8 @@ A clip is cut into windows of `window_seconds`; each window yields
 - audio: mono float32 at 16 kHz, the samples that really lie inside the window (not padded);
 - video: `num_frames` RGB frames picked at the bin centres `t_k = start + (k + 0.5) * window / T`,
   each the decoded frame whose presentation time is nearest to `t_k` (so variable frame rate is handled),
-  downscaled while decoding so that the long side is at most `max_side` pixels.
+  downscaled while decoding so that the long side is at most `max_side` pixels, and turned upright when the
+  stream carries a rotation (display matrix), as phone recordings do.
 
 Files are decoded with PyAV in one demux pass per window: seek near the window start, decode audio
 (downmixed and resampled to 16 kHz by `av.AudioResampler`) and video together, stop after the window end.
@@ -273,6 +274,9 @@ class _FramePicker:
         except TypeError:  # PyAV < 14 has no `threads`
             small = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA")
         rgb = small.to_ndarray()  # (h, w, 3) uint8
+        quarter_turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4  # display matrix (phone videos)
+        if quarter_turns:
+            rgb = np.ascontiguousarray(np.rot90(rgb, quarter_turns))  # counter-clockwise, as the matrix says
         self._cache = (frame, rgb)
         return rgb
 

@@ -223,6 +223,31 @@ def make_clip(
     return info
 
 
+def set_mp4_rotation(path, degrees: int) -> str:
+    """Write a display matrix into the video track header (tkhd) of an mp4: players turn the picture `degrees`
+    clockwise, as for a phone held upright (PyAV cannot write this side data itself)."""
+    import struct
+
+    data = bytearray(Path(path).read_bytes())
+    sin, cos = round(np.sin(np.radians(degrees))), round(np.cos(np.radians(degrees)))
+    pos = 0
+    while (i := data.find(b"tkhd", pos)) > 0:
+        body = i + 4
+        times = 8 + 8 + 4 + 4 + 8 if data[body] == 1 else 4 + 4 + 4 + 4 + 4  # version 1 has 64-bit times
+        matrix = body + 4 + times + 8 + 2 + 2 + 2 + 2  # after reserved, layer, group, volume, reserved
+        width = struct.unpack(">I", data[matrix + 36: matrix + 40])[0]
+        if width:  # the video track (audio tracks have no size)
+            def fixed(v):
+                return struct.pack(">i", int(v * 65536))
+
+            data[matrix: matrix + 36] = (fixed(cos) + fixed(sin) + struct.pack(">i", 0) + fixed(-sin) + fixed(cos)
+                                         + struct.pack(">i", 0) + struct.pack(">iii", 0, 0, 1 << 30))
+            Path(path).write_bytes(bytes(data))
+            return str(path)
+        pos = i + 4
+    raise ValueError(f"no video track header in {path}")
+
+
 def make_truncated_copy(src, dst, keep_fraction: float = 0.5) -> str:
     """Copy the first `keep_fraction` of a file's bytes (a download cut short)."""
     data = Path(src).read_bytes()

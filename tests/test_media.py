@@ -131,6 +131,18 @@ def test_webm_vp8_opus_without_duration(tmp_path):
     np.testing.assert_array_equal([frame_index_of(f) for f in win.frames], expected)
 
 
+def test_mpegts_without_keyframe_index_falls_back_to_an_earlier_seek(tmp_path):
+    clip = make_clip(tmp_path / "a.ts", seconds=4.0, fps=25, size=(160, 120), container="mpegts",
+                     video_codec="libx264", audio_codec="aac")
+    info = probe_media(clip["path"])
+    win = decode_window(clip["path"], 0.5, 3.5, 8, info.duration_s, SR)
+    assert win.frame_valid.all() and win.audio.size == 48000
+    first = min(clip["frame_times_s"])  # 0; MPEG-TS shifts all streams equally, the container start is subtracted
+    expected = np.rint((win.frame_times_s - first) * 25 - 1e-9).astype(int)
+    got = np.array([frame_index_of(f) for f in win.frames])
+    assert np.abs(got - expected).max() <= 1
+
+
 def test_duration_from_packets_matches_header(tmp_path, monkeypatch):
     clip = make_clip(tmp_path / "a.mp4", seconds=1.2, fps=30, size=(160, 120))
     with_header = probe_media(clip["path"]).duration_s

@@ -20,6 +20,7 @@ from media_factory import (  # noqa: E402
     make_image_file,
     make_text_file,
     make_truncated_copy,
+    set_mp4_rotation,
 )
 
 from fer_hf.configuration_fer import FERConfig  # noqa: E402
@@ -132,6 +133,18 @@ def test_no_audio_stream(processor, face_clip, tmp_path):
     assert out["audio_mask"].tolist() == [False] and out["video_mask"].tolist() == [True]
     assert out.clip_info[0]["audio_reason"] == "no audio stream"
     assert out["audio_attention_mask"].sum() == 0 and out["input_features"].abs().sum() == 0
+
+
+def test_phone_video_with_rotation_is_turned_upright(processor, tmp_path):
+    sideways = np.ascontiguousarray(np.rot90(astronaut_face(), 1))  # stored turned 90 degrees counter-clockwise
+    clip = make_clip(tmp_path / "phone.mp4", seconds=1.0, size=(360, 640), face_image=sideways,
+                     face_box=(40, 140, 320, 420))
+    set_mp4_rotation(clip["path"], 90)  # players turn it 90 degrees clockwise: upright
+    out = processor(videos=clip["path"])
+    assert out["video_mask"].item(), out.clip_info[0]["video_reason"]
+    x0, y0, x1, y1 = out.clip_info[0]["face_boxes"][0]  # in the upright 640x360 picture
+    # stored (x, y) -> upright (640 - y, x): the pasted head's centre (180, 280) lands near (360, 180)
+    assert 280 <= (x0 + x1) / 2 <= 440 and 120 <= (y0 + y1) / 2 <= 240
 
 
 def test_silent_audio(processor, tmp_path):
