@@ -222,7 +222,14 @@ class FERProcessor(ProcessorMixin):
             `pixel_values_videos` `(B, T, 3, S, S)`, `video_frame_mask` `(B, T)` bool, `roi_weights` `(B, T, N)`,
             `audio_mask` `(B,)` bool, `video_mask` `(B,)` bool; plus the attribute `clip_info`: a list of B dicts
             (source, clip_index, window_index, duration_s, window_start_s, window_end_s, frame_times_s, audio_used,
-            audio_reason, video_used, video_reason, face_boxes, crop_boxes, face_frames).
+            audio_reason, video_used, video_reason, face_boxes, crop_boxes, face_frames). Windows of a sliding
+            run that hold neither usable audio nor a face stay in the batch with both masks False.
+
+        Raises:
+            MediaNotFoundError, EmptyMediaError, MediaDecodeError (corrupt, truncated, image or text file),
+            MediaTooLongError (beyond `max_duration_s`), UnsupportedSampleRateError (arrays not at 16 kHz),
+            NoUsableModalityError (a clip with neither usable audio nor a face in any window), FERInputError
+            (malformed arguments). All are `FERInputError`s (and `ValueError`s).
         """
         unexpected = {k: v for k, v in kwargs.items() if v is not None}
         if unexpected:

@@ -247,6 +247,27 @@ def test_array_frames_with_a_face(processor):
     assert out.clip_info[0]["audio_reason"] == "no audio given"
 
 
+def test_pluggable_detector_with_landmarks(config, tmp_path):
+    from fer_hf.faces_fer import FaceBox, FaceDetector, roi_weight_map
+
+    class FixedDetector(FaceDetector):
+        def detect(self, frame_rgb):
+            return [FaceBox(100, 50, 200, 150, score=1.0,
+                            landmarks={"left_eye": (120, 80), "right_eye": (180, 80), "mouth": (150, 135)})]
+
+    proc = FERProcessor.from_model_config(config)
+    proc.face_detector = FixedDetector()
+    out = proc(video_frames=np.zeros((20, 240, 320, 3), np.uint8), fps=10)
+    assert out["video_mask"].item()
+    assert out.clip_info[0]["face_boxes"][0] == [100.0, 50.0, 200.0, 150.0]
+    canonical = roi_weight_map(32, 8, proc.face_margin)
+    assert not np.allclose(out["roi_weights"][0, 0].numpy(), canonical)  # the map follows the landmarks
+    proc.save_pretrained(tmp_path / "with_detector")  # the runtime detector is not serialised
+    assert "FixedDetector" not in (tmp_path / "with_detector" / "processor_config.json").read_text()
+    with pytest.raises(TypeError, match="detect"):
+        proc.face_detector = object()
+
+
 def test_post_process(processor):
     logits = torch.tensor([[0.0, 0, 5, 0, 0, 0, 0, 0], [1.0, 0, 0, 0, 0, 0, 0, 3]])
     results = processor.post_process(logits)
