@@ -77,6 +77,7 @@ class WindowMedia:
         frame_times_s: float64 `(T,)` target timestamps.
         frame_valid: bool `(T,)`: True where the target time lies inside the decoded video.
         scale: source pixels per decoded pixel (to report face boxes in source coordinates).
+        source_times_s: float64 `(T,)` presentation time of the frame picked for each target (NaN if invalid).
     """
 
     start_s: float
@@ -86,6 +87,7 @@ class WindowMedia:
     frame_times_s: np.ndarray
     frame_valid: np.ndarray
     scale: float = 1.0
+    source_times_s: np.ndarray | None = None
 
 
 # --------------------------------------------------------------------------------------
@@ -415,7 +417,7 @@ def decode_window(
     if (picker is None or picker.first_time is None) and audio is None:
         raise MediaDecodeError(f"no audio or video could be decoded from {name!r}; the file may be corrupt")
 
-    frames, valid, scale = None, np.zeros(num_frames, bool), 1.0
+    frames, valid, scale, source_times = None, np.zeros(num_frames, bool), 1.0, None
     if picker is not None and picker.first_time is not None:
         dt = picker.frame_interval(default=1.0 / 30.0)
         # Stopped early -> the video goes on past the window; reached the end -> it ends one frame after the last.
@@ -423,11 +425,12 @@ def decode_window(
         valid = (targets < video_end + 1e-6) & (targets >= picker.first_time - dt)
         frames = [f if ok else None for f, ok in zip(picker.picked, valid)]
         scale = picker.scale
+        source_times = np.where(valid, picker.picked_times, np.nan)
     window_audio = _cut_audio(audio, t0, start_s, end_s, sampling_rate) if audio is not None else None
     if window_audio is not None:
         real = max(0, round((min(end_s, duration_s) - start_s) * sampling_rate))
         window_audio = window_audio[:real]
-    return WindowMedia(start_s, end_s, window_audio, frames, targets, valid, scale)
+    return WindowMedia(start_s, end_s, window_audio, frames, targets, valid, scale, source_times)
 
 
 # --------------------------------------------------------------------------------------
@@ -469,7 +472,8 @@ def window_from_arrays(
             if i not in cache:
                 cache[i], scale = _downscale(np.asarray(frames[i]), max_side)
             picked.append(cache[i])
-    return WindowMedia(start_s, end_s, window_audio, picked, targets, valid, scale)
+    source_times = np.where(valid, idx / fps, np.nan) if picked is not None else None
+    return WindowMedia(start_s, end_s, window_audio, picked, targets, valid, scale, source_times)
 
 
 def _downscale(frame: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:

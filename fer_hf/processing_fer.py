@@ -221,7 +221,8 @@ class FERProcessor(ProcessorMixin):
             `BatchFeature` with `input_features` `(B, n_mel, 80)`, `audio_attention_mask` `(B, n_mel)` int64,
             `pixel_values_videos` `(B, T, 3, S, S)`, `video_frame_mask` `(B, T)` bool, `roi_weights` `(B, T, N)`,
             `audio_mask` `(B,)` bool, `video_mask` `(B,)` bool; plus the attribute `clip_info`: a list of B dicts
-            (source, clip_index, window_index, duration_s, window_start_s, window_end_s, frame_times_s, audio_used,
+            (source, clip_index, window_index, duration_s, window_start_s, window_end_s, frame_times_s (targets),
+            frame_source_times_s (time of the decoded frame used, None past the clip end), audio_used,
             audio_reason, video_used, video_reason, face_boxes, crop_boxes, face_frames). Windows of a sliding
             run that hold neither usable audio nor a face stay in the batch with both masks False.
 
@@ -400,9 +401,11 @@ class FERProcessor(ProcessorMixin):
             audio_used, audio_reason = False, "silent audio track"
         else:
             audio_used, audio_reason = True, "ok"
+        source_times = media.source_times_s if media.source_times_s is not None else np.full(T, np.nan)
         info = dict(
             window_start_s=float(media.start_s), window_end_s=float(media.end_s),
             frame_times_s=[round(float(t), 6) for t in media.frame_times_s],
+            frame_source_times_s=[None if np.isnan(t) else round(float(t), 6) for t in source_times],
             audio_used=audio_used, audio_reason=audio_reason, video_used=bool(video_used), video_reason=video_reason,
             face_boxes=face_boxes, crop_boxes=crop_boxes,
         )

@@ -165,6 +165,7 @@ def test_vfr_picks_the_frame_nearest_each_timestamp(tmp_path):
     win = decode_window(clip["path"], 0.0, 2.0, 16, info.duration_s, SR)
     nearest = [int(np.argmin(np.abs(times - t))) for t in win.frame_times_s]
     assert [frame_index_of(f) for f in win.frames] == nearest
+    np.testing.assert_allclose(win.source_times_s, times[nearest], atol=1e-3)
 
 
 def test_audio_only_and_video_only_files(tmp_path):

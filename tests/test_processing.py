@@ -164,6 +164,8 @@ def test_half_second_clip_is_padded_with_masks(processor, tmp_path):
     assert mask.tolist() == [True] + [False] * 7  # only t = 0.1875 s lies inside the clip
     assert out["pixel_values_videos"][0, 1:].abs().sum() == 0 and out["roi_weights"][0, 1:].sum() == 0
     assert out.clip_info[0]["face_boxes"][1] is None
+    assert out.clip_info[0]["frame_source_times_s"][0] == pytest.approx(0.2, abs=0.02)  # frame 6 of 30 fps
+    assert out.clip_info[0]["frame_source_times_s"][1:] == [None] * 7
     assert out["audio_mask"].item() and out["video_mask"].item()
 
 
