@@ -218,6 +218,7 @@ def check_nemo_encoder(model_config: dict, check_front_end: bool = True) -> list
     Returns notes about accepted settings worth recording (e.g. tied position biases). Raises
     `UnsupportedNemoModelError` naming the first unsupported setting and its value.
     """
+    model_config = _resolve_interpolations(model_config, model_config)
     enc = model_config.get("encoder")
     if not isinstance(enc, dict):
         raise NemoImportError("the NeMo config has no `encoder` section")
@@ -311,7 +312,7 @@ def _check_front_end(pre: dict | None, feat_in: int) -> list[str]:
 
 def parakeet_config_from_nemo(model_config: dict) -> ParakeetEncoderConfig:
     """`ParakeetEncoderConfig` with the shape of the NeMo encoder (call `check_nemo_encoder` first)."""
-    enc = model_config["encoder"]
+    enc = _resolve_interpolations(model_config, model_config)["encoder"]
     d_model = enc["d_model"]
     channels = enc.get("subsampling_conv_channels", -1)
     use_bias = bool(enc.get("use_bias", True))

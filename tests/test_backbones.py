@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -202,6 +203,7 @@ def test_sharded_checkpoint_opens_only_the_shards_it_needs(tmp_path, monkeypatch
 
 def test_hub_ids_go_through_hf_hub_download(ckpts, tmp_path, monkeypatch):
     """Hub ids resolve through huggingface_hub (faked here by a local mirror): only the needed files are fetched."""
+    sys.path.insert(0, os.path.dirname(__file__))
     from test_nemo_import import write_nemo
 
     nemo_repo = tmp_path / "nemo_repo"
@@ -265,3 +267,86 @@ def test_cli_writes_a_loadable_model_and_the_report(ckpts, tmp_path, capsys):
     )
     assert reloaded.config.backbone_sources == {"fusion": str(ckpts["root"] / "lfm2")}
     assert "fusion: 55 tensors loaded from" in capsys.readouterr().out
+
+
+# Shape-relevant parts of the Hub configs of the real backbones (config.json / model_config.yaml).
+SIGLIP2_BASE_224 = {
+    "model_type": "siglip",
+    "architectures": ["SiglipModel"],
+    "text_config": {
+        "hidden_act": "gelu_pytorch_tanh",
+        "hidden_size": 768,
+        "intermediate_size": 3072,
+        "layer_norm_eps": 1e-06,
+        "max_position_embeddings": 64,
+        "num_attention_heads": 12,
+        "num_hidden_layers": 12,
+        "projection_size": 768,
+        "vocab_size": 256000,
+    },
+    "vision_config": {
+        "hidden_act": "gelu_pytorch_tanh",
+        "hidden_size": 768,
+        "image_size": 224,
+        "intermediate_size": 3072,
+        "layer_norm_eps": 1e-06,
+        "num_attention_heads": 12,
+        "num_channels": 3,
+        "num_hidden_layers": 12,
+        "patch_size": 16,
+    },
+}
+LFM2_700M = {
+    "model_type": "lfm2",
+    "architectures": ["Lfm2ForCausalLM"],
+    "block_auto_adjust_ff_dim": True,
+    "block_ff_dim": 6656,
+    "block_ffn_dim_multiplier": 1.0,
+    "block_multiple_of": 256,
+    "conv_L_cache": 3,
+    "conv_bias": False,
+    "hidden_size": 1536,
+    "intermediate_size": 6656,
+    "full_attn_idxs": [2, 5, 8, 10, 12, 14],
+    "max_position_embeddings": 128000,
+    "norm_eps": 1e-05,
+    "num_attention_heads": 24,
+    "num_hidden_layers": 16,
+    "num_key_value_heads": 8,
+    "rope_theta": 1000000.0,
+    "vocab_size": 65536,
+    "tie_word_embeddings": True,
+}
+
+
+def test_seed_preset_fits_the_real_checkpoints_key_by_key():
+    """On the meta device (no memory): the real checkpoints' configs pass the checks and every key/shape maps."""
+    from test_nemo_import import nemo_config
+
+    from fer_hf.nemo_import import check_nemo_encoder, parakeet_config_from_nemo
+
+    seed = FERConfig.from_preset("seed")
+    with torch.device("meta"):
+        model = FERForEmotionClassification(seed)
+        siglip = SiglipModel(SiglipConfig.from_dict(SIGLIP2_BASE_224))
+        lfm2 = Lfm2ForCausalLM(Lfm2Config.from_dict(LFM2_700M))
+    found = SiglipConfig.from_dict(SIGLIP2_BASE_224).vision_config
+    backbones._check_config("vision", "siglip2", model.vision_encoder.config, found, backbones.VISION_CONFIG_FIELDS)
+    lfm2_config = Lfm2Config.from_dict(LFM2_700M)
+    assert lfm2_config.layer_types[:6] == SEED_PATTERN
+    backbones._check_config("fusion", "lfm2", model.fusion.backbone.config, lfm2_config, backbones.FUSION_CONFIG_FIELDS)
+    for module, checkpoint, target_of in (
+        (model.vision_encoder, siglip, backbones._siglip_target(False)),
+        (model.fusion.backbone, lfm2, backbones._lfm2_target(6)),
+    ):
+        mapped = {}
+        for key, tensor in checkpoint.state_dict().items():
+            target, reason = target_of(key)
+            assert target is not None or reason is not None, key
+            if target is not None:
+                mapped[target] = tuple(tensor.shape)
+        assert mapped == {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    large = nemo_config(n_layers=17, d_model=512, channels=256, heads=8, kernel=9, factor=8)  # FastConformer-Large
+    check_nemo_encoder(large)
+    audio = parakeet_config_from_nemo(large)
+    backbones._check_config("audio", "nemo", model.audio_encoder.config, audio, backbones.AUDIO_CONFIG_FIELDS)

@@ -1,0 +1,225 @@
+"""Model card (`README.md` with Hub YAML front matter) for an exported model.
+
+The front matter is built as a dict and dumped with `yaml.safe_dump`, so it always parses. Evaluation results come
+from the JSON written by `fer_hf.evaluate` (schema_version 1: a `metrics` list of `{name, type, value, std, args}`
+plus `summary`, `protocol`, `complete`, `dataset`); flat JSONs `{"accuracy": .., "uar": .., "macro_f1": ..}` are
+accepted too. UAR is reported on the Hub as `recall` with `average: macro`.
+"""
+
+from __future__ import annotations
+
+import re
+
+import yaml
+
+from .pipeline_fer import FER_PIPELINE_TASK
+
+LICENSE = "cc-by-nc-sa-4.0"  # RAVDESS is CC BY-NC-SA 4.0; weights trained on it inherit the terms
+PIPELINE_TAG = "video-classification"
+TAGS = [
+    "custom_code",
+    "audio-visual",
+    "emotion-recognition",
+    "audio-classification",
+    "ravdess",
+    "siglip",
+    "lfm2",
+    "fastconformer",
+]
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+# (key in a flat or summary dict, Hub metric type, display name, args)
+_METRICS = (
+    ("accuracy", "accuracy", "Accuracy (WAR)", None),
+    ("uar", "recall", "UAR (macro recall)", {"average": "macro"}),
+    ("macro_f1", "f1", "Macro-F1", {"average": "macro"}),
+)
+_TYPE_TO_KEY = {"accuracy": "accuracy", "uar": "uar", "recall": "uar", "f1": "macro_f1", "macro_f1": "macro_f1"}
+
+
+def normalise_eval_results(results: dict | None) -> list[dict]:
+    """`[{key, type, name, value, std, args}]` for accuracy, UAR and macro-F1, from whatever the JSON holds."""
+    if not results:
+        return []
+    found: dict[str, dict] = {}
+    for item in results.get("metrics") or []:  # fer_hf.evaluate schema
+        key = _TYPE_TO_KEY.get(str(item.get("type", "")).lower())
+        if key and isinstance(item.get("value"), (int, float)):
+            found.setdefault(key, {"value": float(item["value"]), "std": item.get("std")})
+    summary = results.get("summary") if isinstance(results.get("summary"), dict) else {}
+    for key, *_ in _METRICS:
+        if key in found:
+            continue
+        value = summary.get(key, results.get(key))
+        if isinstance(value, dict):
+            value, std = value.get("mean"), value.get("std")
+        else:
+            std = None
+        if isinstance(value, (int, float)):
+            found[key] = {"value": float(value), "std": std}
+    return [
+        {"key": key, "type": mtype, "name": name, "args": args, **found[key]}
+        for key, mtype, name, args in _METRICS
+        if key in found
+    ]
+
+
+def _front_matter(config, repo_id: str, metrics: list[dict], results: dict | None, base_models: list[str]) -> dict:
+    meta = {
+        "license": LICENSE,
+        "library_name": "transformers",
+        "pipeline_tag": PIPELINE_TAG,
+        "tags": list(TAGS),
+        "datasets": ["RAVDESS"],
+        "metrics": ["accuracy", "recall", "f1"],
+        "language": ["en"],
+    }
+    if base_models:
+        meta["base_model"] = base_models
+    if metrics:
+        dataset = (results or {}).get("dataset") or {}
+        entry = {
+            "task": {"type": PIPELINE_TAG, "name": "Audio-visual emotion recognition"},
+            "dataset": {
+                "name": str(dataset.get("name", "RAVDESS"))
+                + f" ({(results or {}).get('protocol', 'speaker-independent')})",
+                "type": str(dataset.get("type", "ravdess")),
+            },
+            "metrics": [],
+        }
+        if dataset.get("config"):
+            entry["dataset"]["config"] = str(dataset["config"])
+        if dataset.get("split"):
+            entry["dataset"]["split"] = str(dataset["split"])
+        for m in metrics:
+            item = {"type": m["type"], "value": round(m["value"], 4), "name": m["name"]}
+            if m["args"]:
+                item["args"] = dict(m["args"])
+            entry["metrics"].append(item)
+        meta["model-index"] = [{"name": repo_id.split("/")[-1], "results": [entry]}]
+    return meta
+
+
+def usage_snippet(repo_id: str) -> str:
+    """Python code a user can paste: the pipeline, then the processor + model step by step."""
+    return f'''from transformers import pipeline
+
+classifier = pipeline(model="{repo_id}", trust_remote_code=True)
+print(classifier("clip.mp4"))  # [{{'label': 'happy', 'score': 0.41}}, ...], sorted high to low
+
+# Step by step, with the per-segment outputs (the pipeline task is "{FER_PIPELINE_TASK}")
+import torch
+from transformers import AutoModel, AutoProcessor
+
+model = AutoModel.from_pretrained("{repo_id}", trust_remote_code=True).eval()
+processor = AutoProcessor.from_pretrained("{repo_id}", trust_remote_code=True)
+inputs = processor(videos="clip.mp4", return_tensors="pt")
+with torch.no_grad():
+    outputs = model(**inputs)
+print(processor.post_process(outputs)[0])  # {{label: probability}}
+print(outputs.segment_attention[0], outputs.modalities_used[0])  # weight of each segment; audio/video used
+'''
+
+
+def _count(module) -> str:
+    n = sum(p.numel() for p in module.parameters())
+    return f"{n / 1e6:.1f} M" if n >= 100_000 else f"{n:,}"
+
+
+def render_model_card(model, repo_id: str, eval_results: dict | None = None) -> str:
+    """The full `README.md` text for `model` (a `FERForEmotionClassification`)."""
+    config = model.config
+    sources = dict(getattr(config, "backbone_sources", None) or {})
+    base_models = [s for s in sources.values() if _HUB_ID.match(str(s))]
+    metrics = normalise_eval_results(eval_results)
+    meta = _front_matter(config, repo_id, metrics, eval_results, base_models)
+    parts = model.backbone_modules()
+    lines = [
+        "---",
+        yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(),
+        "---",
+        "",
+        f"# {repo_id.split('/')[-1]}: audio-visual emotion recognition",
+        "",
+        "Classifies the emotion of a short talking-face clip into the 8 RAVDESS classes "
+        f"({', '.join(config.id2label[i] for i in sorted(config.id2label))}) from its audio and its face frames. "
+        f"One window is {config.clip_seconds:g} s: {config.num_frames} frames + 16 kHz audio. Either modality "
+        "may be missing (no audio track, silence, no detectable face); `outputs.modalities_used` says what was used.",
+        "",
+        "## Usage",
+        "",
+        "Needs `pip install torch transformers av opencv-python-headless` (PyAV decodes the media, OpenCV finds "
+        "the face). The code is in this repository, hence `trust_remote_code=True`.",
+        "",
+        "```python",
+        usage_snippet(repo_id).rstrip(),
+        "```",
+        "",
+        "## Model",
+        "",
+        "| part | component | parameters |",
+        "|---|---|---|",
+        f"| audio | FastConformer encoder (transformers `ParakeetEncoder`), segment attention pooling | "
+        f"{_count(parts['audio'])} |",
+        f"| video | SigLIP vision tower, ROI token compression, temporal GSCB + attention encoder | "
+        f"{_count(parts['vision'])} (SigLIP) |",
+        f"| fusion | {len(config.lfm2_config.layer_types)} LFM2 decoder layers "
+        f"({', '.join(config.lfm2_config.layer_types)}) over interleaved audio/visual segment tokens | "
+        f"{_count(parts['fusion'])} |",
+        f"| total | + classifier (temporal attention pooling, MLP) | {_count(model)} |",
+        "",
+    ]
+    if sources:
+        lines += ["Backbones initialised from: " + ", ".join(f"{k}: `{v}`" for k, v in sources.items()) + ".", ""]
+    lines += ["## Evaluation", ""]
+    if metrics:
+        protocol = (eval_results or {}).get("protocol", "speaker-independent")
+        lines += [f"RAVDESS audio-visual speech, {protocol} (actors never seen in training), mean over folds:", ""]
+        lines += ["| metric | value |", "|---|---|"]
+        for m in metrics:
+            std = f" ± {100 * m['std']:.1f}" if isinstance(m.get("std"), (int, float)) else ""
+            lines.append(f"| {m['name']} | {100 * m['value']:.1f}{std} % |")
+        if (eval_results or {}).get("complete") is False:
+            lines += ["", "**Partial evaluation:** not every fold of the protocol was evaluated."]
+    else:
+        lines.append("No evaluation results were provided with this export.")
+    lines += [
+        "",
+        "## Training data, license and limitations",
+        "",
+        "- Trained on RAVDESS (Livingstone & Russo, 2018): 24 professional actors, North American English, acted "
+        "emotions. RAVDESS is licensed CC BY-NC-SA 4.0, so these weights are released under the same terms "
+        "(non-commercial, share-alike). Backbone licenses also apply: SigLIP (Apache-2.0), LFM2 (LFM Open "
+        "License v1.0), NVIDIA FastConformer checkpoints (CC-BY-4.0).",
+        "- Acted, posed emotions in a studio differ from spontaneous ones; expect lower accuracy on real-world "
+        "clips, other languages and other recording conditions. Do not use it to make decisions about people.",
+        "",
+        "## Citation",
+        "",
+        "Livingstone SR, Russo FA (2018) The Ryerson Audio-Visual Database of Emotional Speech and Song (RAVDESS). "
+        "PLoS ONE 13(5): e0196391. https://doi.org/10.1371/journal.pone.0196391",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def parse_front_matter(text: str) -> dict:
+    """The YAML metadata block of a model card (what the Hub reads)."""
+    match = re.match(r"^---\n(.*?)\n---\n", text, re.DOTALL)
+    if match is None:
+        raise ValueError("the model card has no YAML front matter")
+    return yaml.safe_load(match.group(1))
+
+
+def extract_python_snippets(text: str) -> list[str]:
+    """The ```python blocks of a model card."""
+    return re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+
+
+__all__ = [
+    "LICENSE",
+    "extract_python_snippets",
+    "normalise_eval_results",
+    "parse_front_matter",
+    "render_model_card",
+    "usage_snippet",
+]

@@ -1,0 +1,106 @@
+"""The custom transformers pipeline: `pipeline(model=folder, trust_remote_code=True)("clip.mp4")`."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from media_factory import astronaut_face, make_clip  # noqa: E402
+
+from fer_hf import RAVDESS_LABELS, FERConfig, FERForEmotionClassification, FERProcessor  # noqa: E402
+from fer_hf.errors_fer import FERInputError  # noqa: E402
+from fer_hf.export import fresh_process_env, write_export_folder  # noqa: E402
+from fer_hf.pipeline_fer import FER_PIPELINE_TASK, FEREmotionRecognitionPipeline  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline")
+    torch.manual_seed(1)
+    model = FERForEmotionClassification(FERConfig.from_preset("tiny")).eval()
+    processor = FERProcessor.from_model_config(model.config)
+    folder = write_export_folder(model, processor, root / "model", "someone/fer-tiny")
+    clip = make_clip(root / "clip.mp4", seconds=4.0, size=(320, 240), face_image=astronaut_face())["path"]
+    return dict(root=root, model=model, processor=processor, folder=folder, clip=clip)
+
+
+def expected_scores(setup, **options):
+    inputs = setup["processor"](videos=setup["clip"], return_tensors="pt", **options)
+    with torch.no_grad():
+        logits = setup["model"](**{k: inputs[k] for k in setup["processor"].model_input_names}).logits
+    probs = logits.softmax(-1).mean(0)
+    return {setup["model"].config.id2label[i]: float(p) for i, p in enumerate(probs)}
+
+
+def check_ranked(result, expected, top_k=None):
+    assert [set(r) for r in result] == [{"label", "score"}] * len(result)
+    scores = [r["score"] for r in result]
+    assert scores == sorted(scores, reverse=True)
+    assert len(result) == (top_k or len(RAVDESS_LABELS))
+    for r in result:
+        assert abs(r["score"] - expected[r["label"]]) < 1e-5, r
+
+
+def test_pipeline_from_a_folder_in_a_fresh_process(setup, tmp_path):
+    """Both `pipeline(task=..., model=dir, ...)` and `pipeline(model=dir, ...)` (task from config.json) work."""
+    script = textwrap.dedent(
+        f"""
+        import json, importlib.util
+        from transformers import pipeline
+        assert importlib.util.find_spec("fer_hf") is None
+        folder, clip = {str(setup["folder"])!r}, {str(setup["clip"])!r}
+        explicit = pipeline(task={FER_PIPELINE_TASK!r}, model=folder, trust_remote_code=True)
+        inferred = pipeline(model=folder, trust_remote_code=True)
+        out = dict(explicit=explicit(clip), inferred=inferred(clip), task=inferred.task,
+                   windows=inferred(clip, sliding_window=True, top_k=3), cls=type(inferred).__module__)
+        print(json.dumps(out))
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=fresh_process_env(tmp_path / "modules"),
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["task"] == FER_PIPELINE_TASK and out["cls"].startswith("transformers_modules.")
+    expected = expected_scores(setup)
+    check_ranked(out["explicit"], expected)
+    assert out["inferred"] == out["explicit"]
+    check_ranked(out["windows"], expected_scores(setup, sliding_window=True), top_k=3)
+
+
+def test_pipeline_on_an_in_memory_model_and_decoded_arrays(setup):
+    classifier = FEREmotionRecognitionPipeline(model=setup["model"], processor=setup["processor"], device=-1)
+    check_ranked(classifier(setup["clip"]), expected_scores(setup))
+    rng = np.random.default_rng(0)
+    audio = (0.1 * rng.standard_normal(16000 * 2)).astype(np.float32)
+    result = classifier({"audio": audio, "sampling_rate": 16000}, top_k=2)
+    assert len(result) == 2 and result[0]["score"] >= result[1]["score"]
+    batch = classifier([setup["clip"], setup["clip"]])
+    assert len(batch) == 2 and batch[0] == batch[1]
+
+
+def test_pipeline_input_errors(setup):
+    classifier = FEREmotionRecognitionPipeline(model=setup["model"], processor=setup["processor"], device=-1)
+    with pytest.raises(FERInputError, match="media file path"):
+        classifier({"pixels": 1})
+    with pytest.raises(FERInputError, match="unexpected pipeline argument"):
+        classifier(setup["clip"], temperature=2.0)
+
+
+def test_pipeline_needs_trust_remote_code(setup, monkeypatch):
+    from transformers import pipeline
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        pipeline(model=str(setup["folder"]), trust_remote_code=False)
