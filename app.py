@@ -271,14 +271,16 @@ def summary_markdown(report: dict, focus: int) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 # UI
 def untrained_banner(info: dict) -> str:
+    code = lambda text: (f'<code style="background:rgba(255,255,255,.2);color:#fff;padding:1px 5px;border-radius:3px">'
+                         f"{text}</code>")
     return (
         '<div id="untrained-banner" style="background:#b71c1c;color:#fff;padding:14px 18px;border-radius:8px;'
-        'font-size:1.05em;line-height:1.5">'
-        f"<b>⚠️ UNTRAINED MODEL — the predictions are meaningless.</b> No trained weights were found, so this app "
-        f"runs the <code>{info['preset']}</code> architecture with random weights, only to try the pipeline. "
-        f"To get real predictions, train a model (<code>{TRAIN_COMMAND}</code>; it writes "
-        "<code>checkpoints/realtime/fold0/final/</code>, which the app picks up at its next start) or start it with "
-        "<code>python app.py --model &lt;folder or Hub repo id&gt;</code> (or set <code>FER_MODEL</code>).</div>"
+        'font-size:1.05em;line-height:1.6">'
+        "<b>⚠️ UNTRAINED MODEL — the predictions are meaningless.</b> No trained weights were found, so this app "
+        f"runs the {code(info['preset'])} architecture with random weights, only to try the pipeline. "
+        f"To get real predictions, train a model ({code(TRAIN_COMMAND)}; it writes "
+        f"{code('checkpoints/realtime/fold0/final/')}, which the app picks up at its next start) or start it with "
+        f"{code('python app.py --model &lt;folder or Hub repo id&gt;')} (or set {code('FER_MODEL')}).</div>"
     )
 
 
@@ -332,15 +334,17 @@ def output_column():
         label="Emotion probabilities" + ("" if MODEL_INFO["trained"] else " (UNTRAINED MODEL: meaningless)"),
     )
     summary = gr.Markdown(label="Summary", elem_id="summary")
+    plot = dict(show_label=False, format="png")  # each figure has its own title
     with gr.Tab("What it attended to"):
-        segments = gr.Plot(label="Attention over time (classifier segments)", format="png", elem_id="segment-plot")
-        audio = gr.Plot(label="Audio attention", format="png", elem_id="audio-plot")
-        faces = gr.Plot(label="Face patches kept (ROI tokens)", format="png", elem_id="faces-plot")
+        segments = gr.Plot(label="Attention over time (classifier segments)", elem_id="segment-plot", **plot)
+        audio = gr.Plot(label="Audio attention", elem_id="audio-plot", **plot)
+        faces = gr.Plot(label="Face patches kept (ROI tokens)", elem_id="faces-plot", **plot)
     with gr.Tab("Timeline"):
-        timeline = gr.Plot(label="Emotions over time", format="png", visible=False, elem_id="timeline-plot")
+        timeline = gr.Plot(label="Emotions over time", visible=False, elem_id="timeline-plot", **plot)
         gr.Markdown("Tick *Analyse the whole video as a timeline* to see the emotions window by window.")
     with gr.Tab("Numbers (JSON / CSV)"):
-        files = gr.File(label="Download the numbers behind the plots", file_count="multiple", elem_id="downloads")
+        files = gr.File(label="Download the numbers behind the plots", file_count="multiple", interactive=False,
+                        elem_id="downloads")
         numbers = gr.JSON(label="Numbers behind the plots", elem_id="numbers")
     return [probabilities, summary, segments, audio, faces, timeline, numbers, files]
 
