@@ -103,6 +103,7 @@ def main() -> None:
         return
 
     results = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         clip = make_clip(Path(tmp) / "face_720p.mp4")
         for preset in args.presets:
@@ -116,8 +117,10 @@ def main() -> None:
 
     header = f"{'preset':<10}{'T':>4}{'S':>5}{'median s':>10}{'probe':>8}{'decode':>8}{'faces':>8}{'features':>10}" \
              f"{'peak RSS MB':>13}"
+    load_after = os.getloadavg()[0]
     print(f"clip: {CLIP_SECONDS:.0f} s, {CLIP_SIZE[0]}x{CLIP_SIZE[1]} @ {CLIP_FPS} fps, H.264 + AAC 48 kHz stereo; "
-          f"{os.cpu_count()} CPUs")
+          f"{os.cpu_count()} CPUs; load average {load_before:.1f} before, {load_after:.1f} after "
+          "(other processes inflate the times)")
     print(header)
     for r in results:
         s = r["stages_median_s"]
@@ -127,7 +130,8 @@ def main() -> None:
         "benchmark": "bench_preprocess",
         "clip": {"seconds": CLIP_SECONDS, "fps": CLIP_FPS, "size": list(CLIP_SIZE), "video": "h264",
                  "audio": "aac 48 kHz stereo", "face_box": list(FACE_BOX)},
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                    "load_average_before": load_before, "load_average_after": load_after},
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "results": results,
     }
