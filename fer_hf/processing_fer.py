@@ -25,7 +25,7 @@ import torch
 from transformers import BatchFeature, ParakeetFeatureExtractor
 from transformers.processing_utils import ProcessorMixin
 
-from .errors_fer import FERInputError, NoUsableModalityError, UnsupportedSampleRateError
+from .errors_fer import FERInputError, MediaTooLongError, NoUsableModalityError, UnsupportedSampleRateError
 from .faces_fer import FaceDetector, HaarFaceDetector, crop_box, crop_face, roi_weight_map, track_face
 from .media_fer import decode_window, plan_windows, probe_media, window_from_arrays
 
@@ -350,8 +350,6 @@ class FERProcessor(ProcessorMixin):
             if duration <= 0:
                 raise FERInputError("the given audio / frames are empty")
             if duration > self.max_duration_s:
-                from .errors_fer import MediaTooLongError
-
                 raise MediaTooLongError(
                     f"the given clip lasts {duration:.1f} s, more than `max_duration_s`={self.max_duration_s:.0f} s"
                 )
