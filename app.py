@@ -317,12 +317,15 @@ def input_column():
         f"Requests are handled {SETTINGS.concurrency} at a time; others wait in a queue of "
         f"{SETTINGS.queue_size}. Uploaded clips are deleted from the server within the hour."
     )
-    examples = sorted(str(p) for p in EXAMPLES.glob("*.mp4")) if EXAMPLES.is_dir() else []
+    examples = sorted(EXAMPLES.glob("*.mp4")) if EXAMPLES.is_dir() else []
     if examples:
+        timeline_flags = ["timeline" in path.stem for path in examples]
         gr.Examples(
-            examples=[[path, "timeline" in Path(path).stem] for path in examples],
+            examples=[[str(path), flag] for path, flag in zip(examples, timeline_flags)],
             inputs=[video, timeline],
-            label="Example clips (generated from a public-domain NASA photo, synthetic audio)",
+            example_labels=[path.stem.replace("_", " ") + (" (timeline)" if flag else "")
+                            for path, flag in zip(examples, timeline_flags)],
+            label="Example clips (generated from public-domain pictures, synthetic voice)",
             cache_examples=False,
         )
     return video, timeline, button

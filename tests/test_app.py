@@ -28,6 +28,8 @@ for path in (str(TESTS), str(ROOT)):
 
 from media_factory import astronaut_face, make_clip, make_text_file  # noqa: E402
 
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no usage reports to the network from tests
+
 gradio_client = pytest.importorskip("gradio_client")
 LABELS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 MAX_SECONDS = 12  # the duration cap the test server runs with
