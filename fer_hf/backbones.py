@@ -163,7 +163,10 @@ class CheckpointSource:
     def config_dict(self) -> dict:
         path = self.fetch("config.json")
         if path is None:
-            raise CheckpointNotFoundError(f"{self.source} has no config.json (offline and not cached?)")
+            raise CheckpointNotFoundError(
+                f"{self.source}: no config.json (no such local folder; on the Hub the repo lacks it, or the Hub is "
+                "offline and it is not cached)"
+            )
         return json.loads(path.read_text())
 
     def weight_map(self) -> dict[str, str]:
@@ -269,6 +272,8 @@ def _siglip_target(has_head: bool):
         if key in ("logit_scale", "logit_bias"):
             return None, "SigLIP contrastive logit scale/bias"
         key = key.removeprefix("vision_model.")
+        if key == "embeddings.position_ids":  # persistent in some old checkpoints
+            return None, "SigLIP position id buffer (recomputed)"
         if key.startswith("head.") and not has_head:
             return None, "SigLIP vision pooling head (the model uses the patch tokens)"
         return key, None

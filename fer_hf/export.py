@@ -170,6 +170,7 @@ def verify_export(model, processor, folder: str | Path, clip: str | Path | None 
     Returns `{"max_abs_diff", "pipeline_max_diff", "pipeline", "seconds", ...}`; raises `ExportVerificationError`.
     """
     start = time.perf_counter()
+    model.eval()  # dropout off, as in the fresh process
     folder = Path(folder).resolve()
     with tempfile.TemporaryDirectory(prefix="fer-verify-") as tmp:
         tmp = Path(tmp)

@@ -63,7 +63,7 @@ def normalise_eval_results(results: dict | None) -> list[dict]:
     ]
 
 
-def _front_matter(config, repo_id: str, metrics: list[dict], results: dict | None, base_models: list[str]) -> dict:
+def _front_matter(repo_id: str, metrics: list[dict], results: dict | None, base_models: list[str]) -> dict:
     meta = {
         "license": LICENSE,
         "library_name": "transformers",
@@ -131,7 +131,7 @@ def render_model_card(model, repo_id: str, eval_results: dict | None = None) -> 
     sources = dict(getattr(config, "backbone_sources", None) or {})
     base_models = [s for s in sources.values() if _HUB_ID.match(str(s))]
     metrics = normalise_eval_results(eval_results)
-    meta = _front_matter(config, repo_id, metrics, eval_results, base_models)
+    meta = _front_matter(repo_id, metrics, eval_results, base_models)
     parts = model.backbone_modules()
     lines = [
         "---",

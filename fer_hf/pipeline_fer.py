@@ -69,8 +69,7 @@ class FEREmotionRecognitionPipeline(Pipeline):
         return {name: batch[name] for name in self.processor.model_input_names if name in batch}
 
     def _forward(self, model_inputs):
-        outputs = self.model(**model_inputs)
-        return {"logits": outputs.logits, "modalities_used": outputs.modalities_used}
+        return {"logits": self.model(**model_inputs).logits}  # (windows, num_labels)
 
     def postprocess(self, model_outputs, top_k=None):
         # (windows, C) -> mean probability over the windows of the clip

@@ -1,5 +1,6 @@
 """NeMo `.nemo` FastConformer import without NeMo: synthetic archives with NeMo's key names and config layout."""
 
+import inspect
 import io
 import math
 import os
@@ -295,7 +296,8 @@ def test_parity_with_nemo_conformer_encoder(tmp_path):
     from nemo.collections.asr.modules import ConformerEncoder
 
     config = nemo_config(n_layers=2)
-    enc_cfg = {k: v for k, v in config["encoder"].items() if k != "_target_"}
+    accepted = inspect.signature(ConformerEncoder.__init__).parameters  # NeMo versions differ in their kwargs
+    enc_cfg = {k: v for k, v in config["encoder"].items() if k in accepted}
     enc_cfg.update(feat_in=80, dropout=0.0, dropout_pre_encoder=0.0, dropout_emb=0.0, dropout_att=0.0)
     torch.manual_seed(0)
     nemo_encoder = ConformerEncoder(**enc_cfg)
