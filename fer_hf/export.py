@@ -50,17 +50,15 @@ VERIFY_TIMEOUT_S = 1800
 _VERIFY_SCRIPT = textwrap.dedent(
     """
     import json, sys
-    import torch
     from safetensors.torch import save_file
     from transformers import pipeline
     folder, clip, out = sys.argv[1:4]
     classifier = pipeline(model=folder, trust_remote_code=True)  # task from config.json custom_pipelines
-    model, processor = classifier.model.eval(), classifier.processor
-    inputs = processor(videos=clip, return_tensors="pt")
-    with torch.no_grad():
-        logits = model(**inputs).logits
-    save_file({"logits": logits.contiguous()}, out + ".safetensors")
-    info = {"pipeline": classifier(clip), "task": classifier.task, "model_class": type(model).__name__,
+    model, processor = classifier.model.eval(), classifier.processor  # loaded by AutoModel / AutoProcessor
+    # The pipeline's own steps (what __call__ runs), keeping the logits: one forward pass for both checks.
+    outputs = classifier.forward(classifier.preprocess(clip))
+    save_file({"logits": outputs["logits"].contiguous()}, out + ".safetensors")
+    info = {"pipeline": classifier.postprocess(outputs), "task": classifier.task, "model_class": type(model).__name__,
             "model_module": type(model).__module__, "processor_class": type(processor).__name__}
     with open(out + ".json", "w") as f:
         json.dump(info, f)
