@@ -169,7 +169,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(config):
     model(**inputs, labels=labels).loss.backward()
     plain = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
-    model.gradient_checkpointing_enable()
+    model.activation_checkpointing_enable()
     assert model.fusion.backbone.layers[0].gradient_checkpointing
     model(**inputs, labels=labels).loss.backward()
     for name, param in model.named_parameters():
