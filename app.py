@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -96,12 +97,20 @@ SETTINGS = parse_settings(sys.argv[1:] if __name__ == "__main__" else [])
 
 # ----------------------------------------------------------------------------------------------------------------
 # Model: loaded once per process
+def untrained_reason(folder: Path) -> str | None:
+    """Why the weights of a local model folder are not trained for emotions (None when nothing says so)."""
+    if (folder / "backbone_report.json").is_file() and not (folder / "training_info.json").is_file():
+        return "its backbones are pretrained but its emotion classifier was never trained (fer_hf.backbones output)"
+    return None
+
+
 def newest_checkpoint(folder: Path = CHECKPOINTS) -> Path | None:
-    """The newest folder under `folder` holding `config.json` and `model.safetensors`; finished training runs
-    (`final/` folders with `training_info.json`) win over intermediate Trainer checkpoints."""
+    """The newest trained folder under `folder` holding `config.json` and `model.safetensors`; finished training
+    runs (`final/` with `training_info.json`) win over intermediate Trainer checkpoints."""
     if not folder.is_dir():
         return None
-    found = [p.parent for p in folder.rglob("model.safetensors") if (p.parent / "config.json").is_file()]
+    found = [p.parent for p in folder.rglob("model.safetensors")
+             if (p.parent / "config.json").is_file() and untrained_reason(p.parent) is None]
     rank = lambda p: ((p / "training_info.json").is_file(), (p / "model.safetensors").stat().st_mtime)
     return max(found, key=rank, default=None)
 
@@ -113,22 +122,33 @@ def load_model(source: str | None, preset: str):
         config = FERConfig.from_preset(preset)
         model = FERForEmotionClassification(config)
         processor = FERProcessor.from_model_config(config)
-        info = {"source": f"untrained '{preset}' preset (random weights)", "preset": preset, "trained": False}
-    else:
-        from transformers import AutoModel, AutoProcessor
+        return model, processor, {
+            "source": f"untrained '{preset}' preset (random weights)", "preset": preset, "trained": False,
+            "why_untrained": f"no trained weights were found, so this app runs the '{preset}' architecture with "
+                             "random weights, only to try the pipeline",
+        }
+    from transformers import AutoModel, AutoProcessor
 
-        try:
-            model = AutoModel.from_pretrained(source, trust_remote_code=True)
-        except Exception as exc:
-            raise SystemExit(f"Could not load the model {source!r}: {type(exc).__name__}: {exc}\n"
-                             "Give a local folder saved with save_pretrained (config.json + model.safetensors) "
-                             "or a Hub repo id you can reach.") from None
-        try:
-            processor = AutoProcessor.from_pretrained(source, trust_remote_code=True)
-        except (OSError, ValueError, KeyError, TypeError) as exc:  # no processor saved with it: derive one
-            logger.warning("no processor found with %s (%s); building one from the model config", source, exc)
-            processor = FERProcessor.from_model_config(model.config)
-        info = {"source": str(source), "preset": getattr(model.config, "preset", None), "trained": True}
+    try:
+        model = AutoModel.from_pretrained(source, trust_remote_code=True)
+    except Exception as exc:
+        raise SystemExit(f"Could not load the model {source!r}: {type(exc).__name__}: {exc}\n"
+                         "Give a local folder saved with save_pretrained (config.json + model.safetensors) "
+                         "or a Hub repo id you can reach.") from None
+    try:
+        processor = AutoProcessor.from_pretrained(source, trust_remote_code=True)
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # no processor saved with it: derive one
+        logger.warning("no processor found with %s (%s); building one from the model config", source, exc)
+        processor = FERProcessor.from_model_config(model.config)
+    folder = Path(source)
+    reason = untrained_reason(folder) if folder.is_dir() else None
+    info = {"source": str(source), "preset": getattr(model.config, "preset", None), "trained": reason is None}
+    if reason:
+        info["why_untrained"] = f"the model at {source} is not trained: {reason}"
+    if (folder / "training_info.json").is_file():
+        training = json.loads((folder / "training_info.json").read_text())
+        info["validation"] = {k: round(v, 4) for k, v in (training.get("val_metrics") or {}).items()
+                              if isinstance(v, float) and any(m in k for m in ("uar", "war", "accuracy", "f1"))}
     return model, processor, info
 
 
@@ -153,8 +173,23 @@ logger.info("model: %s on %s", MODEL_INFO["source"], DEVICE)
 # ----------------------------------------------------------------------------------------------------------------
 # Temporary files: our downloads live in one folder per request, removed after a while and at exit.
 # (Gradio copies returned files into its own cache, which `delete_cache` below clears.)
-TEMP_ROOT = Path(tempfile.mkdtemp(prefix="fer_app_"))
+TEMP_PREFIX = "fer_app_"
 TEMP_MAX_AGE_S = 600
+
+
+def _remove_stale_temp_roots() -> None:
+    """Delete the download folders of earlier app processes that died without cleaning up (e.g. killed)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*"):
+        try:
+            os.kill(int(folder.name[len(TEMP_PREFIX):].split("_")[0]), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (ValueError, PermissionError):
+            continue
+
+
+_remove_stale_temp_roots()
+TEMP_ROOT = Path(tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{os.getpid()}_"))
 atexit.register(shutil.rmtree, TEMP_ROOT, ignore_errors=True)
 
 
@@ -276,8 +311,8 @@ def untrained_banner(info: dict) -> str:
     return (
         '<div id="untrained-banner" style="background:#b71c1c;color:#fff;padding:14px 18px;border-radius:8px;'
         'font-size:1.05em;line-height:1.6">'
-        "<b>⚠️ UNTRAINED MODEL — the predictions are meaningless.</b> No trained weights were found, so this app "
-        f"runs the {code(info['preset'])} architecture with random weights, only to try the pipeline. "
+        "<b>⚠️ UNTRAINED MODEL — the predictions are meaningless.</b> "
+        f"{info['why_untrained'][:1].upper()}{info['why_untrained'][1:]}. "
         f"To get real predictions, train a model ({code(TRAIN_COMMAND)}; it writes "
         f"{code('checkpoints/realtime/fold0/final/')}, which the app picks up at its next start) or start it with "
         f"{code('python app.py --model &lt;folder or Hub repo id&gt;')} (or set {code('FER_MODEL')}).</div>"
@@ -294,7 +329,8 @@ def header() -> None:
     if not MODEL_INFO["trained"]:
         gr.HTML(untrained_banner(MODEL_INFO))
     else:
-        gr.Markdown(f"Model: `{MODEL_INFO['source']}` on {DEVICE}.")
+        scores = ", ".join(f"{k} {v}" for k, v in MODEL_INFO.get("validation", {}).items())
+        gr.Markdown(f"Model: `{MODEL_INFO['source']}` on {DEVICE}" + (f" (validation: {scores})." if scores else "."))
 
 
 def input_column():
@@ -367,6 +403,7 @@ def build_demo() -> gr.Blocks:
 demo = build_demo()
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `docker stop`, `kill`: exit cleanly so atexit runs
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     demo.queue(default_concurrency_limit=SETTINGS.concurrency, max_size=SETTINGS.queue_size).launch(
         server_name=SETTINGS.host,

@@ -242,6 +242,13 @@ def test_newest_checkpoint_prefers_finished_runs(served_app, tmp_path):
             (tmp_path / name / "config.json").write_text("{}")
     (tmp_path / "run/fold0/final/training_info.json").write_text("{}")
     assert app.newest_checkpoint(tmp_path) == tmp_path / "run/fold0/final"
+    init = tmp_path / "seed-init"  # fer_hf.backbones output: pretrained backbones, untrained head
+    init.mkdir()
+    for name in ("model.safetensors", "config.json", "backbone_report.json"):
+        (init / name).write_text("{}")
+    os.utime(init / "model.safetensors", (3e9, 3e9))
+    assert app.untrained_reason(init) and app.untrained_reason(tmp_path / "run/fold0/final") is None
+    assert app.newest_checkpoint(tmp_path) == tmp_path / "run/fold0/final"  # never picked up as "trained"
     (tmp_path / "run/fold0/final/training_info.json").unlink()
     os.utime(tmp_path / "run/fold0/checkpoint-9/model.safetensors", (2e9, 2e9))
     assert app.newest_checkpoint(tmp_path) == tmp_path / "run/fold0/checkpoint-9"
@@ -253,4 +260,37 @@ def test_untrained_model_never_pretends(served_app):
     assert info["trained"] is False and "random weights" in info["source"]
     banner = app.untrained_banner(info)
     assert "UNTRAINED MODEL" in banner and "meaningless" in banner and "--model" in banner
+    assert "random weights" in banner and app.TRAIN_COMMAND in banner
     assert model.config.preset == "tiny" and processor.num_frames == model.config.num_frames
+
+
+def test_temporary_files_are_cleaned_up(served_app, tmp_path):
+    app, _ = served_app
+    old = app.TEMP_ROOT / "old_request"
+    old.mkdir()
+    os.utime(old, (1e9, 1e9))  # far older than TEMP_MAX_AGE_S
+    fresh = app._request_folder()
+    assert fresh.parent == app.TEMP_ROOT and fresh.is_dir() and not old.exists()
+    import tempfile
+
+    dead = Path(tempfile.gettempdir()) / f"{app.TEMP_PREFIX}999999999_test"  # a process that no longer exists
+    dead.mkdir(exist_ok=True)
+    app._remove_stale_temp_roots()
+    assert not dead.exists() and app.TEMP_ROOT.is_dir()  # our own folder (live pid) stays
+
+
+def test_spaces_gpu_decorates_only_the_model_call(served_app, monkeypatch):
+    """On a ZeroGPU Space `spaces` is installed: `run_model` (and nothing else) must go through `spaces.GPU`."""
+    import importlib.util
+    import types
+
+    decorated = []
+    fake = types.ModuleType("spaces")
+    fake.GPU = lambda duration=60: (lambda fn: decorated.append((fn.__name__, duration)) or fn)
+    monkeypatch.setitem(sys.modules, "spaces", fake)
+    spec = importlib.util.spec_from_file_location("app_on_spaces", ROOT / "app.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "app_on_spaces", module)
+    spec.loader.exec_module(module)
+    assert decorated == [("run_model", 120)]
+    assert module.DEVICE == ("cuda" if module.torch.cuda.is_available() else "cpu")
