@@ -307,10 +307,14 @@ def test_parity_with_nemo_conformer_encoder(tmp_path):
     nemo_encoder.eval()
     state = {"encoder." + k: v for k, v in nemo_encoder.state_dict().items()}
     encoder, _ = load_nemo_encoder(write_nemo(tmp_path / "m.nemo", config, state))
-    features = torch.randn(2, 80, 300)
+    features, lengths = torch.randn(2, 80, 300), torch.tensor([300, 201])  # the second row is padded
+    features[1, :, 201:] = 0.0
+    mask = (torch.arange(300)[None] < lengths[:, None]).long()
     with torch.no_grad():
-        expected, lengths = nemo_encoder(audio_signal=features, length=torch.tensor([300, 300]))
-        ours = encoder(input_features=features.transpose(1, 2)).last_hidden_state
-    diff = (ours - expected.transpose(1, 2)).abs().max().item()
-    print(f"max abs diff vs NeMo ConformerEncoder: {diff:.3e}")
+        expected, out_lengths = nemo_encoder(audio_signal=features, length=lengths)
+        ours = encoder(input_features=features.transpose(1, 2), attention_mask=mask)
+    expected = expected.transpose(1, 2)  # (B, T', D)
+    assert ours.attention_mask.sum(-1).tolist() == out_lengths.tolist()
+    diff = max((ours.last_hidden_state[i, :n] - expected[i, :n]).abs().max().item() for i, n in enumerate(out_lengths))
+    print(f"max abs diff vs NeMo ConformerEncoder (valid frames): {diff:.3e}")
     assert diff < 1e-4
