@@ -129,6 +129,10 @@ def load_model(source: str | None, preset: str):
         }
     from transformers import AutoModel, AutoProcessor
 
+    if source.startswith(("/", ".", "~")) and not Path(source).expanduser().is_dir():
+        raise SystemExit(f"No model folder at {source!r}: give a folder saved with save_pretrained "
+                         "(config.json + model.safetensors) or a Hub repo id.")
+    source = str(Path(source).expanduser()) if source.startswith("~") else source
     try:
         model = AutoModel.from_pretrained(source, trust_remote_code=True)
     except Exception as exc:
@@ -207,13 +211,14 @@ def _request_folder() -> Path:
 def run_model(inputs: dict) -> dict:
     """All windows of one clip through the model, `SETTINGS.batch_windows` at a time; numpy outputs by name."""
     rows = next(iter(inputs.values())).shape[0]
-    parts = []
+    parts, sizes = [], []
     with torch.inference_mode():
         for start in range(0, rows, SETTINGS.batch_windows):
             chunk = {k: v[start:start + SETTINGS.batch_windows].to(DEVICE) for k, v in inputs.items()}
             out = MODEL(**chunk)
             parts.append({name: _numpy(getattr(out, name, None)) for name in OUTPUT_NAMES})
-    return {name: _concat([p[name] for p in parts]) for name in OUTPUT_NAMES}
+            sizes.append(min(SETTINGS.batch_windows, rows - start))
+    return {name: _concat([p[name] for p in parts], sizes) for name in OUTPUT_NAMES}
 
 
 def _numpy(tensor):
@@ -223,13 +228,15 @@ def _numpy(tensor):
     return (tensor.float() if tensor.is_floating_point() else tensor).numpy()
 
 
-def _concat(parts: list):
-    """Join per-chunk arrays; a chunk where an optional output was None (e.g. no audio) gets an empty stand-in."""
+def _concat(parts: list, sizes: list[int]):
+    """Join per-chunk arrays; a chunk where an optional output was None (e.g. no audio in any of its windows) gets
+    a stand-in of its row count: zeros, or -1 for indices ("frame not encoded")."""
     like = next((p for p in parts if p is not None), None)
     if like is None:
         return None
     fill = -1 if like.dtype.kind == "i" else 0
-    return np.concatenate([p if p is not None else np.full_like(like[:1], fill) for p in parts])
+    stand_in = lambda n: np.full((n,) + like.shape[1:], fill, like.dtype)
+    return np.concatenate([p if p is not None else stand_in(n) for p, n in zip(parts, sizes)])
 
 
 def _is_user_error(exc: BaseException) -> bool:

@@ -294,3 +294,16 @@ def test_spaces_gpu_decorates_only_the_model_call(served_app, monkeypatch):
     spec.loader.exec_module(module)
     assert decorated == [("run_model", 120)]
     assert module.DEVICE == ("cuda" if module.torch.cuda.is_available() else "cpu")
+
+
+def test_timeline_chunks_with_a_missing_modality_are_joined(served_app):
+    """Windows run in chunks; a chunk without audio (or faces) has None outputs that must keep the row count."""
+    import numpy as np
+
+    app, _ = served_app
+    att = np.ones((2, 8, 38), np.float32)
+    joined = app._concat([att, None, att[:1]], [2, 3, 1])
+    assert joined.shape == (6, 8, 38) and (joined[2:5] == 0).all()
+    idx = np.zeros((2, 8, 4), np.int64)
+    assert (app._concat([None, idx], [3, 2])[:3] == -1).all()
+    assert app._concat([None, None], [1, 1]) is None
