@@ -1,6 +1,6 @@
 """Generate the example clips the app offers (small files the repository may legally ship).
 
-    python examples/make_examples.py            # writes examples/*.mp4 (needs PyAV, OpenCV, scikit-image, scipy)
+    python examples/make_examples.py            # writes examples/*.mp4 (needs PyAV, OpenCV, scikit-image)
 
 Pictures: scikit-image's `astronaut` (Eileen Collins, NASA: public domain) and `coffee` (Rachel Michetti: CC0),
 panned and zoomed slowly so the frames differ. Sound: a synthetic voice (harmonics of a varying pitch shaped by
