@@ -18,6 +18,11 @@ __all__ = [
     "FEREmotionClassifierOutput",
 ]
 
+from .pipeline_fer import FER_PIPELINE_TASK, FEREmotionRecognitionPipeline, register_fer_pipeline  # noqa: E402
+
+register_fer_pipeline()  # pipeline(task=FER_PIPELINE_TASK, model=...) in this process
+__all__ += ["FER_PIPELINE_TASK", "FEREmotionRecognitionPipeline"]
+
 try:  # the processor needs the media stack (PyAV, OpenCV); the model does not
     from .processing_fer import FERProcessor  # noqa: F401
 
