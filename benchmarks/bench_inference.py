@@ -37,7 +37,10 @@ COMPONENTS = {  # report name -> module prefixes inside FERForEmotionClassificat
     "audio segment pool": ("audio_segment_pool",),
     "vision encoder (SigLIP)": ("vision_encoder",),
     "visual head (ROI, frame pool, temporal)": (
-        "roi_compressor", "frame_pool", "temporal_encoder", "visual_segment_pool"
+        "roi_compressor",
+        "frame_pool",
+        "temporal_encoder",
+        "visual_segment_pool",
     ),
     "fusion (LFM2)": ("fusion",),
     "classifier": ("temporal_pool", "classifier"),
@@ -56,29 +59,44 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def matmul_peak_gflops(device: str, size: int = 2048, repeats: int = 10) -> float:
-    """Best fp32 GFLOP/s of a square matmul on this device (a practical roofline for the model's matmuls)."""
+def matmul_peak_gflops(device: str, sizes=(1024, 2048, 3072), repeats: int = 8) -> float:
+    """Best fp32 GFLOP/s of square matmuls on this device (a practical roofline for the model's matmuls)."""
     import torch
 
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
     best = 0.0
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        a @ b
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = max(best, 2 * size**3 / (time.perf_counter() - start) / 1e9)
+    for size in sizes:
+        a = torch.randn(size, size, device=device)
+        b = torch.randn(size, size, device=device)
+        for _ in range(repeats):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            a @ b
+            if device == "cuda":
+                torch.cuda.synchronize()
+            best = max(best, 2 * size**3 / (time.perf_counter() - start) / 1e9)
     return best
 
 
-def make_clip(path: Path, seconds: float = 3.0) -> Path:
-    """A 3 s 1280x720 30 fps H.264/AAC clip with a real face (scikit-image's astronaut photo) and a voice-like tone."""
-    from tests.media_factory import astronaut_face, make_clip as factory_make_clip
+def make_clip(path: Path, index: int = 0, seconds: float = 3.0) -> Path:
+    """A 3 s 1280x720 30 fps H.264/AAC clip with a real face (scikit-image's astronaut photo) and a voice-like tone;
+    `index` varies the background, noise and face placement so the fidelity clips differ."""
+    from tests.media_factory import astronaut_face
+    from tests.media_factory import make_clip as factory_make_clip
 
-    factory_make_clip(path, seconds=seconds, fps=30, size=(1280, 720), face_image=astronaut_face())
+    backgrounds = ("gradient", "noise", "gradient", "noise")
+    x0, y0, side = 380 + 60 * index, 140 + 20 * index, 380 + 20 * index
+    box = (x0, y0, x0 + side, y0 + side)  # where the face image is pasted, (x0, y0, x1, y1) in video pixels
+    factory_make_clip(
+        path,
+        seconds=seconds,
+        fps=30,
+        size=(1280, 720),
+        face_image=astronaut_face(),
+        face_box=box,
+        background=backgrounds[index % 4],
+        seed=index,
+    )
     return path
 
 
@@ -156,11 +174,15 @@ def run_worker(spec: dict) -> dict:
         counter = FlopCounterMode(display=False)
         with counter, torch.inference_mode():
             model(**inputs)
-        per_module = counter.get_flop_counts()
+        per_module = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
         root = type(model).__name__
         for component, prefixes in COMPONENTS.items():
-            flops[component] = sum(sum(per_module.get(f"{root}.{p}", {}).values()) for p in prefixes)
-        flops["model total"] = sum(per_module.get("Global", {}).values())
+            # a module's count includes its children's; the ROI path calls SigLIP's children directly, so take the
+            # outermost recorded modules under each prefix
+            names = [n for n in per_module for p in prefixes if n == f"{root}.{p}" or n.startswith(f"{root}.{p}.")]
+            outermost = [n for n in names if not any(n.startswith(other + ".") for other in names)]
+            flops[component] = sum(per_module[n] for n in outermost)
+        flops["model total"] = per_module.get("Global", 0)
 
     params = {
         component: sum(p.numel() for prefix in prefixes for p in modules[prefix].parameters())
@@ -256,7 +278,9 @@ def table(results: list[dict], peak: float, clip_seconds: float) -> str:
     for r in results:
         sec, flops = r["seconds"], r.get("flops", {})
         lines.append(f"\n== {r['name']}  (peak RSS {r['peak_rss_mb']:.0f} MB)")
-        lines.append(f"{'component':42s} {'params M':>9s} {'GFLOPs':>9s} {'time s':>8s} {'GFLOP/s':>8s} {'of peak':>8s}")
+        lines.append(
+            f"{'component':42s} {'params M':>9s} {'GFLOPs':>9s} {'time s':>8s} {'GFLOP/s':>8s} {'of peak':>8s}"
+        )
         for component in list(COMPONENTS) + ["model total"]:
             if component not in sec and component not in flops:
                 continue
@@ -273,11 +297,15 @@ def table(results: list[dict], peak: float, clip_seconds: float) -> str:
                 lo, hi = r["seconds_min_max"][key]
                 lines.append(f"{key:42s} {'':>9s} {'':>9s} {sec[key]:8.3f}   (min {lo:.3f}, max {hi:.3f})")
         if "end to end" in sec:
-            lines.append(f"{'real-time factor (wall / ' + str(clip_seconds) + ' s clip)':42s} {sec['end to end'] / clip_seconds:27.2f}")
+            lines.append(
+                f"{f'real-time factor (wall / {clip_seconds} s clip)':42s} {sec['end to end'] / clip_seconds:27.2f}"
+            )
         if "fidelity" in r:
             fid = r["fidelity"]
-            lines.append(f"fidelity vs seed-path fp32: top-1 agreement {fid['top1_agreement']:.0%}, "
-                         f"max prob diff {fid['max_prob_diff']:.4f}")
+            lines.append(
+                f"fidelity vs seed-path fp32: top-1 agreement {fid['top1_agreement']:.0%}, "
+                f"max prob diff {fid['max_prob_diff']:.4f}"
+            )
     return "\n".join(lines)
 
 
@@ -303,7 +331,7 @@ def main():
     peak = matmul_peak_gflops(args.device)
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}"
     with tempfile.TemporaryDirectory() as tmp:
-        clips = [str(make_clip(Path(tmp) / f"clip{i}.mp4")) for i in range(max(1, args.fidelity_clips))]
+        clips = [str(make_clip(Path(tmp) / f"clip{i}.mp4", i)) for i in range(max(1, args.fidelity_clips))]
         results = []
         for spec in plan(args):
             spec["clips"] = clips
