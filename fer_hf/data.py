@@ -1,0 +1,381 @@
+"""Preprocessing cache, torch `Dataset` and collator for training on RAVDESS-named clips.
+
+Decoding an mp4, finding the face and resampling the audio costs far more than a training step of the small
+models, so it is done once per clip and stored:
+
+    <cache_dir>/<fingerprint>/settings.json            processor settings + image format (the fingerprint's source)
+    <cache_dir>/<fingerprint>/Actor_XX/<name>.npz      one file per clip (written atomically: resumable)
+    <cache_dir>/<fingerprint>/failures.json            clips that could not be used, with the reason
+
+The fingerprint hashes every processor setting that changes the stored data (frames, window, crop size, face
+margin, ...), so a different preset gets its own folder and a stale cache is never read.
+
+One `.npz` holds exactly what the processor computes for the clip's (single, centred) window before its
+batching step: the `T` uint8 face crops (JPEG or PNG encoded), the ROI weight maps, the frame mask, the 16 kHz
+waveform (int16) and the modality flags with their reasons. At train time the collator hands these rows back to
+the processor's own batching code (mel features, pixel normalisation), so training inputs are built by the
+same code as inference inputs; `tests/test_training.py` checks cached -> inputs against processor(path).
+
+The processor has no public hook for "decode one clip into rows" and "batch these rows"; `ProcessorAdapter`
+is the thin adapter over its two internal steps (`_process_clip`, `_batch`) and checks they exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from .errors_fer import FERError, FERInputError
+from .ravdess import RavdessClip
+
+logger = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+IMAGE_FORMATS = ("jpeg", "png")
+INT16_SCALE = 32767.0  # waveform in [-1, 1] <-> int16
+# Processor settings that do not change what is cached.
+_UNCACHED_SETTINGS = ("id2label", "processor_class", "max_windows", "stride_seconds", "max_duration_s")
+
+
+class CacheError(FERError):
+    """The cache folder is unusable (settings mismatch, unreadable file) or a processor hook is missing."""
+
+
+class ProcessorAdapter:
+    """Decode one clip into the processor's per-window rows, and batch rows into model inputs.
+
+    Rows are dicts with `audio` (float32 `(n,)` at 16 kHz or None when unused), `crops` uint8 `(T, S, S, 3)`,
+    `roi` float32 `(T, N)`, `frame_mask` bool `(T,)`, `video_used` bool and `info` (reasons, boxes, times).
+    """
+
+    def __init__(self, processor):
+        missing = [name for name in ("_process_clip", "_batch") if not callable(getattr(processor, name, None))]
+        if missing:
+            raise CacheError(
+                f"{type(processor).__name__} lacks {missing}: the training cache needs the processor's per-window "
+                "decode and batch steps (fer_hf/data.py, ProcessorAdapter)"
+            )
+        self.processor = processor
+
+    @property
+    def window_seconds(self) -> float:
+        return float(self.processor.window_seconds or self.processor.clip_seconds)
+
+    def decode(self, path: str | os.PathLike) -> dict:
+        """The row of the clip's centred window (what `processor(path)` batches). Raises the processor's errors."""
+        clip = {"kind": "file", "path": os.fspath(path)}
+        rows = self.processor._process_clip(clip, 0, self.window_seconds, False, None, False)
+        return rows[0]
+
+    def batch(self, rows: Sequence[dict], return_tensors: str | None = "pt"):
+        """Model inputs `BatchFeature` for `rows`, by the processor's own code."""
+        return self.processor._batch(list(rows), self.window_seconds, return_tensors)
+
+
+def processor_settings(processor) -> dict:
+    """The processor settings that determine the cached data (JSON-ready)."""
+    settings = processor.to_dict()
+    fe = settings.pop("feature_extractor", None)
+    for key in _UNCACHED_SETTINGS:
+        settings.pop(key, None)
+    if isinstance(fe, dict):
+        settings["mel_bins"] = fe.get("feature_size")
+    return settings
+
+
+def cache_fingerprint(processor, image_format: str, jpeg_quality: int) -> str:
+    """12 hex digits identifying the processor settings + image encoding."""
+    key = dict(processor_settings(processor), image_format=image_format, cache_version=CACHE_VERSION)
+    if image_format == "jpeg":
+        key["jpeg_quality"] = int(jpeg_quality)
+    return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+# ----------------------------------------------------------------------------------------------
+# One clip <-> one .npz
+
+
+def encode_images(crops: np.ndarray, keep: np.ndarray, image_format: str = "jpeg", quality: int = 95):
+    """uint8 `(T, S, S, 3)` RGB -> (uint8 `(bytes,)` concatenated encoded images, int64 `(T + 1,)` offsets).
+    Frames with `keep` False are stored as zero bytes (they decode to black, as the processor leaves them)."""
+    if image_format not in IMAGE_FORMATS:
+        raise CacheError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
+    ext, params = (".jpg", [cv2.IMWRITE_JPEG_QUALITY, int(quality)]) if image_format == "jpeg" else (".png", [])
+    chunks, offsets = [], [0]
+    for crop, k in zip(crops, keep):
+        data = b""
+        if k:
+            ok, buf = cv2.imencode(ext, cv2.cvtColor(crop, cv2.COLOR_RGB2BGR), params)
+            if not ok:
+                raise CacheError(f"OpenCV could not encode a {crop.shape} crop as {image_format}")
+            data = buf.tobytes()
+        chunks.append(data)
+        offsets.append(offsets[-1] + len(data))
+    return np.frombuffer(b"".join(chunks), np.uint8), np.asarray(offsets, np.int64)
+
+
+def decode_images(buffer: np.ndarray, offsets: np.ndarray, size: int) -> np.ndarray:
+    """Inverse of `encode_images`: uint8 `(T, size, size, 3)` RGB."""
+    out = np.zeros((len(offsets) - 1, size, size, 3), np.uint8)
+    for k in range(len(offsets) - 1):
+        a, b = int(offsets[k]), int(offsets[k + 1])
+        if b > a:
+            img = cv2.imdecode(buffer[a:b], cv2.IMREAD_COLOR)
+            if img is None:
+                raise CacheError(f"corrupt image {k} in a cache file")
+            out[k] = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return out
+
+
+def _json_safe(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (np.generic,)):
+        return value.item()
+    raise TypeError(type(value).__name__)
+
+
+def write_clip_cache(path: Path, row: dict, clip: RavdessClip, image_format: str = "jpeg", quality: int = 95) -> int:
+    """Store one processor row as `path` (atomic rename). Returns the file size in bytes."""
+    keep = row["frame_mask"] & bool(row["video_used"])
+    images, offsets = encode_images(row["crops"], keep, image_format, quality)
+    audio = row["audio"]
+    pcm = (np.zeros(0, np.int16) if audio is None
+           else np.clip(np.round(audio * INT16_SCALE), -32768, 32767).astype(np.int16))
+    info = {k: v for k, v in row["info"].items() if k != "face_frames"}
+    meta = dict(info=info, clip=dataclasses.asdict(clip), video_used=bool(row["video_used"]),
+                audio_used=audio is not None, image_size=int(row["crops"].shape[1]), cache_version=CACHE_VERSION)
+    buf = io.BytesIO()
+    np.savez(buf, images=images, offsets=offsets, roi=row["roi"].astype(np.float32),
+             frame_mask=row["frame_mask"].astype(bool), audio=pcm,
+             meta=np.frombuffer(json.dumps(meta, default=_json_safe).encode(), np.uint8))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(buf.getvalue())
+    os.replace(tmp, path)
+    return len(buf.getvalue())
+
+
+def read_clip_cache(path: str | os.PathLike) -> tuple[dict, dict]:
+    """Load one cache file: (processor row, meta). The row's `audio` is float32 or None."""
+    try:
+        with np.load(path) as z:
+            meta = json.loads(z["meta"].tobytes().decode())
+            crops = decode_images(z["images"], z["offsets"], meta["image_size"])
+            pcm = z["audio"]
+            row = dict(
+                audio=(pcm.astype(np.float32) / INT16_SCALE) if meta["audio_used"] else None,
+                crops=crops, roi=z["roi"].astype(np.float32), frame_mask=z["frame_mask"].astype(bool),
+                video_used=bool(meta["video_used"]), info=meta["info"],
+            )
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as err:
+        raise CacheError(f"cannot read cache file {os.fspath(path)!r}: {err}") from err
+    return row, meta
+
+
+# ----------------------------------------------------------------------------------------------
+# Building the cache
+
+
+@dataclasses.dataclass
+class CacheEntry:
+    """A cached clip: its cache file and its RAVDESS record."""
+
+    path: str
+    clip: RavdessClip
+
+    @property
+    def label(self) -> int:
+        return self.clip.label
+
+
+@dataclasses.dataclass
+class CacheReport:
+    """What `build_cache` did: usable entries (in input order), failures with reasons, bytes written."""
+
+    cache_dir: str
+    entries: list[CacheEntry]
+    failed: list[tuple[str, str]]
+    reused: int = 0
+    written: int = 0
+    bytes_written: int = 0
+
+    def summary(self) -> str:
+        return (f"cache {self.cache_dir}: {len(self.entries)} clips usable ({self.reused} reused, {self.written} "
+                f"written, {self.bytes_written / 1e6:.1f} MB), {len(self.failed)} failed")
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(processor, image_format, quality, limit_threads=True):
+    if limit_threads:  # worker processes: one thread each, the pool is the parallelism
+        cv2.setNumThreads(1)
+        torch.set_num_threads(1)
+    _WORKER.update(adapter=ProcessorAdapter(processor), image_format=image_format, quality=quality)
+
+
+def _picklable(processor):
+    """A shallow copy without a detector that cannot be pickled (OpenCV cascades); workers build their own."""
+    import copy
+    import pickle
+
+    clone = copy.copy(processor)
+    try:
+        pickle.dumps(getattr(processor, "_face_detector", None))
+    except Exception:  # noqa: BLE001 - any pickling failure: let the worker create the default detector
+        clone._face_detector = None
+    return clone
+
+
+def _cache_one(job: tuple[str, RavdessClip]) -> tuple[str, int | None, str | None]:
+    """Decode + store one clip. Returns (cache path, bytes or None, failure reason or None); never raises."""
+    target, clip = job
+    try:
+        row = _WORKER["adapter"].decode(clip.path)
+        if row["audio"] is None and not row["video_used"]:
+            info = row["info"]
+            return target, None, f"no usable modality (audio: {info['audio_reason']}; video: {info['video_reason']})"
+        size = write_clip_cache(Path(target), row, clip, _WORKER["image_format"], _WORKER["quality"])
+        return target, size, None
+    except FERError as err:
+        return target, None, f"{type(err).__name__}: {err}"
+    except Exception as err:  # noqa: BLE001 - one bad file must not stop a 1440-clip run
+        logger.debug("unexpected failure on %s", clip.path, exc_info=True)
+        return target, None, f"unexpected {type(err).__name__}: {err}"
+
+
+def cache_folder(cache_root: str | os.PathLike, processor, image_format: str = "jpeg", jpeg_quality: int = 95) -> Path:
+    """`<cache_root>/<fingerprint>`, created with its `settings.json`."""
+    folder = Path(cache_root) / cache_fingerprint(processor, image_format, jpeg_quality)
+    folder.mkdir(parents=True, exist_ok=True)
+    settings = dict(processor_settings(processor), image_format=image_format, jpeg_quality=jpeg_quality,
+                    cache_version=CACHE_VERSION)
+    (folder / "settings.json").write_text(json.dumps(settings, indent=1, sort_keys=True, default=str))
+    return folder
+
+
+def build_cache(
+    clips: Iterable[RavdessClip],
+    processor,
+    cache_root: str | os.PathLike,
+    workers: int = 1,
+    image_format: str = "jpeg",
+    jpeg_quality: int = 95,
+    progress: bool = True,
+) -> CacheReport:
+    """Decode every clip not cached yet (in `workers` processes) and return the usable entries.
+
+    Existing cache files are reused (resumable); clips that fail (decode error, no face and no audio, ...) are
+    logged, listed in `failures.json` and retried on the next call.
+    """
+    if image_format not in IMAGE_FORMATS:
+        raise CacheError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
+    ProcessorAdapter(processor)  # fail early if a hook is missing
+    folder = cache_folder(cache_root, processor, image_format, jpeg_quality)
+    clips = list(clips)
+    targets = [str(folder / f"Actor_{c.actor:02d}" / f"{c.stem}.npz") for c in clips]
+    todo = [(t, c) for t, c in zip(targets, clips) if not Path(t).is_file()]
+    report = CacheReport(str(folder), [], [], reused=len(clips) - len(todo))
+    results: dict[str, tuple[int | None, str | None]] = {}
+    if todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc="caching clips", unit="clip", disable=not progress)
+        if workers <= 1:
+            _init_worker(processor, image_format, jpeg_quality, limit_threads=False)
+            for job in todo:
+                target, size, reason = _cache_one(job)
+                results[target] = (size, reason)
+                bar.update()
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import ProcessPoolExecutor
+
+            ctx = mp.get_context("spawn")  # torch + fork can deadlock; spawn is safe everywhere
+            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                     initargs=(_picklable(processor), image_format, jpeg_quality)) as pool:
+                for target, size, reason in pool.map(_cache_one, todo, chunksize=4):
+                    results[target] = (size, reason)
+                    bar.update()
+        bar.close()
+    for target, clip in zip(targets, clips):
+        size, reason = results.get(target, (None, None))
+        if reason is not None:
+            report.failed.append((clip.path, reason))
+            logger.warning("cannot use %s: %s", clip.path, reason)
+            continue
+        if size is not None:
+            report.written += 1
+            report.bytes_written += size
+        report.entries.append(CacheEntry(target, clip))
+    (folder / "failures.json").write_text(json.dumps([{"path": p, "reason": r} for p, r in report.failed], indent=1))
+    logger.info(report.summary())
+    return report
+
+
+# ----------------------------------------------------------------------------------------------
+# Dataset and collator
+
+
+class CachedClipDataset(torch.utils.data.Dataset):
+    """Items are `{"row": processor row, "labels": int}` read from the cache (nothing is decoded from mp4)."""
+
+    def __init__(self, entries: Sequence[CacheEntry]):
+        self.entries = list(entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int) -> dict:
+        entry = self.entries[i]
+        row, _ = read_clip_cache(entry.path)
+        return {"row": row, "labels": entry.label}
+
+    @property
+    def labels(self) -> list[int]:
+        return [e.label for e in self.entries]
+
+
+class FERCollator:
+    """Batch dataset items into model inputs with the processor's own feature code.
+
+    Returns a dict of tensors: `input_features` `(B, n_mel, 80)`, `audio_attention_mask` `(B, n_mel)`,
+    `pixel_values_videos` `(B, T, 3, S, S)`, `video_frame_mask` `(B, T)`, `roi_weights` `(B, T, N)`,
+    `audio_mask` `(B,)`, `video_mask` `(B,)` and `labels` `(B,)` long.
+    """
+
+    def __init__(self, processor):
+        self.adapter = ProcessorAdapter(processor)
+
+    def __call__(self, items: Sequence[dict]) -> dict:
+        if not items:
+            raise FERInputError("cannot collate an empty batch")
+        batch = self.adapter.batch([item["row"] for item in items], return_tensors="pt")
+        out = {key: batch[key] for key in batch.keys()}
+        out["labels"] = torch.tensor([int(item["labels"]) for item in items], dtype=torch.long)
+        return out
+
+
+__all__ = [
+    "CacheEntry",
+    "CacheError",
+    "CacheReport",
+    "CachedClipDataset",
+    "FERCollator",
+    "ProcessorAdapter",
+    "build_cache",
+    "cache_fingerprint",
+    "read_clip_cache",
+    "write_clip_cache",
+]
