@@ -277,7 +277,9 @@ def build_cache(
     """Decode every clip not cached yet (in `workers` processes) and return the usable entries.
 
     Existing cache files are reused (resumable); clips that fail (decode error, no face and no audio, ...) are
-    logged, listed in `failures.json` and retried on the next call.
+    logged, listed in `failures.json` and retried on the next call. With `workers > 1` the pool uses the "spawn"
+    start method (safe next to torch's thread pools), so a calling script needs the usual
+    `if __name__ == "__main__":` guard; the CLIs have it.
     """
     if image_format not in IMAGE_FORMATS:
         raise CacheError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")

@@ -37,12 +37,13 @@ AAC_FRAME = 1024  # samples per AAC frame
 # Face region of skimage.data.astronaut(): rows 20-250, cols 120-330; the face box inside it.
 _HEAD_ROWS, _HEAD_COLS = (20, 250), (120, 330)
 _MOUTH_CENTRE = (105, 131)  # (x, y) in head-crop pixels
-# One hue per class, RGB; chosen to be far apart.
+# One hue per class (45 degrees apart on the colour wheel), RGB; neighbouring hues also differ in brightness.
 CLASS_TINTS = np.array(
-    [[128, 128, 128], [40, 90, 255], [255, 220, 0], [20, 20, 140], [255, 20, 20], [150, 0, 220], [60, 200, 40],
-     [255, 120, 200]], np.float32,
+    [[255, 0, 0], [255, 191, 0], [128, 255, 0], [0, 255, 64], [0, 255, 255], [0, 64, 255], [128, 0, 255],
+     [255, 0, 191]], np.float32,
 )
-CLASS_BRIGHTNESS = np.linspace(0.8, 1.2, NUM_CLASSES)[[3, 0, 7, 1, 6, 2, 5, 4]]
+CLASS_BRIGHTNESS = np.array([0.85, 1.15] * 4)
+TINT_ALPHA = 0.4
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ def _actor_style(actor: int, spec: SyntheticSpec) -> dict:
         background=bg.astype(np.float32),
         scale=scale,
         offset=(rng.uniform(-0.12, 0.12) * w, rng.uniform(-0.06, 0.06) * h),
-        gain=rng.uniform(0.9, 1.1),
+        gain=rng.uniform(0.95, 1.05),
         pitch=1.0 + rng.uniform(-0.04, 0.04),
     )
 
@@ -105,7 +106,7 @@ def render_frames(cls: int, style: dict, spec: SyntheticSpec, num_frames: int, r
     """uint8 `(num_frames, height, width, 3)` RGB frames of one clip."""
     head = _head().astype(np.float32)
     tint = CLASS_TINTS[cls]
-    head = (head * (1 - 0.35) + tint * 0.35) * (CLASS_BRIGHTNESS[cls] * style["gain"])
+    head = (head * (1 - TINT_ALPHA) + tint * TINT_ALPHA) * (CLASS_BRIGHTNESS[cls] * style["gain"])
     hh, hw = round(head.shape[0] * style["scale"]), round(head.shape[1] * style["scale"])
     head = cv2.resize(np.clip(head, 0, 255), (hw, hh), interpolation=cv2.INTER_AREA)
     mx, my = (round(_MOUTH_CENTRE[0] * style["scale"]), round(_MOUTH_CENTRE[1] * style["scale"]))

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import PartialState
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
@@ -207,7 +208,11 @@ def make_config(args) -> FERConfig:
     if args.init_from:
         config = FERConfig.from_pretrained(args.init_from)
         for key, value in overrides.items():
-            setattr(config, key, value)
+            if key in FERConfig.sub_configs and isinstance(value, dict):
+                for sub_key, sub_value in value.items():  # merge into the sub-config, as from_preset does
+                    setattr(getattr(config, key), sub_key, sub_value)
+            else:
+                setattr(config, key, value)
         config.validate_fer()
         return config
     return FERConfig.from_preset(args.preset, **overrides)
@@ -227,8 +232,10 @@ def train_fold(args, fold: int, index, folds) -> dict:
     needed = subsets["train"] + subsets["val"]
     if not subsets["train"]:
         raise FERInputError(f"fold {fold}: no training clips for actors {list(split.train)} under {index.root}")
-    report = build_cache(needed, processor, args.cache_dir, workers=args.workers, image_format=args.image_format,
-                         jpeg_quality=args.jpeg_quality, progress=not args.no_progress)
+    state = PartialState()
+    with state.main_process_first():  # distributed: rank 0 fills the cache, the other ranks then find it full
+        report = build_cache(needed, processor, args.cache_dir, workers=args.workers, image_format=args.image_format,
+                             jpeg_quality=args.jpeg_quality, progress=not args.no_progress and state.is_main_process)
     usable = {e.clip.path: e for e in report.entries}
     train_ds = CachedClipDataset([usable[c.path] for c in subsets["train"] if c.path in usable])
     val_ds = CachedClipDataset([usable[c.path] for c in subsets["val"] if c.path in usable])
