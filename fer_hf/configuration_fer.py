@@ -90,6 +90,9 @@ def _tiny_backbones() -> dict:
             attention_dropout=0.0,
             activation_dropout=0.0,
             layerdrop=0.0,
+            # The subsampling stack is depthwise convs (fan-in 9): at std 0.02 a from-scratch encoder's output
+            # all but vanishes (~1e-3), so the tiny model could not learn from audio.
+            initializer_range=0.2,
         ),
         lfm2_config=dict(
             hidden_size=64,
@@ -400,7 +403,8 @@ class FERConfig(PretrainedConfig):
         - `"seed"`: SPEC shapes, 90 frames per 3 s window (~3.2 TFLOPs per clip: a GPU model).
         - `"realtime"`: the same backbones with 8 frames per window and the 96 highest-ROI patches of each frame
           entering SigLIP, for CPU inference (figures: README, `benchmarks/bench_inference.py`).
-        - `"tiny"`: hidden 32-64, 1-2 layers, 8 frames of 32x32: for tests and smoke runs.
+        - `"tiny"`: hidden 32-64, 1-2 layers, 8 frames of 32x32: for tests and smoke runs; its initialisation is
+          scaled up for small widths so it trains from scratch.
 
         `overrides` are passed to the constructor (sub-config dicts are merged into the preset's).
         """
@@ -423,6 +427,7 @@ class FERConfig(PretrainedConfig):
                 fused_dim=32,
                 classifier_hidden_sizes=[32, 16],
                 vision_chunk_size=4,
+                initializer_range=0.1,  # ~1/sqrt(width) for 32-64 wide layers trained from scratch
             )
         else:
             raise ValueError(f"unknown preset {name!r}; choose one of {list(cls.PRESETS)}")
