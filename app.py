@@ -67,6 +67,7 @@ class Settings:
     concurrency: int
     queue_size: int
     batch_windows: int
+    int8: bool
 
 
 def parse_settings(argv: list[str]) -> Settings:
@@ -89,6 +90,9 @@ def parse_settings(argv: list[str]) -> Settings:
                         help="requests that may wait in the queue before new ones are refused (env FER_QUEUE_SIZE)")
     parser.add_argument("--batch-windows", type=int, default=int(env("FER_BATCH_WINDOWS", "4")),
                         help="windows per model call in timeline mode (bounds memory)")
+    parser.add_argument("--int8", action="store_true", default=env("FER_INT8", "0").lower() in ("1", "true", "yes"),
+                        help="CPU only: dynamic int8 quantisation of the linear layers, ~2.8x faster for the realtime "
+                             "model; outputs shift slightly (README, Performance) (env FER_INT8=1)")
     return Settings(**vars(parser.parse_args(argv)))
 
 
@@ -156,9 +160,12 @@ def load_model(source: str | None, preset: str):
     return model, processor, info
 
 
-def _prepare(model, processor):
+def _prepare(model, processor, int8: bool = False):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = model.to(device).eval()
+    if int8 and device == "cpu":
+        model.quantize_int8_()
+        logger.info("linear layers quantised to int8 for CPU inference")
     processor.max_duration_s = SETTINGS.max_seconds
     # Timeline mode: one window every `clip_seconds`, enough windows to cover the longest accepted clip.
     processor.max_windows = max(1, math.ceil(SETTINGS.max_seconds / model.config.clip_seconds))
@@ -168,7 +175,7 @@ def _prepare(model, processor):
 _checkpoint = newest_checkpoint()
 _source = SETTINGS.model or (str(_checkpoint) if _checkpoint else None)
 MODEL, PROCESSOR, MODEL_INFO = load_model(_source, SETTINGS.preset)
-MODEL, PROCESSOR, DEVICE = _prepare(MODEL, PROCESSOR)
+MODEL, PROCESSOR, DEVICE = _prepare(MODEL, PROCESSOR, int8=SETTINGS.int8)
 CONFIG = MODEL.config
 LABELS = [CONFIG.id2label[i] for i in range(len(CONFIG.id2label))]
 logger.info("model: %s on %s", MODEL_INFO["source"], DEVICE)

@@ -264,6 +264,18 @@ def test_untrained_model_never_pretends(served_app):
     assert model.config.preset == "tiny" and processor.num_frames == model.config.num_frames
 
 
+def test_int8_option_quantises_the_model_for_cpu(served_app, clips):
+    app, _ = served_app
+    model, processor, _ = app.load_model(None, "tiny")
+    model, processor, device = app._prepare(model, processor, int8=True)
+    if device != "cpu":
+        pytest.skip("int8 is a CPU-only option")
+    assert getattr(model, "is_int8_quantized", False)
+    assert app.parse_settings(["--int8"]).int8 and not app.parse_settings([]).int8
+    outputs = model(**processor(videos=str(clips["face"]), return_tensors="pt"))
+    assert abs(float(outputs.probabilities().sum()) - 1.0) < 1e-5
+
+
 def test_temporary_files_are_cleaned_up(served_app, tmp_path):
     app, _ = served_app
     old = app.TEMP_ROOT / "old_request"
