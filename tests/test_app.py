@@ -272,7 +272,10 @@ def test_int8_option_quantises_the_model_for_cpu(served_app, clips):
         pytest.skip("int8 is a CPU-only option")
     assert getattr(model, "is_int8_quantized", False)
     assert app.parse_settings(["--int8"]).int8 and not app.parse_settings([]).int8
-    outputs = model(**processor(videos=str(clips["face"]), return_tensors="pt"))
+    import torch
+
+    with torch.inference_mode():
+        outputs = model(**processor(videos=str(clips["face"]), return_tensors="pt"))
     assert abs(float(outputs.probabilities().sum()) - 1.0) < 1e-5
 
 
