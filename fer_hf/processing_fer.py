@@ -25,13 +25,13 @@ import torch
 from transformers import BatchFeature, ParakeetFeatureExtractor
 from transformers.processing_utils import ProcessorMixin
 
+from .configuration_fer import RAVDESS_LABELS
 from .errors_fer import FERInputError, MediaTooLongError, NoUsableModalityError, UnsupportedSampleRateError
 from .faces_fer import FaceDetector, HaarFaceDetector, crop_box, crop_face, roi_weight_map, track_face
 from .media_fer import decode_window, plan_windows, probe_media, window_from_arrays
 
 logger = logging.getLogger(__name__)
 
-RAVDESS_LABELS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 MIN_AUDIO_SAMPLES = 400  # one 25 ms analysis window at 16 kHz; shorter audio cannot be normalised
 
 
