@@ -274,6 +274,7 @@ def predict(video: str | None, timeline: bool, progress=gr.Progress()):
         progress(0.35, desc=f"Running the model on {len(clip_info)} window(s)")
         outputs = run_model({k: inputs[k] for k in inputs.keys()})
         report = app_plots.build_report(outputs, clip_info, CONFIG, MODEL_INFO, bool(timeline))
+        report["skipped_windows"] = list(getattr(inputs, "skipped_windows", []))
     except Exception as exc:  # every failure reaches the person as a short message, never a stack trace
         raise _error_for_person(exc, video) from None
     report["seconds_taken"] = round(time.perf_counter() - started, 2)
@@ -311,6 +312,10 @@ def summary_markdown(report: dict, focus: int) -> str:
     else:
         lines.append(f"Analysed {window['start_s']:.1f}–{window['end_s']:.1f} s of a {clip['duration_s']:.1f} s "
                      "clip (the model sees one 3 s window; tick the timeline box for the whole video).")
+    skipped = report.get("skipped_windows") or []
+    if skipped:
+        spans = ", ".join(f"{w['window_start_s']:.1f}–{w['window_end_s']:.1f} s" for w in skipped)
+        lines.append(f"Left out (neither usable audio nor a face): {spans}.")
     lines.append(f"Took {report['seconds_taken']:.1f} s on {report['device']}.")
     if not report["model"]["trained"]:
         lines.append("⚠️ **Untrained model: these numbers are meaningless.**")

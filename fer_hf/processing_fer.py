@@ -32,6 +32,7 @@ from .media_fer import decode_window, plan_windows, probe_media, window_from_arr
 
 logger = logging.getLogger(__name__)
 
+_SKIPPED_KEYS = ("clip_index", "window_index", "window_start_s", "window_end_s", "audio_reason", "video_reason")
 MIN_AUDIO_SAMPLES = 400  # one 25 ms analysis window at 16 kHz; shorter audio cannot be normalised
 
 
@@ -224,7 +225,9 @@ class FERProcessor(ProcessorMixin):
             (source, clip_index, window_index, duration_s, window_start_s, window_end_s, frame_times_s (targets),
             frame_source_times_s (time of the decoded frame used, None past the clip end), audio_used,
             audio_reason, video_used, video_reason, face_boxes, crop_boxes, face_frames). Windows of a sliding
-            run that hold neither usable audio nor a face stay in the batch with both masks False.
+            run that hold neither usable audio nor a face are left out of the batch (the model cannot classify
+            them) and listed in the attribute `skipped_windows` (clip_index, window_index, window_start_s,
+            window_end_s, audio_reason, video_reason).
 
         Raises:
             MediaNotFoundError, EmptyMediaError, MediaDecodeError (corrupt, truncated, image or text file),
@@ -241,16 +244,31 @@ class FERProcessor(ProcessorMixin):
         stride_s = stride_seconds if stride_seconds is not None else self.stride_seconds
         clips = self._collect_clips(videos, audio, video_frames, sampling_rate, fps)
         rows = []
+        skipped = []
         for clip_index, clip in enumerate(clips):
             clip_rows = self._process_clip(clip, clip_index, window_s, sliding_window, stride_s, return_face_frames)
-            if not any(r["info"]["audio_used"] or r["info"]["video_used"] for r in clip_rows):
+            usable = [r for r in clip_rows if r["info"]["audio_used"] or r["info"]["video_used"]]
+            if not usable:
                 info = clip_rows[0]["info"]
                 raise NoUsableModalityError(
                     f"nothing to classify in {info['source']!r}: audio: {info['audio_reason']}; "
                     f"video: {info['video_reason']}. Give a clip with speech or a visible face."
                 )
-            rows.extend(clip_rows)
-        return self._batch(rows, window_s, return_tensors)
+            # The model refuses a row with neither modality, so such sliding windows leave the batch (listed).
+            skipped += [
+                {k: r["info"][k] for k in _SKIPPED_KEYS}
+                for r in clip_rows
+                if not (r["info"]["audio_used"] or r["info"]["video_used"])
+            ]
+            if len(usable) < len(clip_rows):
+                logger.warning(
+                    "%d of %d windows of %r hold neither usable audio nor a face and are left out",
+                    len(clip_rows) - len(usable), len(clip_rows), clip_rows[0]["info"]["source"],
+                )
+            rows.extend(usable)
+        batch = self._batch(rows, window_s, return_tensors)
+        batch.skipped_windows = skipped
+        return batch
 
     # ----------------------------------------------------------------------------------
     def _collect_clips(self, videos, audio, video_frames, sampling_rate, fps) -> list[dict]:

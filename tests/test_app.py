@@ -180,6 +180,21 @@ def test_timeline_gives_one_prediction_per_window(client, clips):
     assert "Timeline of 3 windows" in summary
 
 
+def test_timeline_lists_windows_with_nothing_usable(client, tmp_path):
+    import numpy as np
+
+    sr = 48000
+    t = np.arange(7 * sr) / sr
+    voice_then_silence = np.where(t < 2.5, 0.3 * np.sin(2 * np.pi * 220 * t), 0.0).astype(np.float32)
+    clip = make_clip(tmp_path / "fades.mp4", seconds=7, fps=10, size=(160, 120), background="noise",
+                     audio=voice_then_silence, sample_rate=sr)["path"]
+    label, summary, *_, report, _files = _predict(client, clip, timeline=True)
+    assert [(w["start_s"], w["end_s"]) for w in report["windows"]] == [(0.0, 3.0)]
+    assert [(w["window_start_s"], w["window_end_s"]) for w in report["skipped_windows"]] == [(3.0, 6.0), (4.0, 7.0)]
+    assert "Left out (neither usable audio nor a face): 3.0–6.0 s, 4.0–7.0 s" in summary
+    _check_probabilities(report["probabilities"])
+
+
 def test_no_face_says_audio_only(client, clips):
     _, summary, _, _, faces, _, report, _ = _predict(client, clips["no_face"])
     assert "Audio only: no face found" in summary

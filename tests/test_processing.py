@@ -201,6 +201,24 @@ def test_neither_audio_nor_face(processor, tmp_path):
         processor(videos=clip["path"])
 
 
+def test_sliding_windows_with_nothing_usable_leave_the_batch(processor, config):
+    """A 9 s clip whose last 6 s are silent and faceless: those windows are listed, not fed to the model."""
+    from fer_hf import FERForEmotionClassification
+
+    rng = np.random.default_rng(0)
+    fps, sr = 10, 16000
+    t = np.arange(9 * sr) / sr
+    audio = np.where(t < 3.0, 0.3 * np.sin(2 * np.pi * 220 * t), 0.0).astype(np.float32)
+    frames = rng.integers(0, 255, size=(9 * fps, 120, 160, 3), dtype=np.uint8)  # noise: no face anywhere
+    out = processor(audio=audio, sampling_rate=sr, video_frames=frames, fps=fps, sliding_window=True,
+                    window_seconds=3.0, stride_seconds=3.0)
+    assert out["audio_mask"].tolist() == [True] and len(out.clip_info) == 1
+    assert [(w["window_start_s"], w["window_end_s"]) for w in out.skipped_windows] == [(3.0, 6.0), (6.0, 9.0)]
+    assert all(w["audio_reason"] != "ok" and w["video_reason"] != "ok" for w in out.skipped_windows)
+    logits = FERForEmotionClassification(config).eval()(**out).logits
+    assert logits.shape == (1, 8) and torch.isfinite(logits).all()
+
+
 def test_bad_files_raise_typed_errors(processor, face_clip, tmp_path):
     cases = [
         (str(tmp_path / "missing.mp4"), MediaNotFoundError),
