@@ -358,10 +358,7 @@ class FERForEmotionClassification(FERPreTrainedModel):
         video_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         return_dict: bool | None = None,
-        **kwargs,
     ) -> FEREmotionClassifierOutput | tuple:
-        if kwargs:
-            raise TypeError(f"unexpected inputs {sorted(kwargs)}")
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         reference = input_features if input_features is not None else pixel_values_videos
         if reference is None:
