@@ -161,8 +161,9 @@ class FERConfig(PretrainedConfig):
         modality_dropout (`float`, *optional*, defaults to 0.1):
             Training only: probability, per sample that has both modalities, of hiding one of them (chosen at random)
             so the learned "missing" tokens are trained. 0 disables it.
-        vision_chunk_size (`int`, *optional*, defaults to 16):
-            Frames per SigLIP call; all frames of the batch go through in chunks of this size.
+        vision_chunk_size (`int`, *optional*, defaults to 8):
+            Frames per SigLIP call; all frames of the batch go through in chunks of this size (small chunks keep
+            the activations in cache on a CPU; raise it on a GPU).
         vision_keep_patches (`int`, *optional*):
             When set, only this many patches per frame (the highest `roi_weights`, in spatial order) enter the SigLIP
             encoder: attention and MLP cost fall roughly in proportion (a CPU speed lever). `None` encodes all
@@ -216,7 +217,7 @@ class FERConfig(PretrainedConfig):
         classifier_hidden_sizes=(512, 256),
         classifier_dropout: float = 0.1,
         modality_dropout: float = 0.1,
-        vision_chunk_size: int = 16,
+        vision_chunk_size: int = 8,
         vision_keep_patches: int | None = None,
         freeze_vision_encoder: bool = False,
         freeze_audio_encoder: bool = False,
