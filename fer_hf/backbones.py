@@ -39,7 +39,7 @@ from transformers import Lfm2Config, ParakeetEncoder, ParakeetEncoderConfig, Sig
 from .configuration_fer import FERConfig
 from .errors_fer import FERError
 from .modeling_fer import FERForEmotionClassification
-from .nemo_import import import_nemo_encoder
+from .nemo_import import import_nemo_encoder, sort_checkpoint_keys
 
 logger = logging.getLogger(__name__)
 
@@ -205,16 +205,9 @@ def _select(source: CheckpointSource, report: BackboneReport, target_of: Callabl
 
     Keys with neither a target nor a reason are recorded as unexpected.
     """
-    wanted, ignored = {}, Counter()
-    for key in source.weight_map():
-        target, reason = target_of(key)
-        if target is not None:
-            wanted[key] = target
-        elif reason is not None:
-            ignored[reason] += 1
-        else:
-            report.unexpected.append(key)
-    report.ignored = dict(ignored)
+    wanted, ignored, unexpected = sort_checkpoint_keys(source.weight_map(), target_of)
+    report.unexpected.extend(unexpected)
+    report.ignored = ignored
     return {wanted[key]: tensor for key, tensor in source.read(sorted(wanted)).items()}
 
 

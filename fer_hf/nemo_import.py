@@ -368,18 +368,27 @@ def nemo_key_to_parakeet(key: str) -> tuple[str | None, str | None]:
     return f"layers.{index}." + ".".join(parts), None
 
 
-def convert_nemo_state_dict(state_dict: dict[str, torch.Tensor]) -> tuple[dict, dict[str, int], list[str]]:
-    """Rename NeMo keys to `ParakeetEncoder` keys: returns (tensors, ignored counts per reason, unexpected keys)."""
-    converted, ignored, unexpected = {}, Counter(), []
-    for key, tensor in state_dict.items():
-        new_key, reason = nemo_key_to_parakeet(key)
-        if new_key is not None:
-            converted[new_key] = tensor
+def sort_checkpoint_keys(keys, target_of) -> tuple[dict[str, str], dict[str, int], list[str]]:
+    """Sort checkpoint keys with `target_of(key) -> (target | None, ignore reason | None)`.
+
+    Returns ({source key: target key}, ignored counts per reason, unexpected keys (neither target nor reason)).
+    """
+    wanted, ignored, unexpected = {}, Counter(), []
+    for key in keys:
+        target, reason = target_of(key)
+        if target is not None:
+            wanted[key] = target
         elif reason is not None:
             ignored[reason] += 1
         else:
             unexpected.append(key)
-    return converted, dict(ignored), sorted(unexpected)
+    return wanted, dict(ignored), sorted(unexpected)
+
+
+def convert_nemo_state_dict(state_dict: dict[str, torch.Tensor]) -> tuple[dict, dict[str, int], list[str]]:
+    """Rename NeMo keys to `ParakeetEncoder` keys: returns (tensors, ignored counts per reason, unexpected keys)."""
+    wanted, ignored, unexpected = sort_checkpoint_keys(state_dict, nemo_key_to_parakeet)
+    return {target: state_dict[key] for key, target in wanted.items()}, ignored, unexpected
 
 
 def import_nemo_encoder(path: str | Path, check_front_end: bool = True) -> NemoEncoderImport:
@@ -421,6 +430,7 @@ __all__ = [
     "UnsupportedNemoModelError",
     "check_nemo_encoder",
     "convert_nemo_state_dict",
+    "sort_checkpoint_keys",
     "import_nemo_encoder",
     "nemo_key_to_parakeet",
     "parakeet_config_from_nemo",
