@@ -98,7 +98,11 @@ def client(served_app, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def clips(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("clips")
+    return write_app_clips(tmp_path_factory.mktemp("clips"))
+
+
+def write_app_clips(folder: Path) -> dict:
+    """The clips the app tests (API and browser) upload, by name."""
     face = dict(face_image=astronaut_face(), face_box=(90, 30, 250, 190))
     return {
         "face": make_clip(folder / "face.mp4", seconds=4, fps=15, size=(320, 240), **face)["path"],

@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from media_factory import astronaut_face, make_clip, make_text_file  # noqa: E402
+from media_factory import astronaut_face  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 pytestmark = [
@@ -26,7 +26,7 @@ pytestmark = [
 ]
 playwright_sync = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
-from test_app import MAX_SECONDS, start_app  # noqa: E402
+from test_app import MAX_SECONDS, start_app, write_app_clips  # noqa: E402
 
 LAUNCH_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -93,13 +93,7 @@ def page(browser, url):
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("browser_clips")
-    face = dict(face_image=astronaut_face(), face_box=(90, 30, 250, 190))
-    return {
-        "face": make_clip(folder / "face.mp4", seconds=4, fps=15, size=(320, 240), **face)["path"],
-        "long": make_clip(folder / "long.mp4", seconds=7, fps=10, size=(320, 240), **face)["path"],
-        "text": make_text_file(folder / "notes.mp4"),
-    }
+    return write_app_clips(tmp_path_factory.mktemp("browser_clips"))
 
 
 def _upload(page, path):
