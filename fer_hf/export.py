@@ -144,14 +144,11 @@ def write_export_folder(
 
 
 def make_verification_clip(path: str | Path, seconds: float = 1.0, seed: int = 0) -> str:
-    """A short mp4 with a real face (scikit-image's astronaut) and a pulsed tone, from `fer_hf.synthetic`."""
+    """A short mp4 with a real face (scikit-image's astronaut) and a tone, from `fer_hf.synthetic`."""
     from . import synthetic
 
-    spec = synthetic.SyntheticSpec(seed=seed)
-    rng = np.random.default_rng(seed)
-    style = synthetic._actor_style(1, spec)  # noqa: SLF001 - the generator's own background/placement
-    frames = synthetic.render_frames(2, style, spec, max(1, round(seconds * spec.fps)), rng)
-    synthetic.write_mp4(path, frames, synthetic.render_audio(2, style, seconds, rng), spec.fps)
+    synthetic.write_clip(path, cls=2, actor=1, seconds=seconds, spec=synthetic.SyntheticSpec(seed=seed),
+                         rng=np.random.default_rng(seed))
     return str(path)
 
 

@@ -193,19 +193,20 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, audio: np.ndarray | N
 
 
 @functools.lru_cache(maxsize=32)
-def _cached_style(actor: int, spec: SyntheticSpec) -> dict:
-    return _actor_style(actor, spec)
+def write_clip(path: str | os.PathLike, cls: int, actor: int, seconds: float, spec: SyntheticSpec, rng) -> None:
+    """Render and encode one clip of class index `cls` in the style of `actor` (H.264 + AAC mp4)."""
+    style = _actor_style(actor, spec)
+    frames = render_frames(cls, style, spec, max(1, round(seconds * spec.fps)), rng)
+    write_mp4(path, frames, render_audio(cls, style, seconds, rng), spec.fps)
 
 
 def _write_clip(job: tuple[str, int, str, int, SyntheticSpec]) -> str:
-    """Render and encode one clip (atomic rename, so an interrupted run leaves no half-written mp4)."""
+    """One clip of the dataset (atomic rename, so an interrupted run leaves no half-written mp4)."""
     path, actor, name, cls, spec = job
-    style = _cached_style(actor, spec)
     rng = np.random.default_rng([spec.seed, actor, int(name.replace("-", ""))])
     seconds = float(rng.uniform(*spec.seconds))
-    frames = render_frames(cls, style, spec, round(seconds * spec.fps), rng)
     tmp = Path(path).with_name(name + ".part.mp4")
-    write_mp4(tmp, frames, render_audio(cls, style, seconds, rng), spec.fps)
+    write_clip(tmp, cls, actor, seconds, spec, rng)
     os.replace(tmp, path)
     return path
 
