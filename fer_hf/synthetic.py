@@ -8,9 +8,9 @@ so that held-out actors are a real generalisation test:
   composited on an actor-specific background at an actor-specific position and scale, with a
   class-specific colour tint and brightness over the face, a mouth-region bar that opens and closes at a
   class-specific rate, and a class-specific horizontal sway;
-- audio: a pulsed tone whose pitch (a 1.25x step per class, shifted a few percent per actor) and pulse rate
-  depend on the class, with a rising or falling chirp, plus white noise. Pulses matter: the mel
-  features are normalised per mel bin over time, which would flatten a steady tone.
+- audio: a harmonic tone whose pitch (a 1.25x step per class, shifted a few percent per actor) and on/off
+  rate depend on the class, plus white noise. The slow switching matters: the mel features are normalised
+  per mel bin over time, which would flatten a steady tone.
 
 It also writes `folds.json` (consecutive actors split into `--folds` folds) for `--folds` of the train CLI.
 """
