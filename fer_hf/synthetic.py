@@ -80,6 +80,7 @@ def clip_names(spec: SyntheticSpec, actor: int) -> list[tuple[str, int]]:
     return names
 
 
+@functools.lru_cache(maxsize=32)  # one style per actor, shared by all of its clips (read-only)
 def _actor_style(actor: int, spec: SyntheticSpec) -> dict:
     rng = np.random.default_rng([spec.seed, actor, 7])
     h, w = spec.height, spec.width
@@ -192,7 +193,6 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, audio: np.ndarray | N
                 container.mux(packet)
 
 
-@functools.lru_cache(maxsize=32)
 def write_clip(path: str | os.PathLike, cls: int, actor: int, seconds: float, spec: SyntheticSpec, rng) -> None:
     """Render and encode one clip of class index `cls` in the style of `actor` (H.264 + AAC mp4)."""
     style = _actor_style(actor, spec)
