@@ -16,8 +16,8 @@ waveform (int16) and the modality flags with their reasons. At train time the co
 the processor's own batching code (mel features, pixel normalisation), so training inputs are built by the
 same code as inference inputs; `tests/test_training.py` checks cached -> inputs against processor(path).
 
-The processor has no public hook for "decode one clip into rows" and "batch these rows"; `ProcessorAdapter`
-is the thin adapter over its two internal steps (`_process_clip`, `_batch`) and checks they exist.
+Both steps are the processor's own public ones: `FERProcessor.decode_windows` (file -> rows, cached here) and
+`FERProcessor.batch_rows` (rows -> model inputs, in the collator).
 """
 
 from __future__ import annotations
@@ -49,37 +49,6 @@ _UNCACHED_SETTINGS = ("id2label", "processor_class", "max_windows", "stride_seco
 
 class CacheError(FERError):
     """The cache folder is unusable (settings mismatch, unreadable file) or a processor hook is missing."""
-
-
-class ProcessorAdapter:
-    """Decode one clip into the processor's per-window rows, and batch rows into model inputs.
-
-    Rows are dicts with `audio` (float32 `(n,)` at 16 kHz or None when unused), `crops` uint8 `(T, S, S, 3)`,
-    `roi` float32 `(T, N)`, `frame_mask` bool `(T,)`, `video_used` bool and `info` (reasons, boxes, times).
-    """
-
-    def __init__(self, processor):
-        missing = [name for name in ("_process_clip", "_batch") if not callable(getattr(processor, name, None))]
-        if missing:
-            raise CacheError(
-                f"{type(processor).__name__} lacks {missing}: the training cache needs the processor's per-window "
-                "decode and batch steps (fer_hf/data.py, ProcessorAdapter)"
-            )
-        self.processor = processor
-
-    @property
-    def window_seconds(self) -> float:
-        return float(self.processor.window_seconds or self.processor.clip_seconds)
-
-    def decode(self, path: str | os.PathLike) -> dict:
-        """The row of the clip's centred window (what `processor(path)` batches). Raises the processor's errors."""
-        clip = {"kind": "file", "path": os.fspath(path)}
-        rows = self.processor._process_clip(clip, 0, self.window_seconds, False, None, False)
-        return rows[0]
-
-    def batch(self, rows: Sequence[dict], return_tensors: str | None = "pt"):
-        """Model inputs `BatchFeature` for `rows`, by the processor's own code."""
-        return self.processor._batch(list(rows), self.window_seconds, return_tensors)
 
 
 def processor_settings(processor) -> dict:
@@ -222,7 +191,7 @@ def _init_worker(processor, image_format, quality, limit_threads=True):
     if limit_threads:  # worker processes: one thread each, the pool is the parallelism
         cv2.setNumThreads(1)
         torch.set_num_threads(1)
-    _WORKER.update(adapter=ProcessorAdapter(processor), image_format=image_format, quality=quality)
+    _WORKER.update(processor=processor, image_format=image_format, quality=quality)
 
 
 def _picklable(processor):
@@ -242,7 +211,7 @@ def _cache_one(job: tuple[str, RavdessClip]) -> tuple[str, int | None, str | Non
     """Decode + store one clip. Returns (cache path, bytes or None, failure reason or None); never raises."""
     target, clip = job
     try:
-        row = _WORKER["adapter"].decode(clip.path)
+        row = _WORKER["processor"].decode_windows(clip.path)[0]  # the centred window, as processor(path) uses
         if row["audio"] is None and not row["video_used"]:
             info = row["info"]
             return target, None, f"no usable modality (audio: {info['audio_reason']}; video: {info['video_reason']})"
@@ -283,7 +252,6 @@ def build_cache(
     """
     if image_format not in IMAGE_FORMATS:
         raise CacheError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
-    ProcessorAdapter(processor)  # fail early if a hook is missing
     folder = cache_folder(cache_root, processor, image_format, jpeg_quality)
     clips = list(clips)
     targets = [str(folder / f"Actor_{c.actor:02d}" / f"{c.stem}.npz") for c in clips]
@@ -358,12 +326,12 @@ class FERCollator:
     """
 
     def __init__(self, processor):
-        self.adapter = ProcessorAdapter(processor)
+        self.processor = processor
 
     def __call__(self, items: Sequence[dict]) -> dict:
         if not items:
             raise FERInputError("cannot collate an empty batch")
-        batch = self.adapter.batch([item["row"] for item in items], return_tensors="pt")
+        batch = self.processor.batch_rows([item["row"] for item in items], return_tensors="pt")
         out = {key: batch[key] for key in batch.keys()}
         out["labels"] = torch.tensor([int(item["labels"]) for item in items], dtype=torch.long)
         return out
@@ -375,7 +343,6 @@ __all__ = [
     "CacheReport",
     "CachedClipDataset",
     "FERCollator",
-    "ProcessorAdapter",
     "build_cache",
     "cache_fingerprint",
     "read_clip_cache",

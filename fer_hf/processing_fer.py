@@ -271,6 +271,28 @@ class FERProcessor(ProcessorMixin):
         return batch
 
     # ----------------------------------------------------------------------------------
+    # The two steps of `__call__`, public for callers that store rows in between (the training cache).
+    def decode_windows(
+        self, path, sliding_window: bool = False, window_seconds: float | None = None, stride_seconds=None,
+        return_face_frames: bool = False,
+    ) -> list[dict]:
+        """Decode one media file into per-window rows, the step before batching.
+
+        Each row holds `audio` (float32 `(n,)` at 16 kHz, or None when unused), `crops` uint8 `(T, S, S, 3)`,
+        `roi` float32 `(T, N)`, `frame_mask` bool `(T,)`, `video_used` bool and `info` (the `clip_info` dict).
+        Rows with neither modality are kept here (unlike `__call__`). Raises the same errors as `__call__`.
+        """
+        window_s = float(window_seconds or self.window_seconds or self.clip_seconds)
+        stride_s = stride_seconds if stride_seconds is not None else self.stride_seconds
+        clip = {"kind": "file", "path": os.fspath(path)}
+        return self._process_clip(clip, 0, window_s, sliding_window, stride_s, return_face_frames)
+
+    def batch_rows(self, rows: list[dict], window_seconds: float | None = None, return_tensors="pt") -> BatchFeature:
+        """Model inputs for rows from `decode_windows` (log-mel features, pixel normalisation, masks)."""
+        window_s = float(window_seconds or self.window_seconds or self.clip_seconds)
+        return self._batch(list(rows), window_s, return_tensors)
+
+    # ----------------------------------------------------------------------------------
     def _collect_clips(self, videos, audio, video_frames, sampling_rate, fps) -> list[dict]:
         if videos is not None and (audio is not None or video_frames is not None):
             raise FERInputError("pass either `videos` (file paths) or decoded `audio` / `video_frames`, not both")

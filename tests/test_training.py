@@ -11,7 +11,6 @@ from fer_hf.data import (
     CachedClipDataset,
     CacheError,
     FERCollator,
-    ProcessorAdapter,
     build_cache,
     cache_fingerprint,
     read_clip_cache,
@@ -23,7 +22,7 @@ from fer_hf.train import BackboneFreezeCallback, FERTrainer, backbone_of, class_
 SPEC = SyntheticSpec(num_actors=3, clips_per_class=1, seconds=(1.0, 1.3), width=240, height=180, fps=15,
                      num_folds=3)
 # The tiny preset learns from scratch much faster with a larger init (see docs/training.md).
-TINY_INIT = dict(initializer_range=0.1, audio_config={"initializer_range": 0.2}, modality_dropout=0.0)
+TINY_INIT = dict(modality_dropout=0.0)  # the tiny preset's own initialisation trains from scratch
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +86,6 @@ def test_cache_is_resumable_and_skips_bad_files(dataset, processor, tmp_path):
     assert cache_fingerprint(other, "jpeg", 95) != cache_fingerprint(processor, "jpeg", 95)
     with pytest.raises(CacheError, match="image_format"):
         build_cache(clips, processor, tmp_path / "cache", image_format="gif")
-    with pytest.raises(CacheError, match="lacks"):
-        ProcessorAdapter(object())
 
 
 def test_a_few_training_steps_lower_the_loss(cached, processor):
@@ -171,7 +168,7 @@ def _train_args(dataset, tmp_path, *extra):
         "--data-root", str(dataset), "--folds", str(dataset / "folds.json"), "--fold", "0", "--preset", "tiny",
         "--cache-dir", str(tmp_path / "cache"), "--output-dir", str(tmp_path / "run"), "--batch-size", "4",
         "--lr", "1e-3", "--backbone-lr", "1e-3", "--report-to", "none", "--no-progress", "--logging-steps", "1",
-        "--save-total-limit", "5", "--set", "initializer_range=0.1", "--set", 'audio_config={"initializer_range":0.2}',
+        "--save-total-limit", "5",
         *extra,
     ])
 
