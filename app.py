@@ -49,7 +49,7 @@ logger = logging.getLogger("fer_app")
 ROOT = Path(__file__).resolve().parent
 CHECKPOINTS = ROOT / "checkpoints"
 EXAMPLES = ROOT / "examples"
-TRAIN_COMMAND = "python -m fer_hf.train --data-root data/RAVDESS --preset realtime"
+TRAIN_COMMAND = "python -m fer_hf.tools.train --data-root data/RAVDESS --preset realtime"
 OUTPUT_NAMES = ("logits", "segment_logits", "segment_attention", "segment_mask", "audio_segment_attention",
                 "audio_frame_mask", "roi_indices", "roi_patch_scores", "modalities_used")
 
@@ -104,7 +104,7 @@ SETTINGS = parse_settings(sys.argv[1:] if __name__ == "__main__" else [])
 def untrained_reason(folder: Path) -> str | None:
     """Why the weights of a local model folder are not trained for emotions (None when nothing says so)."""
     if (folder / "backbone_report.json").is_file() and not (folder / "training_info.json").is_file():
-        return "its backbones are pretrained but its emotion classifier was never trained (fer_hf.backbones output)"
+        return "its backbones are pretrained but its emotion classifier was never trained (fer-backbones output)"
     return None
 
 

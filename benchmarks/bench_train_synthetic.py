@@ -5,8 +5,8 @@
     python benchmarks/bench_train_synthetic.py --cache-sizes   # cache bytes per clip for the seed/realtime presets
 
 Counted from a cold start (the work folder is deleted first): generating the dataset (8 actors x 8 classes x 3
-clips), building the preprocessing cache, training one model per fold with `python -m fer_hf.train` and
-evaluating it on that fold's test actors with `python -m fer_hf.evaluate` (both run in-process through their
+clips), building the preprocessing cache, training one model per fold with `python -m fer_hf.tools.train` and
+evaluating it on that fold's test actors with `python -m fer_hf.tools.evaluate` (both run in-process through their
 `parse_args`/`run`, with exactly the flags logged). Target: >= 90 % accuracy on held-out actors within 10 minutes
 on 2 CPU cores. Writes `benchmarks/results/bench_train_synthetic.json`.
 """
@@ -29,11 +29,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from fer_hf import FERConfig, FERProcessor  # noqa: E402
-from fer_hf import evaluate as fer_evaluate  # noqa: E402
-from fer_hf import train as fer_train  # noqa: E402
-from fer_hf.data import build_cache  # noqa: E402
-from fer_hf.ravdess import build_index  # noqa: E402
-from fer_hf.synthetic import SyntheticSpec, generate  # noqa: E402
+from fer_hf.tools import evaluate as fer_evaluate  # noqa: E402
+from fer_hf.tools import train as fer_train  # noqa: E402
+from fer_hf.tools.data import build_cache  # noqa: E402
+from fer_hf.tools.ravdess import build_index  # noqa: E402
+from fer_hf.tools.synthetic import SyntheticSpec, generate  # noqa: E402
 
 logger = logging.getLogger("bench_train_synthetic")
 
@@ -119,13 +119,13 @@ def main(argv=None) -> dict:
 
     t = time.perf_counter()
     tflags = train_flags(work, args.folds, args.epochs, args.workers)
-    logger.info("python -m fer_hf.train %s", shlex.join(tflags))
+    logger.info("python -m fer_hf.tools.train %s", shlex.join(tflags))
     infos = fer_train.run(fer_train.parse_args(tflags))
     timings["train"] = time.perf_counter() - t
 
     t = time.perf_counter()
     eflags = eval_flags(work, args.folds, args.workers)
-    logger.info("python -m fer_hf.evaluate %s", shlex.join(eflags))
+    logger.info("python -m fer_hf.tools.evaluate %s", shlex.join(eflags))
     results = fer_evaluate.run(fer_evaluate.parse_args(eflags))
     timings["evaluate"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
@@ -133,8 +133,8 @@ def main(argv=None) -> dict:
     accuracies = [f["accuracy"] for f in results["folds"]]
     summary = {
         "command": "python benchmarks/bench_train_synthetic.py " + shlex.join(argv or sys.argv[1:]),
-        "train_command": "python -m fer_hf.train " + shlex.join(tflags),
-        "evaluate_command": "python -m fer_hf.evaluate " + shlex.join(eflags),
+        "train_command": "python -m fer_hf.tools.train " + shlex.join(tflags),
+        "evaluate_command": "python -m fer_hf.tools.evaluate " + shlex.join(eflags),
         "dataset": {"actors": spec.num_actors, "clips": len(report.entries), "failed": report.failed,
                     "folds": spec.num_folds, "size": f"{spec.width}x{spec.height}", "fps": spec.fps,
                     "seconds": list(spec.seconds), "cache_mb": round(report.bytes_written / 1e6, 2)},

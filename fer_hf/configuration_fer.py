@@ -178,9 +178,9 @@ class FERConfig(PretrainedConfig):
             Name of the preset this config came from, for display only.
 
     Attributes set by the tooling (kept in `config.json`, not constructor arguments):
-        backbone_sources (`dict[str, str]`): where `fer_hf.backbones` took each pretrained part from (the model
+        backbone_sources (`dict[str, str]`): where `fer_hf.tools.backbones` took each pretrained part from (the model
             card lists them as base models).
-        custom_pipelines (`dict`): written by `fer_hf.export` so that `pipeline(model=..., trust_remote_code=True)`
+        custom_pipelines (`dict`): written by `save_pretrained` so that `pipeline(model=..., trust_remote_code=True)`
             finds `pipeline_fer.FEREmotionRecognitionPipeline`.
         initializer_range (`float`, *optional*, defaults to 0.02):
             Standard deviation of the initialisation of the added modules.

@@ -261,7 +261,7 @@ def test_newest_checkpoint_prefers_finished_runs(served_app, tmp_path):
             (tmp_path / name / "config.json").write_text("{}")
     (tmp_path / "run/fold0/final/training_info.json").write_text("{}")
     assert app.newest_checkpoint(tmp_path) == tmp_path / "run/fold0/final"
-    init = tmp_path / "seed-init"  # fer_hf.backbones output: pretrained backbones, untrained head
+    init = tmp_path / "seed-init"  # fer_hf.tools.backbones output: pretrained backbones, untrained head
     init.mkdir()
     for name in ("model.safetensors", "config.json", "backbone_report.json"):
         (init / name).write_text("{}")

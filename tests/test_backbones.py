@@ -23,9 +23,9 @@ from transformers import (
     SiglipVisionModel,
 )
 
-import fer_hf.backbones as backbones
+import fer_hf.tools.backbones as backbones
 from fer_hf import FERConfig, FERForEmotionClassification
-from fer_hf.backbones import BackboneMismatchError, CheckpointNotFoundError, build_model_from_backbones
+from fer_hf.tools.backbones import BackboneMismatchError, CheckpointNotFoundError, build_model_from_backbones
 
 SEED_PATTERN = ["conv", "conv", "full_attention", "conv", "conv", "full_attention"]
 TINY = FERConfig.from_preset("tiny")
@@ -323,7 +323,7 @@ def test_seed_preset_fits_the_real_checkpoints_key_by_key():
     """On the meta device (no memory): the real checkpoints' configs pass the checks and every key/shape maps."""
     from test_nemo_import import nemo_config
 
-    from fer_hf.nemo_import import check_nemo_encoder, parakeet_config_from_nemo
+    from fer_hf.tools.nemo_import import check_nemo_encoder, parakeet_config_from_nemo
 
     seed = FERConfig.from_preset("seed")
     with torch.device("meta"):

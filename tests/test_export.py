@@ -15,13 +15,13 @@ sys.path.insert(0, os.path.dirname(__file__))
 from media_factory import astronaut_face, make_clip  # noqa: E402
 
 import fer_hf  # noqa: E402
-import fer_hf.export as export_mod  # noqa: E402
+import fer_hf.tools.export as export_mod  # noqa: E402
 from fer_hf import RAVDESS_LABELS, FERConfig, FERForEmotionClassification  # noqa: E402
-from fer_hf.backbones import save_model_with_report  # noqa: E402
-from fer_hf.evaluate import aggregate  # noqa: E402
-from fer_hf.export import ExportError, ExportVerificationError  # noqa: E402
-from fer_hf.metrics import classification_metrics  # noqa: E402
-from fer_hf.model_card import extract_python_snippets, normalise_eval_results, parse_front_matter  # noqa: E402
+from fer_hf.tools.backbones import save_model_with_report  # noqa: E402
+from fer_hf.tools.evaluate import aggregate  # noqa: E402
+from fer_hf.tools.export import ExportError, ExportVerificationError  # noqa: E402
+from fer_hf.tools.metrics import classification_metrics  # noqa: E402
+from fer_hf.tools.model_card import extract_python_snippets, normalise_eval_results, parse_front_matter  # noqa: E402
 
 
 class ForbiddenHfApi:
@@ -32,7 +32,7 @@ class ForbiddenHfApi:
 
 
 def eval_results():
-    """A results document as fer_hf.evaluate writes it (two folds)."""
+    """A results document as fer_hf.tools.evaluate writes it (two folds)."""
     folds = []
     for fold, (y_true, y_pred) in enumerate(
         [([0, 1, 2, 3, 4, 5, 6, 7], [0, 1, 2, 3, 4, 5, 6, 0]), ([0, 1, 2, 3, 4, 5, 6, 7], [0, 1, 2, 2, 4, 5, 6, 7])]
@@ -246,7 +246,7 @@ def test_eval_results_parsing_is_tolerant():
 
 
 def test_card_without_results_still_parses(checkpoint):
-    from fer_hf.model_card import render_model_card
+    from fer_hf.tools.model_card import render_model_card
 
     meta = parse_front_matter(render_model_card(checkpoint["model"], "a/b"))
     assert "model-index" not in meta and meta["license"] == "cc-by-nc-sa-4.0"

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from fer_hf.metrics import classification_metrics, confusion_matrix, mean_std, plot_confusion_matrix
+from fer_hf.tools.metrics import classification_metrics, confusion_matrix, mean_std, plot_confusion_matrix
 
 LABELS = ["a", "b", "c"]
 

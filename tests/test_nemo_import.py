@@ -11,10 +11,10 @@ import torch
 import yaml
 from transformers import ParakeetEncoder
 
-import fer_hf.nemo_import as nemo_import
+import fer_hf.tools.nemo_import as nemo_import
 from fer_hf import FERConfig, FERForEmotionClassification
-from fer_hf.backbones import BackboneMismatchError, load_audio_backbone, load_nemo_encoder
-from fer_hf.nemo_import import NemoImportError, UnsupportedNemoModelError
+from fer_hf.tools.backbones import BackboneMismatchError, load_audio_backbone, load_nemo_encoder
+from fer_hf.tools.nemo_import import NemoImportError, UnsupportedNemoModelError
 
 VOCAB = 6
 

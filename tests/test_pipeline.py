@@ -15,8 +15,8 @@ from media_factory import astronaut_face, make_clip  # noqa: E402
 
 from fer_hf import RAVDESS_LABELS, FERConfig, FERForEmotionClassification, FERProcessor  # noqa: E402
 from fer_hf.errors_fer import FERInputError  # noqa: E402
-from fer_hf.export import fresh_process_env, write_export_folder  # noqa: E402
 from fer_hf.pipeline_fer import FER_PIPELINE_TASK, FEREmotionRecognitionPipeline  # noqa: E402
+from fer_hf.tools.export import fresh_process_env, write_export_folder  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fer_hf.ravdess import (
+from fer_hf.tools.ravdess import (
     DEFAULT_FOLDS,
     FoldSpecError,
     RavdessNameError,

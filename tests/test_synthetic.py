@@ -6,8 +6,8 @@ import av
 import numpy as np
 import pytest
 
-from fer_hf.ravdess import build_index, load_folds, parse_ravdess_name
-from fer_hf.synthetic import SyntheticSpec, clip_names, generate, main
+from fer_hf.tools.ravdess import build_index, load_folds, parse_ravdess_name
+from fer_hf.tools.synthetic import SyntheticSpec, clip_names, generate, main
 
 SMALL = SyntheticSpec(num_actors=3, clips_per_class=1, seconds=(1.0, 1.3), width=240, height=180, fps=15,
                       num_folds=3)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fer_hf import FERConfig, FERForEmotionClassification, FERProcessor
-from fer_hf.data import (
+from fer_hf.tools.data import (
     CachedClipDataset,
     CacheError,
     FERCollator,
@@ -15,9 +15,9 @@ from fer_hf.data import (
     cache_fingerprint,
     read_clip_cache,
 )
-from fer_hf.ravdess import build_index, parse_ravdess_name
-from fer_hf.synthetic import SyntheticSpec, generate
-from fer_hf.train import BackboneFreezeCallback, FERTrainer, backbone_of, class_weights, resolve_precision
+from fer_hf.tools.ravdess import build_index, parse_ravdess_name
+from fer_hf.tools.synthetic import SyntheticSpec, generate
+from fer_hf.tools.train import BackboneFreezeCallback, FERTrainer, backbone_of, class_weights, resolve_precision
 
 SPEC = SyntheticSpec(num_actors=3, clips_per_class=1, seconds=(1.0, 1.3), width=240, height=180, fps=15,
                      num_folds=3)
@@ -162,7 +162,7 @@ def test_freeze_callback_modes():
 
 
 def _train_args(dataset, tmp_path, *extra):
-    from fer_hf.train import parse_args
+    from fer_hf.tools.train import parse_args
 
     return parse_args([
         "--data-root", str(dataset), "--folds", str(dataset / "folds.json"), "--fold", "0", "--preset", "tiny",
@@ -174,7 +174,7 @@ def _train_args(dataset, tmp_path, *extra):
 
 
 def test_train_resume_and_evaluate(dataset, tmp_path):
-    from fer_hf import evaluate, train
+    from fer_hf.tools import evaluate, train
 
     # Fold 0 of 3 one-actor folds: train actor 3, validate on actor 2, test actor 1; 8 clips = 2 steps per epoch.
     first = train.run(_train_args(dataset, tmp_path, "--epochs", "2", "--freeze-epochs", "1"))[0]
@@ -209,8 +209,8 @@ def test_train_resume_and_evaluate(dataset, tmp_path):
 
 
 def test_aggregate_over_folds(tmp_path):
-    from fer_hf.evaluate import aggregate
-    from fer_hf.metrics import classification_metrics
+    from fer_hf.tools.evaluate import aggregate
+    from fer_hf.tools.metrics import classification_metrics
 
     labels = ["a", "b"]
     folds = [dict(fold=k, **classification_metrics(t, p, labels))

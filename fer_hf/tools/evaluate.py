@@ -1,6 +1,6 @@
 """Speaker-independent evaluation: one fold or all folds, metrics, confusion matrices and a results JSON.
 
-    python -m fer_hf.evaluate --data-root data/RAVDESS --checkpoint "checkpoints/seed/fold{fold}/final" --fold all
+    python -m fer_hf.tools.evaluate --data-root data/RAVDESS --checkpoint "checkpoints/seed/fold{fold}/final" --fold all
 
 For each fold the checkpoint (`{fold}` in the path is replaced by the fold index) is evaluated on that fold's
 test actors: accuracy (WAR), UAR, macro-F1, per-class precision/recall/F1 and a confusion-matrix PNG. Over the
@@ -43,8 +43,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fer_hf.errors_fer import FERInputError
+
 from .data import CachedClipDataset, FERCollator, build_cache
-from .errors_fer import FERInputError
 from .metrics import classification_metrics, mean_std, plot_confusion_matrix
 from .ravdess import DEFAULT_FOLDS, VALIDATION_STRATEGIES, build_index, fold_split, load_folds
 
@@ -97,8 +98,8 @@ def evaluate_fold(
 ) -> dict:
     """Evaluate one checkpoint on one fold's `split_name` actors ("test" or "val"). Returns the fold's entry of the
     results JSON (and writes `confusion_fold<k>.png` under `out_dir` when given)."""
-    from .modeling_fer import FERForEmotionClassification
-    from .processing_fer import FERProcessor
+    from fer_hf.modeling_fer import FERForEmotionClassification
+    from fer_hf.processing_fer import FERProcessor
 
     checkpoint = Path(checkpoint)
     if not (checkpoint / "config.json").is_file():
@@ -197,7 +198,7 @@ def run(args) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m fer_hf.evaluate", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m fer_hf.tools.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--data-root", required=True, help="RAVDESS folder (Actor_XX/ sub-folders or flat)")
     p.add_argument("--checkpoint", required=True,
                    help="model folder; '{fold}' is replaced by the fold index (e.g. checkpoints/seed/fold{fold}/final)")

@@ -28,8 +28,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .configuration_fer import RAVDESS_LABELS
-from .errors_fer import FERInputError
+from fer_hf.configuration_fer import RAVDESS_LABELS
+from fer_hf.errors_fer import FERInputError
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Train one speaker-independent fold (or all) with the Hugging Face `Trainer`.
 
-    python -m fer_hf.train --data-root data/RAVDESS --preset seed --fold 0 --epochs 30 --freeze-epochs 3
+    python -m fer_hf.tools.train --data-root data/RAVDESS --preset seed --fold 0 --epochs 30 --freeze-epochs 3
 
 Everything distributed (DDP, FSDP, DeepSpeed, multi-node) comes from `accelerate launch` / `torchrun` around
 the same command. Per fold, `<output-dir>/fold<k>/` holds the Trainer checkpoints (`checkpoint-<step>/`:
@@ -33,9 +33,10 @@ from accelerate import PartialState
 from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
-from .configuration_fer import FERConfig
+from fer_hf.configuration_fer import FERConfig
+from fer_hf.errors_fer import FERInputError
+
 from .data import CachedClipDataset, FERCollator, build_cache
-from .errors_fer import FERInputError
 from .metrics import classification_metrics
 from .ravdess import DEFAULT_FOLDS, VALIDATION_STRATEGIES, build_index, fold_split, load_folds
 
@@ -186,7 +187,7 @@ def resolve_precision(name: str) -> dict:
 
 
 def build_model(args, config: FERConfig):
-    from .modeling_fer import FERForEmotionClassification
+    from fer_hf.modeling_fer import FERForEmotionClassification
 
     if args.init_from:
         model = FERForEmotionClassification.from_pretrained(args.init_from, config=config)
@@ -220,7 +221,7 @@ def make_config(args) -> FERConfig:
 
 def train_fold(args, fold: int, index, folds) -> dict:
     """Train one fold; returns the training summary written to `final/training_info.json`."""
-    from .processing_fer import FERProcessor
+    from fer_hf.processing_fer import FERProcessor
 
     started = time.time()
     set_seed(args.seed)
@@ -320,7 +321,7 @@ def train_fold(args, fold: int, index, folds) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m fer_hf.train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m fer_hf.tools.train", description=__doc__.split("\n\n")[0])
     d = p.add_argument_group("data")
     d.add_argument("--data-root", required=True, help="RAVDESS folder (Actor_XX/ sub-folders or flat)")
     d.add_argument("--cache-dir", default="cache", help="preprocessing cache root (default: cache)")

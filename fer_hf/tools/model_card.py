@@ -1,7 +1,7 @@
 """Model card (`README.md` with Hub YAML front matter) for an exported model.
 
 The front matter is built as a dict and dumped with `yaml.safe_dump`, so it always parses. Evaluation results come
-from the JSON written by `fer_hf.evaluate` (schema_version 1: a `metrics` list of `{name, type, value, std, args}`
+from the JSON written by `fer_hf.tools.evaluate` (schema_version 1: a `metrics` list of `{name, type, value, std, args}`
 plus `summary`, `protocol`, `complete`, `dataset`); flat JSONs `{"accuracy": .., "uar": .., "macro_f1": ..}` are
 accepted too. UAR is reported on the Hub as `recall` with `average: macro`.
 """
@@ -12,7 +12,7 @@ import re
 
 import yaml
 
-from .pipeline_fer import FER_PIPELINE_TASK
+from fer_hf.pipeline_fer import FER_PIPELINE_TASK
 
 LICENSE = "cc-by-nc-sa-4.0"  # RAVDESS is CC BY-NC-SA 4.0; weights trained on it inherit the terms
 PIPELINE_TAG = "video-classification"
@@ -41,7 +41,7 @@ def normalise_eval_results(results: dict | None) -> list[dict]:
     if not results:
         return []
     found: dict[str, dict] = {}
-    for item in results.get("metrics") or []:  # fer_hf.evaluate schema
+    for item in results.get("metrics") or []:  # fer_hf.tools.evaluate schema
         key = _TYPE_TO_KEY.get(str(item.get("type", "")).lower())
         if key and isinstance(item.get("value"), (int, float)):
             found.setdefault(key, {"value": float(item["value"]), "std": item.get("std")})

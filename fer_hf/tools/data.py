@@ -35,7 +35,8 @@ import cv2
 import numpy as np
 import torch
 
-from .errors_fer import FERError, FERInputError
+from fer_hf.errors_fer import FERError, FERInputError
+
 from .ravdess import RavdessClip
 
 logger = logging.getLogger(__name__)

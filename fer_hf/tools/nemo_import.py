@@ -13,7 +13,7 @@ module reads both without NeMo:
    "ignored" (a known part that the encoder does not use, counted per reason) or "unexpected".
 
 Loading the converted tensors into a module, with the missing/unexpected/shape checks and the report, is done by
-`fer_hf.backbones`. `python -m fer_hf.nemo_import model.nemo --output-dir DIR` writes a standalone
+`fer_hf.tools.backbones`. `python -m fer_hf.tools.nemo_import model.nemo --output-dir DIR` writes a standalone
 `ParakeetEncoder` checkpoint (safetensors).
 """
 
@@ -25,15 +25,16 @@ import math
 import re
 import sys
 import tarfile
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import yaml
-from transformers import ParakeetEncoderConfig
+from transformers import ParakeetEncoder, ParakeetEncoderConfig
 
-from .errors_fer import FERError
+from fer_hf.errors_fer import FERError
+
+from .checkpoint_loading import BackboneReport, load_state_into, sort_checkpoint_keys
 
 logger = logging.getLogger(__name__)
 
@@ -368,23 +369,6 @@ def nemo_key_to_parakeet(key: str) -> tuple[str | None, str | None]:
     return f"layers.{index}." + ".".join(parts), None
 
 
-def sort_checkpoint_keys(keys, target_of) -> tuple[dict[str, str], dict[str, int], list[str]]:
-    """Sort checkpoint keys with `target_of(key) -> (target | None, ignore reason | None)`.
-
-    Returns ({source key: target key}, ignored counts per reason, unexpected keys (neither target nor reason)).
-    """
-    wanted, ignored, unexpected = {}, Counter(), []
-    for key in keys:
-        target, reason = target_of(key)
-        if target is not None:
-            wanted[key] = target
-        elif reason is not None:
-            ignored[reason] += 1
-        else:
-            unexpected.append(key)
-    return wanted, dict(ignored), sorted(unexpected)
-
-
 def convert_nemo_state_dict(state_dict: dict[str, torch.Tensor]) -> tuple[dict, dict[str, int], list[str]]:
     """Rename NeMo keys to `ParakeetEncoder` keys: returns (tensors, ignored counts per reason, unexpected keys)."""
     wanted, ignored, unexpected = sort_checkpoint_keys(state_dict, nemo_key_to_parakeet)
@@ -407,11 +391,19 @@ def import_nemo_encoder(path: str | Path, check_front_end: bool = True) -> NemoE
     return NemoEncoderImport(config=config, state_dict=tensors, ignored=ignored, unexpected=unexpected, notes=notes)
 
 
+def load_nemo_encoder(path: str | Path, check_front_end: bool = True) -> tuple[ParakeetEncoder, BackboneReport]:
+    """A standalone `ParakeetEncoder` with the shape and weights of a `.nemo` FastConformer encoder."""
+    imported = import_nemo_encoder(path, check_front_end=check_front_end)
+    encoder = ParakeetEncoder(imported.config).eval()
+    report = BackboneReport("audio", str(path), "NeMo .nemo archive (ConformerEncoder)")
+    report.ignored, report.unexpected, report.notes = imported.ignored, list(imported.unexpected), imported.notes
+    load_state_into(encoder, imported.state_dict, report)
+    return encoder, report
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI: convert a `.nemo` FastConformer encoder into a transformers `ParakeetEncoder` folder (safetensors)."""
-    from .backbones import load_nemo_encoder  # local import: backbones imports this module
-
-    parser = argparse.ArgumentParser(prog="python -m fer_hf.nemo_import", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m fer_hf.tools.nemo_import", description=main.__doc__)
     parser.add_argument("nemo_file", help="path to a .nemo archive (e.g. stt_en_fastconformer_ctc_large.nemo)")
     parser.add_argument("--output-dir", required=True, help="folder to write config.json + model.safetensors")
     parser.add_argument("--skip-front-end-check", action="store_true", help="accept a different mel front-end")
@@ -432,6 +424,7 @@ __all__ = [
     "convert_nemo_state_dict",
     "sort_checkpoint_keys",
     "import_nemo_encoder",
+    "load_nemo_encoder",
     "nemo_key_to_parakeet",
     "parakeet_config_from_nemo",
     "read_nemo_archive",

@@ -13,7 +13,7 @@ the 700M LFM2 model is never instantiated. Each backbone yields a `BackboneRepor
 ignored (known-unused parts, counted per reason), and nothing else: any missing, unexpected or wrongly shaped tensor,
 and any config or layer-pattern mismatch, raises `BackboneMismatchError` before a single weight is copied.
 
-    python -m fer_hf.backbones --preset seed --vision google/siglip2-base-patch16-224 \
+    python -m fer_hf.tools.backbones --preset seed --vision google/siglip2-base-patch16-224 \
         --fusion LiquidAI/LFM2-700M --audio nvidia/stt_en_fastconformer_ctc_large --output-dir checkpoints/seed-init
 """
 
@@ -24,9 +24,7 @@ import json
 import logging
 import re
 import sys
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -34,12 +32,20 @@ from huggingface_hub import hf_hub_download, list_repo_files
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 from safetensors import safe_open
 from torch import nn
-from transformers import Lfm2Config, ParakeetEncoder, ParakeetEncoderConfig, SiglipConfig, SiglipVisionConfig
+from transformers import Lfm2Config, ParakeetEncoderConfig, SiglipConfig, SiglipVisionConfig
 
-from .configuration_fer import FERConfig
-from .errors_fer import FERError
-from .modeling_fer import FERForEmotionClassification
-from .nemo_import import import_nemo_encoder, sort_checkpoint_keys
+from fer_hf.configuration_fer import FERConfig
+from fer_hf.modeling_fer import FERForEmotionClassification
+
+from .checkpoint_loading import (
+    BackboneLoadError,
+    BackboneMismatchError,
+    BackboneReport,
+    CheckpointNotFoundError,
+    load_state_into,
+    sort_checkpoint_keys,
+)
+from .nemo_import import import_nemo_encoder, load_nemo_encoder
 
 logger = logging.getLogger(__name__)
 
@@ -87,52 +93,6 @@ FUSION_CONFIG_FIELDS = (
 _PARAKEET_MODEL_TYPES = ("parakeet_encoder", "parakeet_ctc", "parakeet_tdt", "parakeet_rnnt")
 _LFM2_LAYER_KEY = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 _REPO_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
-
-
-class BackboneLoadError(FERError, ValueError):
-    """A backbone checkpoint cannot be used."""
-
-
-class CheckpointNotFoundError(BackboneLoadError, FileNotFoundError):
-    """The path does not exist, the Hub repo or file cannot be fetched, or it holds no safetensors weights."""
-
-
-class BackboneMismatchError(BackboneLoadError):
-    """The checkpoint's architecture, layer pattern, keys or tensor shapes differ from the model's backbone."""
-
-
-@dataclass
-class BackboneReport:
-    """What happened to every checkpoint key for one backbone.
-
-    `loaded` are target keys (in the backbone module); `ignored` counts known-unused checkpoint keys per reason;
-    `missing` / `unexpected` are only non-empty in the report attached to a `BackboneMismatchError`.
-    `casts` counts dtype conversions, e.g. `{"torch.bfloat16->torch.float32": 98}`.
-    """
-
-    backbone: str
-    source: str
-    checkpoint_format: str
-    loaded: list[str] = field(default_factory=list)
-    ignored: dict[str, int] = field(default_factory=dict)
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    casts: dict[str, int] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def summary(self) -> str:
-        ignored = ", ".join(f"{n} {reason}" for reason, n in self.ignored.items()) or "none"
-        casts = ", ".join(f"{n} {cast}" for cast, n in self.casts.items()) or "none"
-        lines = [
-            f"{self.backbone}: {len(self.loaded)} tensors loaded from {self.source} ({self.checkpoint_format})",
-            f"  ignored: {ignored}",
-            f"  missing: {len(self.missing)}, unexpected: {len(self.unexpected)}, dtype casts: {casts}",
-        ]
-        lines += [f"  note: {note}" for note in self.notes]
-        return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -209,39 +169,6 @@ def _select(source: CheckpointSource, report: BackboneReport, target_of: Callabl
     report.unexpected.extend(unexpected)
     report.ignored = ignored
     return {wanted[key]: tensor for key, tensor in source.read(sorted(wanted)).items()}
-
-
-def load_state_into(module: nn.Module, tensors: dict[str, torch.Tensor], report: BackboneReport) -> BackboneReport:
-    """Copy `tensors` into `module` after checking that keys and shapes match exactly; fills `report`."""
-    target = module.state_dict()
-    report.missing = sorted(set(target) - set(tensors))
-    report.unexpected = sorted(report.unexpected + [k for k in tensors if k not in target])
-    wrong = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(target[k].shape)}"
-        for k, v in sorted(tensors.items())
-        if k in target and v.shape != target[k].shape
-    ]
-    if report.missing or report.unexpected or wrong:
-        problems = []
-        for name, items in (("missing", report.missing), ("unexpected", report.unexpected), ("wrong shape", wrong)):
-            if items:
-                more = f" (+{len(items) - 8} more)" if len(items) > 8 else ""
-                problems.append(f"{len(items)} {name}: {items[:8]}{more}")
-        error = BackboneMismatchError(
-            f"{report.backbone} checkpoint {report.source} does not fit the model: " + "; ".join(problems)
-        )
-        error.report = report
-        raise error
-    casts = Counter()
-    with torch.no_grad():
-        for key in sorted(tensors):
-            src, dst = tensors[key], target[key]
-            if src.dtype != dst.dtype:
-                casts[f"{src.dtype}->{dst.dtype}"] += 1
-            dst.copy_(src)
-    report.loaded, report.casts = sorted(tensors), dict(casts)
-    logger.info(report.summary())
-    return report
 
 
 def _check_config(backbone: str, source: str, expected, found, fields) -> None:
@@ -420,16 +347,6 @@ def load_audio_backbone(
     return load_state_into(encoder, _select(ckpt, report, _parakeet_target(model_type)), report)
 
 
-def load_nemo_encoder(path: str | Path, check_front_end: bool = True) -> tuple[ParakeetEncoder, BackboneReport]:
-    """A standalone `ParakeetEncoder` with the shape and weights of a `.nemo` FastConformer encoder."""
-    imported = import_nemo_encoder(path, check_front_end=check_front_end)
-    encoder = ParakeetEncoder(imported.config).eval()
-    report = BackboneReport("audio", str(path), "NeMo .nemo archive (ConformerEncoder)")
-    report.ignored, report.unexpected, report.notes = imported.ignored, list(imported.unexpected), imported.notes
-    load_state_into(encoder, imported.state_dict, report)
-    return encoder, report
-
-
 # ----------------------------------------------------------------------------------------------
 # The whole model
 def _as_config(config_or_preset) -> FERConfig:
@@ -478,7 +395,7 @@ def save_model_with_report(model, reports: dict[str, BackboneReport], output_dir
     output_dir = Path(output_dir)
     model.save_pretrained(output_dir)
     try:
-        from .processing_fer import FERProcessor
+        from fer_hf.processing_fer import FERProcessor
     except ImportError:  # pragma: no cover - media stack missing
         logger.warning("processor unavailable (media dependencies missing); saved the model only")
     else:
@@ -490,7 +407,7 @@ def save_model_with_report(model, reports: dict[str, BackboneReport], output_dir
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: build a model from pretrained backbones and write it with a per-backbone key report."""
-    parser = argparse.ArgumentParser(prog="python -m fer_hf.backbones", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m fer_hf.tools.backbones", description=main.__doc__)
     parser.add_argument("--preset", default="seed", help=f"one of {list(FERConfig.PRESETS)} or a config.json folder")
     parser.add_argument("--vision", help="SigLIP checkpoint: Hub id or folder (google/siglip2-base-patch16-224)")
     parser.add_argument("--audio", help="FastConformer: .nemo file, NeMo Hub repo, or Parakeet checkpoint")

@@ -1,6 +1,6 @@
 """Export a trained checkpoint as a self-contained Hub folder, verify it in a fresh process, and optionally push it.
 
-    python -m fer_hf.export --checkpoint checkpoints/seed/final --output-dir exports/fer-seed \
+    python -m fer_hf.tools.export --checkpoint checkpoints/seed/final --output-dir exports/fer-seed \
         --eval-results results/results.json [--push-to-hub user/fer-seed [--private]]
 
 The folder holds `model.safetensors` (sharded above `--max-shard-size`), `config.json` with `auto_map` and
@@ -33,10 +33,11 @@ import torch
 from huggingface_hub import HfApi
 from safetensors.torch import load_file
 
-from .errors_fer import FERError
+from fer_hf.errors_fer import FERError
+from fer_hf.modeling_fer import FERForEmotionClassification
+from fer_hf.pipeline_fer import FER_PIPELINE_TASK, FEREmotionRecognitionPipeline, register_fer_pipeline
+
 from .model_card import render_model_card
-from .modeling_fer import FERForEmotionClassification
-from .pipeline_fer import FER_PIPELINE_TASK, FEREmotionRecognitionPipeline, register_fer_pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class ExportVerificationError(ExportError):
 # ----------------------------------------------------------------------------------------------
 def load_checkpoint(checkpoint: str | Path):
     """The model (eval mode) and its processor from a `save_pretrained` folder (processor rebuilt if absent)."""
-    from .processing_fer import FERProcessor
+    from fer_hf.processing_fer import FERProcessor
 
     checkpoint = Path(checkpoint)
     if not (checkpoint / "config.json").is_file():
@@ -144,7 +145,7 @@ def write_export_folder(
 
 
 def make_verification_clip(path: str | Path, seconds: float = 1.0, seed: int = 0) -> str:
-    """A short mp4 with a real face (scikit-image's astronaut) and a tone, from `fer_hf.synthetic`."""
+    """A short mp4 with a real face (scikit-image's astronaut) and a tone, from `fer_hf.tools.synthetic`."""
     from . import synthetic
 
     synthetic.write_clip(path, cls=2, actor=1, seconds=seconds, spec=synthetic.SyntheticSpec(seed=seed),
@@ -209,7 +210,7 @@ def push_folder(folder: str | Path, repo_id: str, private: bool = False, token: 
     api = HfApi(token=token)
     api.create_repo(repo_id, exist_ok=True, private=private, repo_type="model")
     commit = api.upload_folder(
-        repo_id=repo_id, folder_path=str(folder), repo_type="model", commit_message="Upload FER model (fer_hf.export)"
+        repo_id=repo_id, folder_path=str(folder), repo_type="model", commit_message="Upload FER model (fer-export)"
     )
     url = getattr(commit, "commit_url", None) or str(commit)
     logger.info("pushed %s to %s", folder, url)
@@ -242,10 +243,10 @@ def export(
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: export a checkpoint as a verified Hub folder, optionally pushing it."""
-    parser = argparse.ArgumentParser(prog="python -m fer_hf.export", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m fer_hf.tools.export", description=main.__doc__)
     parser.add_argument("--checkpoint", required=True, help="save_pretrained folder of a trained model")
     parser.add_argument("--output-dir", required=True, help="folder to write (must be empty unless --overwrite)")
-    parser.add_argument("--eval-results", help="results.json written by fer_hf.evaluate (model-index + card table)")
+    parser.add_argument("--eval-results", help="results.json written by fer-evaluate (model-index + card table)")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload to this Hub repo after verification")
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
     parser.add_argument("--repo-id", help="model id shown in the card's usage snippet (default: push id or folder)")

@@ -1,6 +1,6 @@
 """A small synthetic RAVDESS-named dataset for smoke tests and the training benchmark.
 
-`python -m fer_hf.synthetic --out DIR` writes `DIR/Actor_XX/01-01-EE-II-SS-RR-AA.mp4` files: real
+`python -m fer_hf.tools.synthetic --out DIR` writes `DIR/Actor_XX/01-01-EE-II-SS-RR-AA.mp4` files: real
 H.264 + AAC mp4s (PyAV) whose content depends on the class so a model can learn it, and on the actor
 so that held-out actors are a real generalisation test:
 
@@ -254,7 +254,7 @@ def generate(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fer_hf.synthetic", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m fer_hf.tools.synthetic", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="output folder (created)")
     parser.add_argument("--actors", type=int, default=SyntheticSpec.num_actors, help="number of actors (1-24)")
     parser.add_argument("--clips-per-class", type=int, default=SyntheticSpec.clips_per_class,
