@@ -1,38 +1,97 @@
-"""Gradio app: upload or record a talking-face clip, see the 8 emotion probabilities and what the model attended to.
+"""Gradio app: upload or record a talking-face clip; watch it annotated, see its emotions over time and why.
 
     python app.py                                   # newest trained checkpoint under checkpoints/, else untrained
     python app.py --model path/or/hub-repo-id       # or FER_MODEL=...
     python app.py --preset tiny                     # no trained weights: try the pipeline on a random model
 
-Reading order: settings -> model loading (once, at import) -> `predict` (processor -> model -> report/plots)
--> the UI. The numbers and figures are built in `app_plots.py`.
+Reading order: settings (parsed before any heavy import, so `--help` is instant) -> model loading (once, at
+import) -> `predict` (analysis window by window, streamed; then the annotated video and the detail plots) ->
+the data API -> the UI. Figures and words are built in `app_plots.py`, the video in `app_render.py`.
 """
 
 from __future__ import annotations
 
 import argparse
-import atexit
-import json
 import logging
-import math
 import os
-import shutil
-import signal
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
-import matplotlib
+PRESET_NAMES = ("seed", "realtime", "tiny")  # FERConfig.PRESETS, named here so `--help` needs no torch import
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Settings: command line (when run as a script) over environment variables over defaults
+@dataclass
+class Settings:
+    model: str | None
+    preset: str
+    host: str | None
+    port: int | None
+    max_seconds: float
+    max_upload_mb: int
+    concurrency: int
+    queue_size: int
+    batch_windows: int
+    hop_seconds: float
+    render_side: int
+    int8: bool
+
+
+def parse_settings(argv: list[str]) -> Settings:
+    env = os.environ.get
+    parser = argparse.ArgumentParser(description="Audio-visual emotion recognition demo (Gradio).")
+    parser.add_argument("--model", default=env("FER_MODEL"),
+                        help="trained model: a local folder or a Hub repo id (env FER_MODEL); default: the newest "
+                             "folder under checkpoints/ with config.json and model.safetensors")
+    parser.add_argument("--preset", default=env("FER_PRESET", "realtime"), choices=PRESET_NAMES,
+                        help="architecture of the UNTRAINED model used when no trained model is found (env FER_PRESET)")
+    parser.add_argument("--host", default=env("GRADIO_SERVER_NAME"), help="interface to listen on (127.0.0.1)")
+    parser.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT", "0")) or None)
+    parser.add_argument("--max-seconds", type=float, default=float(env("FER_MAX_SECONDS", "30")),
+                        help="longest clip accepted, in seconds; longer clips can be analysed in their first part "
+                             "(env FER_MAX_SECONDS)")
+    parser.add_argument("--max-upload-mb", type=int, default=int(env("FER_MAX_UPLOAD_MB", "50")),
+                        help="largest upload accepted, in MB (env FER_MAX_UPLOAD_MB)")
+    parser.add_argument("--concurrency", type=int, default=int(env("FER_CONCURRENCY", "1")),
+                        help="clips analysed at the same time; the rest wait in the queue (env FER_CONCURRENCY)")
+    parser.add_argument("--queue-size", type=int, default=int(env("FER_QUEUE_SIZE", "16")),
+                        help="requests that may wait in the queue before new ones are refused (env FER_QUEUE_SIZE)")
+    parser.add_argument("--batch-windows", type=int, default=int(env("FER_BATCH_WINDOWS", "4")),
+                        help="windows per model call (bounds memory; results appear after each batch)")
+    parser.add_argument("--hop-seconds", type=float, default=float(env("FER_HOP_SECONDS", "1.0")),
+                        help="time between the starts of two overlapping 3 s windows (env FER_HOP_SECONDS)")
+    parser.add_argument("--render-side", type=int, default=int(env("FER_RENDER_SIDE", "480")),
+                        help="long side of the annotated video in pixels, 0 = no annotated video (env FER_RENDER_SIDE)")
+    parser.add_argument("--int8", action="store_true", default=env("FER_INT8", "0").lower() in ("1", "true", "yes"),
+                        help="CPU only: dynamic int8 quantisation of the linear layers, ~2.8x faster for the realtime "
+                             "model; outputs shift slightly (README, Performance) (env FER_INT8=1)")
+    return Settings(**vars(parser.parse_args(argv)))
+
+
+SETTINGS = parse_settings(sys.argv[1:] if __name__ == "__main__" else [])  # `--help` exits here, in well under 1 s
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+import atexit  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")  # before gradio imports pyplot
 
 import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import app_analysis  # noqa: E402
+import app_media  # noqa: E402
 import app_plots  # noqa: E402
+import app_render  # noqa: E402
 from fer_hf import FERConfig, FERForEmotionClassification, FERProcessor  # noqa: E402
 
 try:  # Hugging Face ZeroGPU Spaces: a GPU is attached only while a `@spaces.GPU` function runs
@@ -50,53 +109,7 @@ ROOT = Path(__file__).resolve().parent
 CHECKPOINTS = ROOT / "checkpoints"
 EXAMPLES = ROOT / "examples"
 TRAIN_COMMAND = "python -m fer_hf.tools.train --data-root data/RAVDESS --preset realtime"
-OUTPUT_NAMES = ("logits", "segment_logits", "segment_attention", "segment_mask", "audio_segment_attention",
-                "audio_frame_mask", "roi_indices", "roi_patch_scores", "modalities_used")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Settings: command line (when run as a script) over environment variables over defaults
-@dataclass
-class Settings:
-    model: str | None
-    preset: str
-    host: str | None
-    port: int | None
-    max_seconds: float
-    max_upload_mb: int
-    concurrency: int
-    queue_size: int
-    batch_windows: int
-    int8: bool
-
-
-def parse_settings(argv: list[str]) -> Settings:
-    env = os.environ.get
-    parser = argparse.ArgumentParser(description="Audio-visual emotion recognition demo (Gradio).")
-    parser.add_argument("--model", default=env("FER_MODEL"),
-                        help="trained model: a local folder or a Hub repo id (env FER_MODEL); default: the newest "
-                             "folder under checkpoints/ with config.json and model.safetensors")
-    parser.add_argument("--preset", default=env("FER_PRESET", "realtime"), choices=list(FERConfig.PRESETS),
-                        help="architecture of the UNTRAINED model used when no trained model is found (env FER_PRESET)")
-    parser.add_argument("--host", default=env("GRADIO_SERVER_NAME"), help="interface to listen on (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT", "0")) or None)
-    parser.add_argument("--max-seconds", type=float, default=float(env("FER_MAX_SECONDS", "30")),
-                        help="longest clip accepted, in seconds (env FER_MAX_SECONDS)")
-    parser.add_argument("--max-upload-mb", type=int, default=int(env("FER_MAX_UPLOAD_MB", "50")),
-                        help="largest upload accepted, in MB (env FER_MAX_UPLOAD_MB)")
-    parser.add_argument("--concurrency", type=int, default=int(env("FER_CONCURRENCY", "1")),
-                        help="clips analysed at the same time; the rest wait in the queue (env FER_CONCURRENCY)")
-    parser.add_argument("--queue-size", type=int, default=int(env("FER_QUEUE_SIZE", "16")),
-                        help="requests that may wait in the queue before new ones are refused (env FER_QUEUE_SIZE)")
-    parser.add_argument("--batch-windows", type=int, default=int(env("FER_BATCH_WINDOWS", "4")),
-                        help="windows per model call in timeline mode (bounds memory)")
-    parser.add_argument("--int8", action="store_true", default=env("FER_INT8", "0").lower() in ("1", "true", "yes"),
-                        help="CPU only: dynamic int8 quantisation of the linear layers, ~2.8x faster for the realtime "
-                             "model; outputs shift slightly (README, Performance) (env FER_INT8=1)")
-    return Settings(**vars(parser.parse_args(argv)))
-
-
-SETTINGS = parse_settings(sys.argv[1:] if __name__ == "__main__" else [])
+APP_TITLE = "Emotion recognition"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -153,11 +166,17 @@ def load_model(source: str | None, preset: str):
     info = {"source": str(source), "preset": getattr(model.config, "preset", None), "trained": reason is None}
     if reason:
         info["why_untrained"] = f"the model at {source} is not trained: {reason}"
-    if (folder / "training_info.json").is_file():
-        training = json.loads((folder / "training_info.json").read_text())
-        info["validation"] = {k: round(v, 4) for k, v in (training.get("val_metrics") or {}).items()
-                              if isinstance(v, float) and any(m in k for m in ("uar", "war", "accuracy", "f1"))}
     return model, processor, info
+
+
+def provenance(config, info: dict) -> dict:
+    """{"status", "summary"}: the model's own provenance record when it has one, else what loading found out."""
+    if hasattr(config, "provenance_summary"):
+        record = getattr(config, "provenance", None) or {}
+        return {"status": record.get("status", "untrained"), "summary": config.provenance_summary()}
+    if not info["trained"]:
+        return {"status": "untrained", "summary": f"untrained: {info['why_untrained']}; predictions are meaningless"}
+    return {"status": "trained", "summary": f"trained weights from {info['source']}"}
 
 
 def _prepare(model, processor, int8: bool = False):
@@ -167,8 +186,8 @@ def _prepare(model, processor, int8: bool = False):
         model.quantize_int8_()
         logger.info("linear layers quantised to int8 for CPU inference")
     processor.max_duration_s = SETTINGS.max_seconds
-    # Timeline mode: one window every `clip_seconds`, enough windows to cover the longest accepted clip.
-    processor.max_windows = max(1, math.ceil(SETTINGS.max_seconds / model.config.clip_seconds))
+    processor.max_windows = app_analysis.windows_needed(SETTINGS.max_seconds, model.config.clip_seconds,
+                                                        SETTINGS.hop_seconds)
     return model, processor, device
 
 
@@ -178,7 +197,10 @@ MODEL, PROCESSOR, MODEL_INFO = load_model(_source, SETTINGS.preset)
 MODEL, PROCESSOR, DEVICE = _prepare(MODEL, PROCESSOR, int8=SETTINGS.int8)
 CONFIG = MODEL.config
 LABELS = [CONFIG.id2label[i] for i in range(len(CONFIG.id2label))]
-logger.info("model: %s on %s", MODEL_INFO["source"], DEVICE)
+PROVENANCE = provenance(CONFIG, MODEL_INFO)
+MODEL_SUMMARY = {**PROVENANCE, "source": MODEL_INFO["source"], "preset": MODEL_INFO["preset"]}
+logger.info("model %s (preset %s) | %s | device %s%s", MODEL_INFO["source"], MODEL_INFO["preset"],
+            PROVENANCE["summary"], DEVICE, " int8" if SETTINGS.int8 and DEVICE == "cpu" else "")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -216,34 +238,15 @@ def _request_folder() -> Path:
 # Inference
 @gpu
 def run_model(inputs: dict) -> dict:
-    """All windows of one clip through the model, `SETTINGS.batch_windows` at a time; numpy outputs by name."""
-    rows = next(iter(inputs.values())).shape[0]
-    parts, sizes = [], []
+    """One batch of windows through the model; numpy outputs by name."""
     with torch.inference_mode():
-        for start in range(0, rows, SETTINGS.batch_windows):
-            chunk = {k: v[start:start + SETTINGS.batch_windows].to(DEVICE) for k, v in inputs.items()}
-            out = MODEL(**chunk)
-            parts.append({name: _numpy(getattr(out, name, None)) for name in OUTPUT_NAMES})
-            sizes.append(min(SETTINGS.batch_windows, rows - start))
-    return {name: _concat([p[name] for p in parts], sizes) for name in OUTPUT_NAMES}
+        out = MODEL(**{k: v.to(DEVICE) for k, v in inputs.items()})
+    return {name: app_analysis._numpy(getattr(out, name, None)) for name in app_analysis.OUTPUT_NAMES}
 
 
-def _numpy(tensor):
-    if tensor is None:
-        return None
-    tensor = tensor.detach().cpu()
-    return (tensor.float() if tensor.is_floating_point() else tensor).numpy()
-
-
-def _concat(parts: list, sizes: list[int]):
-    """Join per-chunk arrays; a chunk where an optional output was None (e.g. no audio in any of its windows) gets
-    a stand-in of its row count: zeros, or -1 for indices ("frame not encoded")."""
-    like = next((p for p in parts if p is not None), None)
-    if like is None:
-        return None
-    fill = -1 if like.dtype.kind == "i" else 0
-    stand_in = lambda n: np.full((n,) + like.shape[1:], fill, like.dtype)
-    return np.concatenate([p if p is not None else stand_in(n) for p, n in zip(parts, sizes)])
+def new_analysis() -> app_analysis.ClipAnalysis:
+    return app_analysis.ClipAnalysis(MODEL, PROCESSOR, DEVICE, SETTINGS.batch_windows, SETTINGS.hop_seconds,
+                                     model_summary=MODEL_SUMMARY, run_model=run_model)
 
 
 def _is_user_error(exc: BaseException) -> bool:
@@ -251,182 +254,256 @@ def _is_user_error(exc: BaseException) -> bool:
     return any(cls.__name__ == "FERError" for cls in type(exc).__mro__)
 
 
-def _error_for_person(exc: BaseException, video_path: str) -> gr.Error:
+def _is_too_long(exc: BaseException) -> bool:
+    return any(cls.__name__ == "MediaTooLongError" for cls in type(exc).__mro__)
+
+
+def explain_error(exc: BaseException, video_path: str) -> tuple[str, str]:
+    """(title, message) in a person's words: what happened and what to do. Unexpected failures are logged."""
+    name = Path(video_path).name
+    if _is_too_long(exc):
+        return ("This clip is too long", f"The app analyses clips of up to {SETTINGS.max_seconds:.0f} s and this one "
+                "is longer. Press “Analyse the first part” below to analyse its first "
+                f"{SETTINGS.max_seconds:.0f} s, or trim the clip and upload it again.")
     if _is_user_error(exc):
-        message = str(exc).replace(video_path, Path(video_path).name)
-        return gr.Error(message, title="This clip cannot be analysed", print_exception=False)
-    logger.exception("analysis failed")
-    return gr.Error(f"The analysis failed unexpectedly ({type(exc).__name__}); the details are in the server log. "
-                    "Try another clip.", title="Something went wrong", print_exception=False)
+        text = str(exc).replace(video_path, name)
+        if "not a media container" in text or "still image" in text or "neither an audio" in text:
+            return ("This file is not a video the app can read",
+                    f"{text[:1].upper()}{text[1:]}. Upload a video clip (for example MP4 or WebM) with a face "
+                    "and/or a voice in it.")
+        return "This clip cannot be analysed", f"{text[:1].upper()}{text[1:]}."
+    logger.exception("analysis of %s failed", name)
+    return ("Something went wrong", f"The analysis failed unexpectedly ({type(exc).__name__}); the details are in "
+            "the server log. Try again, or try another clip.")
 
 
-def predict(video: str | None, timeline: bool, progress=gr.Progress()):
-    """Analyse one clip: probabilities, plots, the numbers behind them and downloadable files."""
-    if not video:
-        raise gr.Error("Upload a video or record one with the webcam first.", title="No video")
+def message_html(title: str, text: str, kind: str = "error") -> str:
+    return (f'<div id="app-message" class="fer-message fer-{kind}"><div class="fer-message-title">{title}</div>'
+            f"<div>{text}</div></div>")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The UI event: analysis streamed window by window, then the annotated video and the detail plots
+def _focus_window(result: dict) -> dict:
+    """The window the detail plots show: the one with the largest margin between its top two emotions."""
+    def margin(w):
+        top2 = sorted(w["probabilities"].values(), reverse=True)[:2]
+        return top2[0] - (top2[1] if len(top2) > 1 else 0.0)
+    return max(result["windows"], key=margin)
+
+
+def _stream_outputs(result: dict, done: int, total: int) -> tuple:
+    timeline = app_plots.timeline_figure(result) if result["windows"] else gr.skip()
+    return (gr.skip(), app_plots.headline_markdown(result, done, total), result["probabilities"] or gr.skip(),
+            gr.skip(), timeline, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
+
+
+def _analyse(video: str, progress) -> tuple[dict | None, float]:
+    """Run the analysis with progress; yields the streamed outputs, returns (result, seconds) at the end."""
     started = time.perf_counter()
+    result = None
+    for step in new_analysis().run(video):
+        result = step.result
+        progress((step.done, step.total), desc=f"Analysing: {step.stage}", unit="windows")
+        yield _stream_outputs(result, step.done, step.total)
+    return result, time.perf_counter() - started
+
+
+def predict(video: str | None, progress=gr.Progress()):
+    """Analyse one clip (generator: the outputs fill in as the windows finish)."""
+    hide_first_part = gr.Button(visible=False)
+    if not video:
+        yield (message_html("No video yet", "Upload a video or record one with the webcam, then press "
+                            "“Analyse emotions”.", "info"), *[gr.skip()] * 9, hide_first_part)
+        return
+    yield (message_html("", "", "empty"), *[gr.skip()] * 9, hide_first_part)
     try:
-        progress(0.05, desc="Decoding the clip and finding the face")
-        inputs = PROCESSOR(videos=video, sliding_window=bool(timeline),
-                           stride_seconds=CONFIG.clip_seconds if timeline else None,
-                           return_face_frames=True, return_tensors="pt")
-        clip_info = inputs.clip_info
-        progress(0.35, desc=f"Running the model on {len(clip_info)} window(s)")
-        outputs = run_model({k: inputs[k] for k in inputs.keys()})
-        report = app_plots.build_report(outputs, clip_info, CONFIG, MODEL_INFO, bool(timeline))
-        report["skipped_windows"] = list(getattr(inputs, "skipped_windows", []))
-    except Exception as exc:  # every failure reaches the person as a short message, never a stack trace
-        raise _error_for_person(exc, video) from None
-    report["seconds_taken"] = round(time.perf_counter() - started, 2)
-    report["device"] = DEVICE
-
-    focus = app_plots.focus_window(report)
-    window = report["windows"][focus]
-    faces = clip_info[focus].get("face_frames") if window["video"]["used"] else None
-    timeline_plot = app_plots.timeline_figure(report) if len(report["windows"]) > 1 else None
-    folder = _request_folder()
-    json_path, csv_path = folder / "emotion_report.json", folder / "emotion_report.csv"
-    json_path.write_text(json.dumps(report, indent=1))
-    csv_path.write_text(app_plots.report_csv(report))
-    return (
-        report["probabilities"],
-        summary_markdown(report, focus),
-        app_plots.segment_figure(window, LABELS),
-        app_plots.audio_figure(window),
-        app_plots.faces_figure(window, faces),
-        gr.Plot(value=timeline_plot, visible=timeline_plot is not None),
-        report,
-        [str(json_path), str(csv_path)],
-    )
+        result, seconds = yield from _analyse(video, progress)
+        progress(0.95, desc="Drawing the annotated video")
+        folder = _request_folder()
+        annotated = None
+        if SETTINGS.render_side > 0:
+            annotated = app_render.render_annotated_video(video, result, folder / "annotated.mp4",
+                                                          max_side=SETTINGS.render_side).path
+        window = _focus_window(result)
+        audio, crops = app_media.window_media(video, window, CONFIG, result["duration_s"])
+        frame_s = 0.01 * getattr(CONFIG.audio_config, "subsampling_factor", 8)
+        details = (app_plots.segment_figure(window, LABELS),
+                   app_plots.audio_figure(window, audio, CONFIG.sampling_rate, frame_s),
+                   app_plots.faces_figure(window, crops, LABELS))
+    except Exception as exc:  # noqa: BLE001 - every failure reaches the person as words, never a stack trace
+        title, text = explain_error(exc, video)
+        yield (message_html(title, text), *[gr.skip()] * 9, gr.Button(visible=_is_too_long(exc)))
+        return
+    json_path, csv_path = folder / "emotion_result.json", folder / "emotion_result.csv"
+    json_path.write_text(json.dumps(app_analysis.compact(result), indent=1))
+    csv_path.write_text(app_plots.report_csv(result))
+    done = message_html("", f"Analysed {result['duration_s']:.1f} s in {seconds:.1f} s on {DEVICE}.", "done")
+    yield (done, app_plots.headline_markdown(result), result["probabilities"], annotated,
+           app_plots.timeline_figure(result), *details, app_analysis.compact(result),
+           [str(json_path), str(csv_path)], hide_first_part)
 
 
-def summary_markdown(report: dict, focus: int) -> str:
-    top = report["top_label"]
-    lines = [f"**Most likely: {top}** ({report['probabilities'][top]:.1%})  ·  {report['modalities']['summary']}"]
-    clip = report["clip"]
-    window = report["windows"][focus]
-    if clip["num_windows"] > 1:
-        lines.append(f"Timeline of {clip['num_windows']} windows of {clip['window_seconds']:.0f} s over a "
-                     f"{clip['duration_s']:.1f} s clip; the probabilities are their average. The detail plots show "
-                     f"the most confident window, {window['start_s']:.1f}–{window['end_s']:.1f} s.")
-    else:
-        lines.append(f"Analysed {window['start_s']:.1f}–{window['end_s']:.1f} s of a {clip['duration_s']:.1f} s "
-                     "clip (the model sees one 3 s window; tick the timeline box for the whole video).")
-    skipped = report.get("skipped_windows") or []
-    if skipped:
-        spans = ", ".join(f"{w['window_start_s']:.1f}–{w['window_end_s']:.1f} s" for w in skipped)
-        lines.append(f"Left out (neither usable audio nor a face): {spans}.")
-    lines.append(f"Took {report['seconds_taken']:.1f} s on {report['device']}.")
-    if not report["model"]["trained"]:
-        lines.append("⚠️ **Untrained model: these numbers are meaningless.**")
-    return "\n\n".join(lines)
+def predict_first_part(video: str | None, progress=gr.Progress()):
+    """The first `max_seconds` of an over-long clip (stream copy), then the same analysis."""
+    if not video:
+        yield from predict(video, progress)
+        return
+    cut = app_media.remux(video, _request_folder() / f"first_part{Path(video).suffix or '.mp4'}",
+                          max_seconds=SETTINGS.max_seconds - 0.2)
+    yield from predict(cut, progress)
+
+
+def fix_recording(video: str | None):
+    """Browser recordings (webm from MediaRecorder) state no duration: the player shows "Infinity". Remux them."""
+    if not video or app_media.has_duration(video):
+        return gr.skip()
+    try:
+        return app_media.remux(video, _request_folder() / "recording.webm")
+    except Exception as exc:  # noqa: BLE001 - keep the original recording; the analysis decodes it anyway
+        logger.warning("could not remux the recording: %s", exc)
+        return gr.skip()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The data API: the result type as JSON, no images
+def analyze(video: str | None) -> dict:
+    """The result of one clip as JSON (the schema in docs/architecture.md, without per-patch ROI scores)."""
+    if not video:
+        raise gr.Error("Give a video file.", title="No video", print_exception=False)
+    try:
+        result = None
+        for step in new_analysis().run(video):
+            result = step.result
+    except Exception as exc:  # noqa: BLE001
+        title, text = explain_error(exc, video)
+        raise gr.Error(text, title=title, print_exception=False) from None
+    return app_analysis.compact(result)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # UI
-def untrained_banner(info: dict) -> str:
-    code = lambda text: (f'<code style="background:rgba(255,255,255,.2);color:#fff;padding:1px 5px;border-radius:3px">'
-                         f"{text}</code>")
-    return (
-        '<div id="untrained-banner" style="background:#b71c1c;color:#fff;padding:14px 18px;border-radius:8px;'
-        'font-size:1.05em;line-height:1.6">'
-        "<b>⚠️ UNTRAINED MODEL — the predictions are meaningless.</b> "
-        f"{info['why_untrained'][:1].upper()}{info['why_untrained'][1:]}. "
-        f"To get real predictions, train a model ({code(TRAIN_COMMAND)}; it writes "
-        f"{code('checkpoints/realtime/fold0/final/')}, which the app picks up at its next start) or start it with "
-        f"{code('python app.py --model &lt;folder or Hub repo id&gt;')} (or set {code('FER_MODEL')}).</div>"
-    )
+CSS = """
+.fer-banner { color: #fff; padding: 12px 16px; border-radius: 8px; line-height: 1.5; overflow-wrap: anywhere; }
+.fer-banner code { white-space: normal; overflow-wrap: anywhere; }
+.fer-message { padding: 10px 14px; border-radius: 8px; margin: 4px 0; }
+.fer-error { background: #fdecea; color: #611a15; border: 1px solid #f5c2bd; }
+.fer-info { background: #e8f0fe; color: #174ea6; }
+.fer-done { color: #555; font-size: 0.9em; padding: 2px 4px; }
+.fer-empty { display: none; }
+.fer-message-title { font-weight: 700; font-size: 1.1em; margin-bottom: 4px; }
+.fer-legend { font-size: 0.9em; line-height: 1.9; }
+.fer-chip { display: inline-block; margin-right: 10px; white-space: nowrap; }
+.fer-swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 4px;
+              vertical-align: middle; }
+#timeline-plot img, #segment-plot img, #audio-plot img, #faces-plot img { max-width: 100%; height: auto; }
+@media (max-width: 500px) { .gradio-container { padding: 4px !important; } }
+"""
 
 
 def header() -> None:
     gr.Markdown(
-        "# Emotion recognition from a talking face\n"
+        f"# {APP_TITLE} from a talking face\n"
         "Upload a short video (or record one with your webcam, with sound). The model listens to the voice and "
-        "looks at the face, and gives the probability of 8 emotions: "
-        f"{', '.join(LABELS)}. The plots show which moments, sounds and parts of the face it relied on."
+        "looks at the face, and gives the probability of 8 emotions over time. The annotated video shows what it "
+        "saw; the plots show which moments, sounds and parts of the face it relied on."
     )
-    if not MODEL_INFO["trained"]:
-        gr.HTML(untrained_banner(MODEL_INFO))
+    banner = app_plots.provenance_banner(PROVENANCE["summary"], PROVENANCE["status"])
+    if banner and not MODEL_INFO["trained"]:
+        banner = banner.replace("</div>", f" To get real predictions, train a model (<code>{TRAIN_COMMAND}</code>) "
+                                          "or start the app with <code>--model &lt;folder or Hub repo id&gt;</code>."
+                                          "</div>")
+    if banner:
+        gr.HTML(banner)
     else:
-        scores = ", ".join(f"{k} {v}" for k, v in MODEL_INFO.get("validation", {}).items())
-        gr.Markdown(f"Model: `{MODEL_INFO['source']}` on {DEVICE}" + (f" (validation: {scores})." if scores else "."))
+        gr.Markdown(f"Model: `{MODEL_INFO['source']}` on {DEVICE}. {PROVENANCE['summary']}.")
 
 
 def input_column():
     video = gr.Video(
-        label="Video clip",
-        sources=["upload", "webcam"],
+        label="Video clip", sources=["upload", "webcam"],
         format=None,  # keep the upload as it is: converting would need an ffmpeg binary
         include_audio=True,  # Gradio drops webcam audio by default; the model needs the voice
         webcam_options=gr.WebcamOptions(mirror=False),  # mirroring is done server-side with ffmpeg
         elem_id="video-input",
     )
-    timeline = gr.Checkbox(
-        label=f"Analyse the whole video as a timeline (one prediction per {CONFIG.clip_seconds:.0f} s window)",
-        value=False, elem_id="timeline-box",
-    )
     button = gr.Button("Analyse emotions", variant="primary", elem_id="analyse-button")
+    first_part = gr.Button(f"Analyse the first part ({SETTINGS.max_seconds:.0f} s)", visible=False,
+                           elem_id="first-part-button")
     gr.Markdown(
         f"Limits: files up to **{SETTINGS.max_upload_mb} MB**, clips up to **{SETTINGS.max_seconds:.0f} s**. "
-        f"Without the timeline, the model looks at the middle {CONFIG.clip_seconds:.0f} s. "
+        f"The model reads {CONFIG.clip_seconds:.0f} s windows, one starting every {SETTINGS.hop_seconds:g} s. "
         f"Requests are handled {SETTINGS.concurrency} at a time; others wait in a queue of "
         f"{SETTINGS.queue_size}. Uploaded clips are deleted from the server within the hour."
     )
     examples = sorted(EXAMPLES.glob("*.mp4")) if EXAMPLES.is_dir() else []
     if examples:
-        timeline_flags = ["timeline" in path.stem for path in examples]
-        gr.Examples(
-            examples=[[str(path), flag] for path, flag in zip(examples, timeline_flags)],
-            inputs=[video, timeline],
-            example_labels=[path.stem.replace("_", " ") + (" (timeline)" if flag else "")
-                            for path, flag in zip(examples, timeline_flags)],
-            label="Example clips (generated from public-domain pictures, synthetic voice)",
-            cache_examples=False,
-        )
-    return video, timeline, button
+        gr.Examples(examples=[[str(path)] for path in examples], inputs=[video],
+                    example_labels=[path.stem.replace("_", " ") for path in examples],
+                    label="Example clips (generated from public-domain pictures, synthetic voice)",
+                    cache_examples=False)
+    return video, button, first_part
 
 
 def output_column():
-    probabilities = gr.Label(
-        num_top_classes=len(LABELS), elem_id="probabilities",
-        label="Emotion probabilities" + ("" if MODEL_INFO["trained"] else " (UNTRAINED MODEL: meaningless)"),
-    )
-    summary = gr.Markdown(label="Summary", elem_id="summary")
+    message = gr.HTML(elem_id="message-box")
+    headline = gr.Markdown(elem_id="summary")
+    gr.HTML(app_plots.legend_html(LABELS))
+    annotated = gr.Video(label="Annotated video", interactive=False, elem_id="annotated-video")
     plot = dict(show_label=False, format="png")  # each figure has its own title
-    with gr.Tab("What it attended to"):
-        segments = gr.Plot(label="Attention over time (classifier segments)", elem_id="segment-plot", **plot)
-        audio = gr.Plot(label="Audio attention", elem_id="audio-plot", **plot)
-        faces = gr.Plot(label="Face patches kept (ROI tokens)", elem_id="faces-plot", **plot)
-    with gr.Tab("Timeline"):
-        timeline = gr.Plot(label="Emotions over time", visible=False, elem_id="timeline-plot", **plot)
-        gr.Markdown("Tick *Analyse the whole video as a timeline* to see the emotions window by window.")
-    with gr.Tab("Numbers (JSON / CSV)"):
-        files = gr.File(label="Download the numbers behind the plots", file_count="multiple", interactive=False,
-                        elem_id="downloads")
-        numbers = gr.JSON(label="Numbers behind the plots", elem_id="numbers")
-    return [probabilities, summary, segments, audio, faces, timeline, numbers, files]
+    with gr.Tabs(selected="over-time"):
+        with gr.Tab("Emotions over time", id="over-time"):
+            timeline = gr.Plot(label="Emotions over time", elem_id="timeline-plot", **plot)
+            gr.Markdown(app_plots.CAPTIONS["timeline"], elem_classes="fer-caption")
+        with gr.Tab("What it attended to", id="attention"):
+            gr.Markdown("The window with the clearest answer.", elem_classes="fer-caption")
+            segments = gr.Plot(label="Attention over the window", elem_id="segment-plot", **plot)
+            gr.Markdown(app_plots.CAPTIONS["segments"], elem_classes="fer-caption")
+            audio = gr.Plot(label="Audio attention", elem_id="audio-plot", **plot)
+            gr.Markdown(app_plots.CAPTIONS["audio"], elem_classes="fer-caption")
+            faces = gr.Plot(label="Face patches", elem_id="faces-plot", **plot)
+            gr.Markdown(app_plots.CAPTIONS["faces"], elem_classes="fer-caption")
+        with gr.Tab("Numbers (JSON / CSV)", id="numbers"):
+            files = gr.File(label="Download the result", file_count="multiple", interactive=False,
+                            elem_id="downloads")
+            numbers = gr.JSON(label="Result", elem_id="numbers")
+    probabilities = gr.Label(num_top_classes=len(LABELS), label="Emotion probabilities (whole clip)",
+                             elem_id="probabilities")
+    return message, headline, probabilities, annotated, timeline, segments, audio, faces, numbers, files
 
 
 def build_demo() -> gr.Blocks:
-    with gr.Blocks(title="Emotion recognition", delete_cache=(600, 3600)) as demo:
+    with gr.Blocks(title=APP_TITLE, delete_cache=(600, 3600)) as demo:
         header()
-        with gr.Row():
-            with gr.Column(scale=2):
-                video, timeline, button = input_column()
-            with gr.Column(scale=3):
-                outputs = output_column()
-        button.click(predict, inputs=[video, timeline], outputs=outputs, api_name="predict")
+        with gr.Tabs():
+            with gr.Tab("Upload or record", id="upload"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=2, min_width=300):
+                        video, button, first_part = input_column()
+                    with gr.Column(scale=3, min_width=300):
+                        outputs = list(output_column())
+            # Live tab (issue 13): `app_live.add_live_tab(...)` is added here by app_live's owner.
+        outputs.append(first_part)
+        headline = outputs[1]
+        busy = dict(fn=lambda: gr.Button(interactive=False), outputs=button, queue=False, api_visibility="private")
+        idle = dict(fn=lambda: gr.Button(interactive=True), outputs=button, queue=False, api_visibility="private")
+        run = dict(inputs=video, outputs=outputs, show_progress="full", show_progress_on=[headline])
+        button.click(**busy).then(predict, api_name="predict", **run).then(**idle)
+        first_part.click(**busy).then(predict_first_part, api_name="predict_first_part", **run).then(**idle)
+        video.stop_recording(fix_recording, inputs=video, outputs=video, show_progress="hidden",
+                             api_visibility="private")
+        api_result = gr.JSON(visible=False, label="result")
+        gr.Button(visible=False).click(analyze, inputs=video, outputs=api_result, api_name="analyze")
     return demo
 
 
 demo = build_demo()
+LAUNCH_OPTIONS = dict(css=CSS, show_error=False)  # `css` is a launch() option in Gradio 6
+
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `docker stop`, `kill`: exit cleanly so atexit runs
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     demo.queue(default_concurrency_limit=SETTINGS.concurrency, max_size=SETTINGS.queue_size).launch(
-        server_name=SETTINGS.host,
-        server_port=SETTINGS.port,
-        max_file_size=f"{SETTINGS.max_upload_mb}mb",
-        show_error=False,
+        server_name=SETTINGS.host, server_port=SETTINGS.port, max_file_size=f"{SETTINGS.max_upload_mb}mb",
+        **LAUNCH_OPTIONS,
     )

@@ -1,11 +1,12 @@
-"""What the app shows: the numbers behind each plot (one JSON-able dict) and the matplotlib figures.
+"""What the app shows, read from the result type (`docs/architecture.md`): headline, captions and figures.
 
-    report = build_report(outputs, clip_info, config, model_info, timeline)   # numbers, JSON-able
-    segment_figure(window), audio_figure(window), faces_figure(window, faces), timeline_figure(report)
-    report_csv(report)                                                         # the same numbers, one row each
+    headline_markdown(result), legend_html(labels)
+    timeline_figure(result)                        # emotions over the clip's real time axis, spans shaded
+    segment_figure(window, labels), audio_figure(window, audio, sr), faces_figure(window, crops)
+    report_csv(result)
 
-Figures are `matplotlib.figure.Figure` objects built without pyplot (no global state, safe across request threads);
-the Agg backend renders them to PNG for the browser.
+Nothing here computes a probability, a label or a time: they come from the result. Figures are
+`matplotlib.figure.Figure` objects built without pyplot (no global state, safe across request threads).
 """
 
 from __future__ import annotations
@@ -19,165 +20,139 @@ matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 
-# One colour per emotion, in class order (neutral, calm, happy, sad, angry, fearful, disgust, surprised).
-EMOTION_COLOURS = ("#9e9e9e", "#80cbc4", "#fdd835", "#42a5f5", "#e53935", "#8e24aa", "#6d8b3a", "#fb8c00")
-MAX_FACE_TILES = 8
+from app_render import EMOTION_COLOURS  # noqa: E402
+
+MAX_FACE_TILES = 4
 FACE_TILE_PX = 160  # face crops are shown at this side, whatever the model's crop size (32 px for `tiny`)
-MEL_HOP_SECONDS = 0.01  # the mel features have a 10 ms hop; the audio encoder subsamples them
+SPAN_STYLES = {  # shaded spans of the timeline: colour and the words of the legend
+    "left_out": ("#616161", "left out (no usable audio or face)"),
+    "no_face": ("#e53935", "no face used"),
+    "no_speech": ("#1e88e5", "no speech used"),
+}
+CAPTIONS = {
+    "timeline": "Each line is one emotion's probability over the clip, from the window centred nearest that "
+                "moment (3 s windows, one every second). Shaded: where no face or no speech was used, or nothing.",
+    "segments": "How much the classifier relied on each part of the window, relative to an even split "
+                "(1 = even). The colour is that part's own most likely emotion.",
+    "audio": "The sound of the window (spectrogram) with where the model listened (white line: attention per "
+             "80 ms audio frame).",
+    "faces": "The face at the moments the classifier relied on most, with the patches the model weighed most "
+             "(bright = more important; patches it dropped are dark).",
+}
 
 
-def _colour(label_index: int) -> str:
-    return EMOTION_COLOURS[label_index % len(EMOTION_COLOURS)]
+def colour(labels: list[str], label: str) -> str:
+    return EMOTION_COLOURS[labels.index(label) % len(EMOTION_COLOURS)]
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Numbers
-def build_report(outputs: dict, clip_info: list[dict], config, model_info: dict, timeline: bool) -> dict:
-    """Turn the model outputs of all windows of one clip into plain numbers.
-
-    Args:
-        outputs: numpy arrays by output name, one row per window (`logits`, `segment_logits`, `segment_attention`,
-            `segment_mask`, `audio_segment_attention`, `audio_frame_mask`, `roi_indices`, `roi_patch_scores`,
-            `modalities_used`); the optional ones may be None.
-        clip_info: the processor's per-window dicts (window bounds, reasons, face boxes, frame times).
-        config: the model's `FERConfig` (labels, segment bounds, audio subsampling).
-        model_info: where the model came from (`source`, `preset`, `trained`), copied into the report.
-        timeline: whether the clip was analysed window by window.
-    """
-    labels = [config.id2label[i] for i in range(len(config.id2label))]
-    logits = outputs["logits"].astype(np.float64)
-    probs = np.exp(logits - logits.max(-1, keepdims=True))
-    probs /= probs.sum(-1, keepdims=True)  # (W, C)
-    frame_s = MEL_HOP_SECONDS * getattr(config.audio_config, "subsampling_factor", 8)
-    windows = [
-        _window_report(w, probs[w], outputs, info, config, labels, frame_s) for w, info in enumerate(clip_info)
-    ]
-    mean = probs.mean(0)
-    order = np.argsort(-mean)
-    audio_n = sum(w["audio"]["used"] for w in windows)
-    video_n = sum(w["video"]["used"] for w in windows)
-    return {
-        "model": dict(model_info),
-        "clip": {
-            "duration_s": float(clip_info[0]["duration_s"]),
-            "timeline": bool(timeline),
-            "window_seconds": float(config.clip_seconds),
-            "num_windows": len(windows),
-        },
-        "probabilities": {labels[i]: float(mean[i]) for i in order},
-        "top_label": labels[int(order[0])],
-        "modalities": {"audio_windows": audio_n, "video_windows": video_n, "summary": modality_summary(windows)},
-        "windows": windows,
-    }
+# Words
+def _pct(p: float) -> str:
+    return f"{100 * p:.0f} %"
 
 
-def _window_report(w, probs, outputs, info, config, labels, frame_s) -> dict:
-    audio_used, video_used = (bool(v) for v in outputs["modalities_used"][w])
-    start = float(info["window_start_s"])
-    seg_weights = outputs["segment_attention"][w]
-    seg_mask = outputs["segment_mask"][w]
-    seg_labels = outputs["segment_logits"][w].argmax(-1)
-    segments = [
-        {
-            "start_s": round(start + a, 4),
-            "end_s": round(start + b, 4),
-            "weight": float(seg_weights[s]),
-            "emotion": labels[int(seg_labels[s])],
-            "has_input": bool(seg_mask[s]),
-        }
-        for s, (a, b) in enumerate(config.segment_bounds_seconds())
-    ]
-    audio_attention = None
-    if audio_used and outputs.get("audio_segment_attention") is not None:
-        per_frame = (seg_weights[:, None] * outputs["audio_segment_attention"][w]).sum(0)  # (L,)
-        valid = np.asarray(outputs["audio_frame_mask"][w], bool)
-        frames = np.nonzero(valid)[0]
-        audio_attention = {
-            "frame_seconds": frame_s,
-            "times_s": [round(start + (int(k) + 0.5) * frame_s, 4) for k in frames],
-            "weights": [float(per_frame[k]) for k in frames],
-        }
-    faces = []
-    if video_used and outputs.get("roi_indices") is not None:
-        indices, scores = outputs["roi_indices"][w], outputs["roi_patch_scores"][w]
-        times = info.get("frame_times_s") or [start + t for t in config.frame_times_seconds()]
-        for t in range(indices.shape[0]):
-            if indices[t, 0] < 0:
-                continue  # frame not encoded (outside the clip or no face)
-            faces.append({
-                "frame": t,
-                "time_s": round(float(times[t]), 4),
-                "face_box": info["face_boxes"][t] if info.get("face_boxes") else None,
-                "kept_patches": [int(i) for i in indices[t] if i >= 0],
-                "kept_scores": [round(float(scores[t, i]), 6) for i in indices[t] if i >= 0],
-            })
-    return {
-        "index": w,
-        "start_s": round(start, 4),
-        "end_s": round(float(info["window_end_s"]), 4),
-        "probabilities": {labels[i]: float(probs[i]) for i in range(len(labels))},
-        "top_label": labels[int(np.argmax(probs))],
-        "audio": {"used": audio_used, "reason": "ok" if audio_used else _reason(info.get("audio_reason"))},
-        "video": {"used": video_used, "reason": "ok" if video_used else _reason(info.get("video_reason"))},
-        "segments": segments,
-        "audio_attention": audio_attention,
-        "faces": faces,
-        "patch_grid": config.vision_config.image_size // config.vision_config.patch_size,
-    }
+def headline_markdown(result: dict, done: int | None = None, total: int | None = None) -> str:
+    """The answer in words: the emotion, or "no clear emotion" with the top candidates below the margin."""
+    probs = result.get("probabilities") or {}
+    if not probs:
+        return "### Analysing…" + (f" {done} of {total} windows" if total else "")
+    ranked = sorted(probs, key=probs.get, reverse=True)
+    margin = float(result.get("confidence_margin", 0.0))
+    n = len(result.get("windows", []))
+    whole = f"over {n} window{'s' if n != 1 else ''} ({result.get('aggregation', 'aggregate')})"
+    if result.get("confident") and result.get("top_label"):
+        top = result["top_label"]
+        lines = [f"## {top} <small>{_pct(probs[top])}</small>",
+                 f"Whole-clip answer {whole}; next: {ranked[1]} {_pct(probs[ranked[1]])}."]
+    else:
+        gap = probs[ranked[0]] - probs[ranked[1]]
+        candidates = ", ".join(f"{label} {_pct(probs[label])}" for label in ranked[:3])
+        lines = ["## No clear emotion",
+                 f"Top candidates: {candidates}. The first two differ by {_pct(gap)}, less than the "
+                 f"{_pct(margin)} margin the app asks for before naming one. Whole-clip answer {whole}."]
+    if total and done is not None and done < total:
+        lines.append(f"*Still analysing: {done} of {total} windows done.*")
+    lines.append(modality_summary(result))
+    skipped = result.get("skipped_windows") or []
+    if skipped:
+        spans = ", ".join(f"{w['start_s']:.1f}–{w['end_s']:.1f} s" for w in skipped)
+        lines.append(f"Left out (neither usable audio nor a face): {spans}.")
+    return "\n\n".join(lines)
 
 
-def _reason(text) -> str:
-    return "not usable" if not text or text == "ok" else str(text)
-
-
-def modality_summary(windows: list[dict]) -> str:
-    """One sentence a person understands, e.g. "Audio only: no face found in any of 16 frames"."""
+def modality_summary(result: dict) -> str:
+    """One sentence a person understands, e.g. "Audio only: no face found in any of 8 frames"."""
+    windows = result.get("windows") or []
+    if not windows:
+        return ""
     n = len(windows)
-    audio_n = sum(w["audio"]["used"] for w in windows)
-    video_n = sum(w["video"]["used"] for w in windows)
-    if n == 1:
-        w = windows[0]
-        if audio_n and video_n:
-            return "Audio and face both used."
-        if audio_n:
-            return f"Audio only: {w['video']['reason']}."
-        return f"Face only: {w['audio']['reason']}."
-    parts = [f"audio used in {audio_n} of {n} windows", f"face used in {video_n} of {n} windows"]
-    reasons = sorted({w["video"]["reason"] for w in windows if not w["video"]["used"]}
-                     | {w["audio"]["reason"] for w in windows if not w["audio"]["used"]})
-    text = "; ".join(parts).capitalize()
-    return text + (f" (not used where: {'; '.join(reasons)})." if reasons else ".")
+    audio_n = sum(bool(w["modalities"]["audio"]) for w in windows)
+    video_n = sum(bool(w["modalities"]["video"]) for w in windows)
+    if audio_n == n and video_n == n:
+        return "Voice and face both used" + (" in every window." if n > 1 else ".")
+    if video_n == 0:
+        return f"Voice only: {windows[0]['modalities']['video_reason']}."
+    if audio_n == 0:
+        return f"Face only: {windows[0]['modalities']['audio_reason']}."
+    return f"Voice used in {audio_n} of {n} windows, face in {video_n} of {n}."
 
 
-def focus_window(report: dict) -> int:
-    """The window the detail plots show: the only one, or the most confident one of a timeline."""
-    windows = report["windows"]
-    return max(range(len(windows)), key=lambda i: max(windows[i]["probabilities"].values()))
+def legend_html(labels: list[str]) -> str:
+    chips = "".join(
+        f'<span class="fer-chip"><span class="fer-swatch" style="background:{colour(labels, label)}"></span>'
+        f"{label}</span>" for label in labels)
+    return f'<div id="emotion-legend" class="fer-legend">Colours: {chips}</div>'
 
 
-def report_csv(report: dict) -> str:
-    """The numbers of `report` in long format: one row per (window, quantity, time, name)."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["table", "window", "window_start_s", "window_end_s", "time_s", "name", "value"])
-    for name, p in report["probabilities"].items():
-        writer.writerow(["clip_probability", "", "", "", "", name, f"{p:.6f}"])
-    for w in report["windows"]:
-        base = [w["index"], w["start_s"], w["end_s"]]
-        centre = round((w["start_s"] + w["end_s"]) / 2, 4)
-        for name, p in w["probabilities"].items():
-            writer.writerow(["window_probability", *base, centre, name, f"{p:.6f}"])
-        for s in w["segments"]:
-            mid = round((s["start_s"] + s["end_s"]) / 2, 4)
-            writer.writerow(["segment_attention", *base, mid, s["emotion"], f"{s['weight']:.6f}"])
-        if w["audio_attention"]:
-            for t, v in zip(w["audio_attention"]["times_s"], w["audio_attention"]["weights"]):
-                writer.writerow(["audio_attention", *base, t, "", f"{v:.6f}"])
-        for f in w["faces"]:
-            for patch, score in zip(f["kept_patches"], f["kept_scores"]):
-                writer.writerow(["roi_kept_patch", *base, f["time_s"], patch, f"{score:.6f}"])
-    return out.getvalue()
+def provenance_banner(summary: str, status: str) -> str:
+    """Red for an untrained model, amber for a smoke-test (synthetic) one; empty for a trained model."""
+    if status == "trained" and "synthetic" not in summary:
+        return ""
+    background = "#b71c1c" if status != "trained" else "#e65100"
+    return (f'<div id="untrained-banner" class="fer-banner" style="background:{background}">'
+            f"<b>⚠️ {summary[:1].upper()}{summary[1:]}</b></div>")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Time spans
+def owned_spans(result: dict) -> list[dict]:
+    """Each window (classified or left out) with the span of the clip it speaks for: the moments nearer to its
+    centre than to any other window's, inside its bounds. Together they cover 0 .. the clip end."""
+    items = [dict(w, left_out=False) for w in result.get("windows", [])]
+    items += [dict(w, left_out=True) for w in result.get("skipped_windows", [])]
+    items.sort(key=lambda w: (w["start_s"] + w["end_s"]) / 2)
+    centres = [(w["start_s"] + w["end_s"]) / 2 for w in items]
+    end = float(result.get("duration_s") or (items[-1]["end_s"] if items else 0.0))
+    spans = []
+    for i, w in enumerate(items):
+        a = 0.0 if i == 0 else max(w["start_s"], (centres[i - 1] + centres[i]) / 2)
+        b = end if i == len(items) - 1 else min(w["end_s"], (centres[i] + centres[i + 1]) / 2)
+        spans.append({"window": w, "from_s": a, "to_s": max(a, min(b, end))})
+    return spans
+
+
+def _merged(spans: list[dict], kind: str) -> list[tuple[float, float]]:
+    def marked(w):
+        if kind == "left_out":
+            return w["left_out"]
+        key = "video" if kind == "no_face" else "audio"
+        return not w["left_out"] and not w["modalities"][key]
+
+    runs: list[list[float]] = []
+    for s in spans:
+        if marked(s["window"]):
+            if runs and abs(runs[-1][1] - s["from_s"]) < 1e-6:
+                runs[-1][1] = s["to_s"]
+            else:
+                runs.append([s["from_s"], s["to_s"]])
+    return [tuple(r) for r in runs]
+
+
+def shaded_spans(result: dict) -> dict[str, list[tuple[float, float]]]:
+    spans = owned_spans(result)
+    return {kind: _merged(spans, kind) for kind in SPAN_STYLES}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -186,7 +161,7 @@ def _figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
-def message_figure(text: str, width: float = 7.0, height: float = 1.6) -> Figure:
+def message_figure(text: str, width: float = 7.0, height: float = 1.4) -> Figure:
     """A small figure that says why a plot is empty (e.g. no audio used)."""
     fig = _figure(width, height)
     ax = fig.add_subplot()
@@ -195,121 +170,179 @@ def message_figure(text: str, width: float = 7.0, height: float = 1.6) -> Figure
     return fig
 
 
+def timeline_figure(result: dict) -> Figure:
+    """One line per emotion over 0 .. the clip end (each window speaks for the span nearest its centre), with the
+    spans without a face, without speech, or left out shaded and named in the legend."""
+    labels = result["labels"]
+    end = float(result["duration_s"])
+    spans = owned_spans(result)
+    fig = _figure(7.5, 3.4)
+    ax = fig.add_subplot()
+    handles = []
+    for kind, runs in shaded_spans(result).items():
+        tint, words = SPAN_STYLES[kind]
+        for a, b in runs:
+            ax.axvspan(a, b, color=tint, alpha=0.18 if kind != "left_out" else 0.35, linewidth=0)
+            if b - a >= 0.08 * end:
+                ax.text((a + b) / 2, 0.985, words.split(" (")[0], ha="center", va="top", fontsize=8, color=tint,
+                        transform=ax.get_xaxis_transform())
+        if runs:
+            handles.append(Patch(color=tint, alpha=0.35, label=words))
+    classified = [s for s in spans if not s["window"]["left_out"]]
+    for label in labels:
+        xs, ys = [], []
+        for s in classified:
+            p = s["window"]["probabilities"][label]
+            xs += [s["from_s"], s["to_s"], np.nan]
+            ys += [p, p, np.nan]
+        ax.plot(xs, ys, color=colour(labels, label), linewidth=2, label=label)
+    lines = ax.get_lines()
+    ax.set_xlim(0, end)
+    top = max([s["window"]["probabilities"][lb] for s in classified for lb in labels] + [0.05])
+    ax.set_ylim(0, min(1.0, top * 1.25 + 0.02))
+    ax.set_xlabel("time in the clip (s)")
+    ax.set_ylabel("probability")
+    ax.grid(alpha=0.25)
+    ax.set_title(f"Emotions over time ({len(classified)} windows over {end:.1f} s)", fontsize=10)
+    ax.legend(handles=list(lines) + handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8,
+              frameon=False)
+    return fig
+
+
 def segment_figure(window: dict, labels: list[str]) -> Figure:
-    """The classifier's attention over the window's segments, on the clip's time axis, labelled with each
-    segment's own prediction (argmax of its logits)."""
-    fig = _figure(7.0, 3.0)
+    """The classifier's attention over the window's segments relative to an even split, coloured by each
+    segment's own most likely emotion."""
+    segments = window["segments"]
+    n = len(segments)
+    fig = _figure(7.0, 2.8)
     ax = fig.add_subplot()
-    for s in window["segments"]:
+    relative = [s["attention"] * n for s in segments]
+    used = set()
+    for s, value in zip(segments, relative):
+        best = max(s["probabilities"], key=s["probabilities"].get)
+        used.add(best)
         width = s["end_s"] - s["start_s"]
-        colour = _colour(labels.index(s["emotion"])) if s["has_input"] else "#eeeeee"
-        ax.bar(s["start_s"], s["weight"], width=width * 0.94, align="edge", color=colour, edgecolor="#555555",
-               linewidth=0.6)
-        text = s["emotion"] if s["has_input"] else "no input"
-        ax.text(s["start_s"] + width / 2, s["weight"], text, ha="center", va="bottom", rotation=60, fontsize=8)
-    top = max([s["weight"] for s in window["segments"]] + [1e-6])
-    ax.set_ylim(0, top * 1.6)
+        ax.bar(s["start_s"], value, width=width * 0.92, align="edge", color=colour(labels, best),
+               edgecolor="#555555", linewidth=0.6)
+    ax.axhline(1.0, color="#333333", linewidth=0.8, linestyle="--")
+    low, high = min(relative + [1.0]), max(relative + [1.0])
+    pad = max(0.05, 0.25 * (high - low))
+    ax.set_ylim(max(0.0, low - pad), high + pad)
     ax.set_xlim(window["start_s"], window["end_s"])
     ax.set_xlabel("time in the clip (s)")
-    ax.set_ylabel("attention weight")
-    ax.set_title(f"Which parts of {window['start_s']:.1f}–{window['end_s']:.1f} s the classifier relied on "
-                 "(label = that segment's own prediction)", fontsize=10)
-    ax.grid(axis="y", alpha=0.3)
+    ax.set_ylabel("attention (1 = even)")
+    ax.set_title(f"What the classifier relied on, {window['start_s']:.1f}–{window['end_s']:.1f} s", fontsize=10)
+    ax.legend(handles=[Patch(color=colour(labels, lb), label=lb) for lb in labels if lb in used], fontsize=8,
+              loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     return fig
 
 
-def audio_figure(window: dict) -> Figure:
-    """Audio attention per 80 ms encoder frame (segment attention x within-segment audio attention)."""
-    att = window["audio_attention"]
-    if not att:
-        return message_figure(f"No audio used in this window: {window['audio']['reason']}.")
-    fig = _figure(7.0, 2.6)
+def _spectrogram(audio: np.ndarray, sr: int, n_fft: int = 400, hop: int = 160) -> np.ndarray:
+    """Log power `(freq, time)` of a Hann-windowed STFT (25 ms windows, 10 ms hop at 16 kHz)."""
+    if audio.size < n_fft:
+        audio = np.pad(audio, (0, n_fft - audio.size))
+    frames = np.lib.stride_tricks.sliding_window_view(audio, n_fft)[::hop] * np.hanning(n_fft)
+    power = np.abs(np.fft.rfft(frames, axis=-1)) ** 2
+    return 10 * np.log10(power.T + 1e-10)
+
+
+def audio_figure(window: dict, audio: np.ndarray | None, sampling_rate: int, frame_s: float) -> Figure:
+    """The window's spectrogram with the audio attention (per encoder frame) drawn over it."""
+    att = window.get("audio_attention")
+    if not att or audio is None or audio.size == 0:
+        return message_figure(f"No voice used in this window: {window['modalities']['audio_reason']}.")
+    start = float(window["start_s"])
+    spec = _spectrogram(np.asarray(audio, np.float32), sampling_rate)
+    fig = _figure(7.0, 2.8)
     ax = fig.add_subplot()
-    times, weights = np.asarray(att["times_s"]), np.asarray(att["weights"])
-    ax.fill_between(times, weights, step="mid", alpha=0.35, color="#1e88e5")
-    ax.step(times, weights, where="mid", color="#1565c0", linewidth=1.2)
-    for s in window["segments"][1:]:
-        ax.axvline(s["start_s"], color="#bbbbbb", linewidth=0.6, linestyle="--")
-    ax.set_xlim(window["start_s"], window["end_s"])
-    ax.set_ylim(0, max(float(weights.max()), 1e-6) * 1.15)
+    seconds = audio.size / sampling_rate
+    vmax = float(spec.max())
+    ax.imshow(spec, origin="lower", aspect="auto", cmap="magma", vmin=vmax - 70, vmax=vmax,
+              extent=(start, start + seconds, 0, sampling_rate / 2000))
+    ax.set_ylabel("frequency (kHz)")
     ax.set_xlabel("time in the clip (s)")
-    ax.set_ylabel("weight")
-    ax.set_title(f"Where the model listened ({att['frame_seconds'] * 1000:.0f} ms audio frames; dashed lines = "
-                 "segment borders)", fontsize=10)
+    weights = np.asarray(att, np.float32)
+    times = start + (np.arange(weights.size) + 0.5) * frame_s
+    twin = ax.twinx()
+    twin.step(times, weights, where="mid", color="white", linewidth=1.6)
+    twin.set_ylim(0, max(float(weights.max()), 1e-6) * 1.15)
+    twin.set_ylabel("attention")
+    ax.set_xlim(start, window["end_s"])
+    ax.set_title("Where the model listened", fontsize=10)
     return fig
 
 
-def faces_figure(window: dict, face_frames: np.ndarray | None) -> Figure:
-    """Up to 8 face crops with the importance of the patches the model kept (ROI tokens) as a heat map.
+def _frame_attention(window: dict) -> list[float]:
+    """For each sampled frame, the classifier attention of the segment it lies in."""
+    out = []
+    for frame in window["frames"]:
+        t = frame["time_s"]
+        inside = [s["attention"] for s in window["segments"] if s["start_s"] <= t < s["end_s"]]
+        out.append(max(inside) if inside else 0.0)
+    return out
 
-    `face_frames` is the processor's uint8 `(T, S, S, 3)`; crops of any size (also 32 px) are shown at 160 px.
-    """
-    faces = window["faces"]
-    if face_frames is None or not faces:
-        return message_figure(f"No face used in this window: {window['video']['reason']}.")
+
+def faces_figure(window: dict, crops: list, labels: list[str] | None = None) -> Figure:
+    """Up to 4 face crops where the classifier's attention is highest, with the ROI patch scores as a heat map."""
     import cv2
 
-    picks = np.linspace(0, len(faces) - 1, min(MAX_FACE_TILES, len(faces))).round().astype(int)
-    grid = window["patch_grid"]
-    cols = min(4, len(picks))
-    rows = int(np.ceil(len(picks) / cols))
-    fig = _figure(1.9 * cols + 0.8, 2.1 * rows + 0.5)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
+    roi = window.get("roi") or {}
+    scores = roi.get("patch_scores") or []
+    attention = _frame_attention(window)
+    candidates = [k for k, c in enumerate(crops) if c is not None and k < len(scores)]
+    if not candidates:
+        return message_figure(f"No face used in this window: {window['modalities']['video_reason']}.")
+    picks = sorted(sorted(candidates, key=lambda k: -attention[k])[:MAX_FACE_TILES])
+    fig = _figure(1.8 * len(picks) + 0.9, 2.4)
+    axes = fig.subplots(1, len(picks), squeeze=False)[0]
     image = None
-    for ax, i in zip(axes.flat, picks):
-        face = faces[int(i)]
-        crop = cv2.resize(face_frames[face["frame"]], (FACE_TILE_PX, FACE_TILE_PX), interpolation=cv2.INTER_CUBIC)
-        kept = np.zeros(grid * grid, bool)
-        kept[face["kept_patches"]] = True
-        values = np.asarray(face["kept_scores"], np.float32)
-        span = float(values.max() - values.min()) if values.size else 0.0
-        scores = np.zeros(grid * grid, np.float32)
-        scores[face["kept_patches"]] = (values - (values.min() if values.size else 0.0)) / (span if span > 0 else 1.0)
-        heat = np.ma.masked_where(~kept, scores).reshape(grid, grid)  # dropped patches: no colour
-        dim = np.where(kept, 0.0, 0.45).reshape(grid, grid)  # and a grey veil over them
+    for ax, k in zip(axes, picks):
+        ax.axis("off")
+        crop = cv2.resize(crops[k], (FACE_TILE_PX, FACE_TILE_PX), interpolation=cv2.INTER_CUBIC)
+        values = np.asarray(scores[k], np.float32)
+        grid = int(round(values.size ** 0.5))
+        kept = np.zeros(values.size, bool)
+        kept[[i for i in (roi.get("top_patches") or [[]] * len(scores))[k] if 0 <= i < values.size]] = True
+        kept = kept if kept.any() else np.ones(values.size, bool)
+        lo, hi = float(values[kept].min()), float(values[kept].max())
+        heat = np.ma.masked_where(~kept, (values - lo) / (hi - lo if hi > lo else 1.0)).reshape(grid, grid)
         ax.imshow(crop, extent=(0, 1, 1, 0))
-        ax.imshow(np.zeros((grid, grid)), cmap="gray", alpha=dim, extent=(0, 1, 1, 0), interpolation="nearest")
+        ax.imshow(np.zeros((grid, grid)), cmap="gray", alpha=np.where(kept, 0.0, 0.5).reshape(grid, grid),
+                  extent=(0, 1, 1, 0), interpolation="nearest")
         image = ax.imshow(heat, cmap="inferno", alpha=0.5, vmin=0, vmax=1, extent=(0, 1, 1, 0),
                           interpolation="nearest")
-        ax.set_title(f"{face['time_s']:.2f} s", fontsize=9)
+        ax.set_title(f"{window['frames'][k]['time_s']:.2f} s · ×{attention[k] * len(window['segments']):.2f}",
+                     fontsize=8)
     if image is not None:
-        fig.colorbar(image, ax=axes, shrink=0.7, label="patch importance (kept patches)")
-    fig.suptitle(f"Face patches the model kept ({len(faces[0]['kept_patches'])} of {grid * grid} per frame); "
-                 "greyed = dropped", fontsize=10)
-    return fig
-
-
-def timeline_figure(report: dict) -> Figure:
-    """Stacked probabilities of each emotion against the centre time of each window."""
-    windows = report["windows"]
-    labels = list(windows[0]["probabilities"])
-    centres = np.array([(w["start_s"] + w["end_s"]) / 2 for w in windows])
-    probs = np.array([[w["probabilities"][label] for label in labels] for w in windows]).T  # (C, W)
-    fig = _figure(7.0, 3.2)
-    ax = fig.add_subplot()
-    ax.stackplot(centres, probs, labels=labels, colors=[_colour(i) for i in range(len(labels))], alpha=0.9)
-    ax.set_xlim(centres.min(), centres.max())
-    ax.set_ylim(0, 1)
-    ax.set_xlabel("time in the clip (s), centre of each window")
-    ax.set_ylabel("probability")
-    ax.set_title(f"Emotions over time ({len(windows)} windows of {report['clip']['window_seconds']:.0f} s)",
+        fig.colorbar(image, ax=list(axes), shrink=0.8, label="patch importance")
+    kept_n = len((roi.get("top_patches") or [[]])[picks[0]])
+    fig.suptitle(f"Face at the most relied-on moments ({kept_n} of {grid * grid} patches kept per frame)",
                  fontsize=10)
-    handles, names = ax.get_legend_handles_labels()
-    ax.legend(handles[::-1], names[::-1], loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8,
-              frameon=False)  # top-to-bottom in the order of the stack
     return fig
 
 
-__all__ = [
-    "build_report",
-    "modality_summary",
-    "focus_window",
-    "report_csv",
-    "message_figure",
-    "segment_figure",
-    "audio_figure",
-    "faces_figure",
-    "timeline_figure",
-]
+# ----------------------------------------------------------------------------------------------------------------
+def report_csv(result: dict) -> str:
+    """The numbers of `result` in long format: one row per (window, quantity, time, name)."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["table", "window", "window_start_s", "window_end_s", "time_s", "name", "value"])
+    for name, p in (result.get("probabilities") or {}).items():
+        writer.writerow(["clip_probability", "", "", "", "", name, f"{p:.6f}"])
+    for w in result.get("windows", []):
+        base = [w["index"], w["start_s"], w["end_s"]]
+        centre = round((w["start_s"] + w["end_s"]) / 2, 4)
+        for name, p in w["probabilities"].items():
+            writer.writerow(["window_probability", *base, centre, name, f"{p:.6f}"])
+        for s in w["segments"]:
+            mid = round((s["start_s"] + s["end_s"]) / 2, 4)
+            writer.writerow(["segment_attention", *base, mid, "", f"{s['attention']:.6f}"])
+        for f in w["frames"]:
+            writer.writerow(["face_found", *base, f["time_s"], "", int(bool(f["face_found"]))])
+    for w in result.get("skipped_windows", []):
+        writer.writerow(["left_out", w["index"], w["start_s"], w["end_s"], "", w.get("video_reason", ""), ""])
+    return out.getvalue()
+
+
+__all__ = ["CAPTIONS", "audio_figure", "faces_figure", "headline_markdown", "legend_html", "modality_summary",
+           "owned_spans", "provenance_banner", "report_csv", "segment_figure", "shaded_spans", "timeline_figure"]

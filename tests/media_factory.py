@@ -113,6 +113,7 @@ def make_clip(
     vfr: bool = False,
     face_image: np.ndarray | None = None,
     face_box: tuple | None = None,
+    face_spans: list[tuple[float, float]] | None = None,
     background: str = "gradient",
     video: bool = True,
     faststart: bool = False,
@@ -131,6 +132,8 @@ def make_clip(
         vfr: irregular frame intervals (20-70 ms) instead of `1 / fps`; timestamps in ms.
         face_image: uint8 RGB image pasted into every frame at `face_box` (x0, y0, x1, y1), resized to fit;
             without `face_box` it is centred, 60 % of the frame height.
+        face_spans: `[(start_s, end_s), ...]`: paste the face only in frames whose time lies in one of them
+            (None: in every frame); e.g. a person who leaves the frame.
         background: "gradient", "plain" or "noise" (static random noise).
         video: False writes an audio-only file.
         faststart: mp4 with the index (moov) at the front, so a truncated copy still opens.
@@ -187,7 +190,7 @@ def make_clip(
         block = _index_block(w)
         for i, t in enumerate(frame_times):
             img = base.copy()
-            if paste is not None:
+            if paste is not None and (face_spans is None or any(a <= t < b for a, b in face_spans)):
                 img[y0:y1, x0:x1] = paste
             bar_x = int((i * 7) % max(1, w - 16))
             img[h - 12: h - 4, bar_x: bar_x + 16] = (255, 0, 0)

@@ -79,7 +79,7 @@ def start_app(folder: Path):
     app = importlib.import_module("app")
     app.demo.queue(default_concurrency_limit=2, max_size=16).launch(
         server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, max_file_size="5mb",
-        quiet=True, show_error=False,
+        quiet=True, **app.LAUNCH_OPTIONS,
     )
     atexit.register(app.demo.close)
     _SERVER.update(app=app, url=app.demo.local_url)
@@ -114,77 +114,89 @@ def write_app_clips(folder: Path) -> dict:
     }
 
 
-def _predict(client, path, timeline=False):
-    return client.predict(gradio_client.handle_file(path), timeline, api_name="/predict")
+OUTPUTS = ("message", "headline", "probabilities", "annotated", "timeline", "segments", "audio", "faces", "result",
+           "files")  # the UI's "Analyse the first part" button is an output too, but buttons are not in the API
+RESULT_KEYS = {"schema_version", "source", "duration_s", "labels", "probabilities", "aggregation", "top_label",
+               "confident", "confidence_margin", "windows", "skipped_windows", "tracks", "person", "model"}
+WINDOW_KEYS = {"index", "start_s", "end_s", "probabilities", "top_label", "confident", "modalities", "segments",
+               "frames", "audio_attention"}
+
+
+def _predict(client, path) -> dict:
+    """The UI endpoint's final outputs by name."""
+    return dict(zip(OUTPUTS, client.predict(gradio_client.handle_file(path), api_name="/predict")))
+
+
+def _analyze(client, path) -> dict:
+    return client.predict(gradio_client.handle_file(path), api_name="/analyze")
 
 
 def _check_probabilities(probs: dict):
     assert sorted(probs) == sorted(LABELS)
-    assert math.isclose(sum(probs.values()), 1.0, abs_tol=1e-5)
+    assert math.isclose(sum(probs.values()), 1.0, abs_tol=1e-4)
     assert all(0.0 <= p <= 1.0 for p in probs.values())
 
 
+def _video_duration(path) -> float:
+    import av
+
+    with av.open(str(path)) as container:
+        return container.duration / 1e6
+
+
 # ----------------------------------------------------------------------------------------------------------------
-def test_predict_is_a_named_api(client):
-    api = client.view_api(return_format="dict", print_info=False)
-    assert "/predict" in api["named_endpoints"]
-    assert [p["label"] for p in api["named_endpoints"]["/predict"]["parameters"]][0] == "Video clip"
+def test_endpoints_have_stable_names(client):
+    api = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    assert {"/predict", "/analyze", "/predict_first_part"} <= set(api)
+    assert [p["label"] for p in api["/analyze"]["parameters"]] == ["Video clip"]
+    (returned,) = api["/analyze"]["returns"]
+    assert returned["label"] == "result"  # names never depend on label text or on the model's state
+    labels = [r["label"] for r in api["/predict"]["returns"]]
+    assert not any("untrained" in str(label).lower() for label in labels)
 
 
-def test_upload_gives_probabilities_and_plot_data(client, clips):
-    label, summary, segments, audio, faces, timeline, report, files = _predict(client, clips["face"])
-    confidences = {c["label"]: c["confidence"] for c in label["confidences"]}
-    _check_probabilities(confidences)
-    _check_probabilities(report["probabilities"])
-    assert label["label"] == report["top_label"] == max(confidences, key=confidences.get)
-    assert "Audio and face both used" in summary
-    for plot in (segments, audio, faces):
-        assert plot["type"] == "matplotlib" and plot["plot"].startswith("data:image/png;base64,")
-    assert timeline["visible"] is False  # one window: no timeline
-
-    (window,) = report["windows"]
-    assert window["audio"]["used"] and window["video"]["used"]
-    assert window["end_s"] - window["start_s"] == pytest.approx(3.0)
-    segs = window["segments"]
-    assert len(segs) == 8 and sum(s["weight"] for s in segs) == pytest.approx(1.0, abs=1e-4)
-    assert all(s["emotion"] in LABELS for s in segs)
-    assert segs[0]["start_s"] == window["start_s"] and segs[-1]["end_s"] == pytest.approx(window["end_s"])
-    att = window["audio_attention"]
-    assert att["frame_seconds"] == pytest.approx(0.08)
-    assert len(att["times_s"]) == len(att["weights"]) > 30
-    assert all(window["start_s"] < t <= window["end_s"] + 1e-6 for t in att["times_s"])
-    assert sum(att["weights"]) == pytest.approx(1.0, abs=1e-3)  # segment weights x within-segment weights
-    assert len(window["faces"]) == 8  # every frame of the tiny model's 8 has the face
-    assert all(len(f["kept_patches"]) == len(f["kept_scores"]) == 8 for f in window["faces"])  # roi_top_k
-    assert all(0 <= p < window["patch_grid"] ** 2 for f in window["faces"] for p in f["kept_patches"])
-
-
-def test_downloads_hold_the_same_numbers(client, clips):
-    *_, report, files = _predict(client, clips["face"])
-    by_suffix = {Path(f).suffix: f for f in files}
-    assert set(by_suffix) == {".json", ".csv"}
-    fetch = lambda path: Path(path).read_text()  # the client downloaded them
-    assert json.loads(fetch(by_suffix[".json"]))["probabilities"] == report["probabilities"]
-    rows = list(csv.DictReader(io.StringIO(fetch(by_suffix[".csv"]))))
-    clip_rows = {r["name"]: float(r["value"]) for r in rows if r["table"] == "clip_probability"}
-    assert clip_rows == pytest.approx(report["probabilities"], abs=1e-6)
-    tables = {r["table"] for r in rows}
-    assert {"window_probability", "segment_attention", "audio_attention", "roi_kept_patch"} <= tables
-
-
-def test_timeline_gives_one_prediction_per_window(client, clips):
-    label, summary, *_, timeline, report, _files = _predict(client, clips["long"], timeline=True)
-    bounds = [(w["start_s"], w["end_s"]) for w in report["windows"]]
-    assert bounds == [(0.0, 3.0), (3.0, 6.0), (4.0, 7.0)]  # 3 s windows; the last one ends at the clip end
-    assert timeline["visible"] is True and timeline["value"]["plot"].startswith("data:image/png;base64,")
-    for w in report["windows"]:
+def test_data_api_returns_the_result_as_json_only(client, tmp_path):
+    face = dict(face_image=astronaut_face(), face_box=(90, 30, 250, 190))
+    clip = make_clip(tmp_path / "ten.mp4", seconds=10, fps=10, size=(320, 240), **face)["path"]
+    result = _analyze(client, clip)
+    text = json.dumps(result)
+    assert len(text.encode()) < 50_000, len(text)
+    assert "base64" not in text and "data:image" not in text
+    assert RESULT_KEYS <= set(result) and result["labels"] == list(LABELS)
+    _check_probabilities(result["probabilities"])
+    assert result["duration_s"] == pytest.approx(10.0, abs=0.1)
+    starts = [w["start_s"] for w in result["windows"]]
+    assert starts == pytest.approx([0, 1, 2, 3, 4, 5, 6, 7])  # 3 s windows, one every second
+    for w in result["windows"]:
+        assert WINDOW_KEYS <= set(w) and "roi" not in w
         _check_probabilities(w["probabilities"])
-    for name, p in report["probabilities"].items():  # the clip's probabilities are the windows' average
-        assert p == pytest.approx(sum(w["probabilities"][name] for w in report["windows"]) / 3)
-    assert "Timeline of 3 windows" in summary
+        assert w["modalities"]["audio"] and w["modalities"]["video"]
+        assert len(w["segments"]) == 8 and w["segments"][0]["start_s"] == w["start_s"]
+        assert w["confident"] == (w["top_label"] is not None)
+    if not result["confident"]:
+        assert result["top_label"] is None
+    top2 = sorted(result["probabilities"].values(), reverse=True)[:2]
+    assert result["confident"] == (top2[0] - top2[1] >= result["confidence_margin"])
 
 
-def test_timeline_lists_windows_with_nothing_usable(client, tmp_path):
+def test_ui_endpoint_gives_annotated_video_timeline_and_details(client, clips):
+    out = _predict(client, clips["long"])
+    video = out["annotated"]["video"]["path"] if isinstance(out["annotated"], dict) else out["annotated"]
+    assert Path(video).suffix == ".mp4" and _video_duration(video) == pytest.approx(7.0, abs=0.25)
+    for name in ("timeline", "segments", "audio", "faces"):
+        assert out[name]["type"] == "matplotlib" and out[name]["plot"].startswith("data:image/png;base64,")
+    confidences = {c["label"]: c["confidence"] for c in out["probabilities"]["confidences"]}
+    assert confidences == pytest.approx(out["result"]["probabilities"], abs=1e-4)
+    assert ("No clear emotion" in out["headline"]) != bool(out["result"]["confident"])
+    assert "Voice and face both used" in out["headline"]
+    by_suffix = {Path(f).suffix: f for f in out["files"]}
+    assert set(by_suffix) == {".json", ".csv"}
+    assert json.loads(Path(by_suffix[".json"]).read_text())["probabilities"] == out["result"]["probabilities"]
+    rows = list(csv.DictReader(io.StringIO(Path(by_suffix[".csv"]).read_text())))
+    assert {"clip_probability", "window_probability", "segment_attention", "face_found"} <= {r["table"] for r in rows}
+
+
+def test_windows_with_nothing_usable_are_listed(client, tmp_path):
     import numpy as np
 
     sr = 48000
@@ -192,46 +204,74 @@ def test_timeline_lists_windows_with_nothing_usable(client, tmp_path):
     voice_then_silence = np.where(t < 2.5, 0.3 * np.sin(2 * np.pi * 220 * t), 0.0).astype(np.float32)
     clip = make_clip(tmp_path / "fades.mp4", seconds=7, fps=10, size=(160, 120), background="noise",
                      audio=voice_then_silence, sample_rate=sr)["path"]
-    label, summary, *_, report, _files = _predict(client, clip, timeline=True)
-    assert [(w["start_s"], w["end_s"]) for w in report["windows"]] == [(0.0, 3.0)]
-    assert [(w["window_start_s"], w["window_end_s"]) for w in report["skipped_windows"]] == [(3.0, 6.0), (4.0, 7.0)]
-    assert "Left out (neither usable audio nor a face): 3.0–6.0 s, 4.0–7.0 s" in summary
-    _check_probabilities(report["probabilities"])
+    out = _predict(client, clip)
+    result = out["result"]
+    assert [(w["start_s"], w["end_s"]) for w in result["windows"]] == [(0.0, 3.0), (1.0, 4.0), (2.0, 5.0)]
+    assert [(w["start_s"], w["end_s"]) for w in result["skipped_windows"]] == [(3.0, 6.0), (4.0, 7.0)]
+    assert "Left out (neither usable audio nor a face): 3.0–6.0 s, 4.0–7.0 s" in out["headline"]
 
 
-def test_no_face_says_audio_only(client, clips):
-    _, summary, _, _, faces, _, report, _ = _predict(client, clips["no_face"])
-    assert "Audio only: no face found" in summary
-    assert report["windows"][0]["video"] == {"used": False, "reason": report["windows"][0]["video"]["reason"]}
-    assert report["windows"][0]["faces"] == []
-    assert faces["plot"].startswith("data:image/png;base64,")  # a figure that says why
-    _check_probabilities(report["probabilities"])
+def test_no_face_says_voice_only(client, clips):
+    out = _predict(client, clips["no_face"])
+    assert "Voice only: no face found" in out["headline"]
+    (window,) = out["result"]["windows"]
+    assert window["modalities"]["video"] is False and not any(f["face_found"] for f in window["frames"])
+    assert out["faces"]["plot"].startswith("data:image/png;base64,")  # a figure that says why
 
 
 def test_browser_recording_format_works(client, clips):
     """Webcam recordings arrive as WebM without duration or cues; they must decode like any upload."""
-    *_, report, _ = _predict(client, clips["webm"])
-    _check_probabilities(report["probabilities"])
-    assert report["modalities"]["audio_windows"] == report["modalities"]["video_windows"] == 1
+    result = _analyze(client, clips["webm"])
+    _check_probabilities(result["probabilities"])
+    assert all(w["modalities"]["audio"] and w["modalities"]["video"] for w in result["windows"])
 
 
-def test_undecodable_upload_gives_the_clear_message(client, clips):
+def test_recording_gets_a_duration(served_app, clips):
+    app, _ = served_app
+    from app_media import has_duration
+
+    assert not has_duration(clips["webm"])  # as a browser's MediaRecorder writes it
+    fixed = app.fix_recording(clips["webm"])
+    assert has_duration(fixed) and _video_duration(fixed) == pytest.approx(3.0, abs=0.15)
+    assert not isinstance(app.fix_recording(fixed), str)  # already has one: the input is left alone
+
+
+def test_undecodable_upload_gives_words_not_a_traceback(client, clips):
+    out = _predict(client, clips["text"])
+    assert "This file is not a video the app can read" in out["message"]
+    assert "notes.mp4" in out["message"] and "Traceback" not in out["message"] and "/tmp" not in out["message"]
     with pytest.raises(gradio_client.exceptions.AppError) as info:
-        _predict(client, clips["text"])
-    message = str(info.value)
-    assert "notes.mp4" in message and "not a media container" in message
-    assert "Traceback" not in message and "/tmp" not in message  # no stack trace, no server paths
+        _analyze(client, clips["text"])
+    assert "not a media container" in str(info.value) and "/tmp" not in str(info.value)
 
 
-def test_too_long_clip_is_refused_with_the_limit(client, clips):
-    with pytest.raises(gradio_client.exceptions.AppError) as info:
-        _predict(client, clips["too_long"])
-    assert f"{MAX_SECONDS}" in str(info.value) and "trim" in str(info.value)
+def test_too_long_clip_offers_its_first_part(served_app, client, clips):
+    out = _predict(client, clips["too_long"])
+    assert "too long" in out["message"] and f"{MAX_SECONDS} s" in out["message"]
+    *_, last = app_outputs = list(served_app[0].predict(clips["too_long"], progress=lambda *a, **k: None))
+    assert last[-1].visible is True and len(app_outputs) == 2  # the button appears; no stack trace, no pills
+    first = dict(zip(OUTPUTS, client.predict(gradio_client.handle_file(clips["too_long"]),
+                                             api_name="/predict_first_part")))
+    assert first["result"]["duration_s"] <= MAX_SECONDS
+    _check_probabilities(first["result"]["probabilities"])
 
 
 def test_no_ffmpeg_binary_is_ever_called(client, clips):
     _predict(client, clips["face"])
     assert FFMPEG_CALLS == []
+
+
+def test_help_is_fast_and_imports_nothing_heavy():
+    code = ("import runpy, sys; sys.argv = ['app.py', '--help']\n"
+            "try:\n    runpy.run_path('app.py', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print('HEAVY' if {'torch', 'gradio', 'transformers'} & set(sys.modules) else 'LIGHT')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert "--max-seconds" in out.stdout and out.stdout.strip().endswith("LIGHT"), out.stdout + out.stderr
+
+
+def test_preset_names_match_the_config(served_app):
+    app, _ = served_app
+    assert tuple(app.PRESET_NAMES) == tuple(app.FERConfig.PRESETS)
 
 
 def test_limits_and_api_are_stated_in_the_page(served_app):
@@ -277,9 +317,10 @@ def test_untrained_model_never_pretends(served_app):
     app, _ = served_app
     model, processor, info = app.load_model(None, "tiny")
     assert info["trained"] is False and "random weights" in info["source"]
-    banner = app.untrained_banner(info)
-    assert "UNTRAINED MODEL" in banner and "meaningless" in banner and "--model" in banner
-    assert "random weights" in banner and app.TRAIN_COMMAND in banner
+    record = app.provenance(model.config, info)
+    assert record["status"] == "untrained" and "meaningless" in record["summary"]
+    banner = app.app_plots.provenance_banner(record["summary"], record["status"])
+    assert "untrained-banner" in banner and "meaningless" in banner
     assert model.config.preset == "tiny" and processor.num_frames == model.config.num_frames
 
 
@@ -328,16 +369,3 @@ def test_spaces_gpu_decorates_only_the_model_call(served_app, monkeypatch):
     spec.loader.exec_module(module)
     assert decorated == [("run_model", 120)]
     assert module.DEVICE == ("cuda" if module.torch.cuda.is_available() else "cpu")
-
-
-def test_timeline_chunks_with_a_missing_modality_are_joined(served_app):
-    """Windows run in chunks; a chunk without audio (or faces) has None outputs that must keep the row count."""
-    import numpy as np
-
-    app, _ = served_app
-    att = np.ones((2, 8, 38), np.float32)
-    joined = app._concat([att, None, att[:1]], [2, 3, 1])
-    assert joined.shape == (6, 8, 38) and (joined[2:5] == 0).all()
-    idx = np.zeros((2, 8, 4), np.int64)
-    assert (app._concat([None, idx], [3, 2])[:3] == -1).all()
-    assert app._concat([None, None], [1, 1]) is None

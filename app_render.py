@@ -1,0 +1,342 @@
+"""The annotated video: the uploaded clip rendered back with what the model saw and said, frame by frame.
+
+    info = render_annotated_video("clip.mp4", result, "annotated.mp4")   # result: FERClipResult or its to_dict()
+    info.frames, info.fps, info.size, info.seconds_taken
+
+Drawn on every output frame at time `t` (seconds from the clip start):
+- the tracked face box (interpolated between the sampled frames of the analysis) and the ROI heat map on the face
+  (the model's patch scores of the nearest sampled frame, on its crop box);
+- the emotion of the window that owns `t` (the one whose centre is nearest, among the windows covering `t`) with a
+  small probability bar per class; "no clear emotion" when that window's margin is below the threshold;
+- a red marker where no face was used (no face found near `t`, or the window ran on audio only) and a grey one
+  where the time lies in no analysed window (left out).
+
+Nothing is recomputed: probabilities, labels, confidence and all times come from the result. The output is H.264
+(yuv420p, `+faststart`) with AAC audio in MP4, written with PyAV (no ffmpeg binary), at a reduced size and frame
+rate so the cost stays bounded (`benchmarks/bench_render.py` measures it).
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+logger = logging.getLogger("fer_app.render")
+
+# One colour per emotion, in class order (neutral, calm, happy, sad, angry, fearful, disgust, surprised).
+EMOTION_COLOURS = ("#9e9e9e", "#80cbc4", "#fdd835", "#42a5f5", "#e53935", "#8e24aa", "#6d8b3a", "#fb8c00")
+MAX_SIDE_PX = 480  # long side of the rendered video
+MAX_FPS = 12.0  # the rendered video never has more frames per second than this (nor more than the source)
+BOX_GAP_S = 1.0  # the face box is interpolated between sampled frames at most this far apart
+NEAREST_FRAME_S = 0.6  # a sampled frame further than this from `t` says nothing about `t`
+AUDIO_RATE = 44_100
+AUDIO_BITRATE = 64_000
+NO_FACE_RGB = (229, 57, 53)
+LEFT_OUT_RGB = (120, 120, 120)
+
+
+def hex_to_rgb(colour: str) -> tuple[int, int, int]:
+    colour = colour.lstrip("#")
+    return tuple(int(colour[i:i + 2], 16) for i in (0, 2, 4))
+
+
+@dataclass
+class RenderInfo:
+    path: str
+    frames: int
+    fps: float
+    size: tuple[int, int]  # (width, height)
+    duration_s: float
+    has_audio: bool
+    seconds_taken: float
+
+
+@dataclass
+class _Sample:
+    """One frame the analysis sampled: where the face was and what the model's ROI scorer made of it."""
+
+    time_s: float
+    face_box: tuple | None  # source pixels (x0, y0, x1, y1), None when no face was found or used
+    crop_box: tuple | None
+    scores: np.ndarray | None  # (grid, grid) in [0, 1], None without ROI scores
+
+
+def _as_dict(result) -> dict:
+    return result if isinstance(result, dict) else result.to_dict()
+
+
+def _roi_grid(roi: dict | None, k: int) -> np.ndarray | None:
+    """Patch scores of sampled frame `k` as a `(grid, grid)` map in [0, 1]; patches the model dropped are 0."""
+    if not roi or not roi.get("patch_scores") or k >= len(roi["patch_scores"]):
+        return None
+    scores = np.asarray(roi["patch_scores"][k], np.float32)
+    grid = math.isqrt(scores.size)
+    if scores.size == 0 or grid * grid != scores.size:
+        return None
+    top = roi.get("top_patches")
+    if top and k < len(top) and len(top[k]):
+        kept = np.zeros(scores.size, bool)
+        kept[[int(i) for i in top[k] if 0 <= int(i) < scores.size]] = True
+    else:
+        kept = np.ones(scores.size, bool)
+    values = scores[kept]
+    span = float(values.max() - values.min()) if values.size else 0.0
+    heat = np.where(kept, (scores - (values.min() if values.size else 0.0)) / (span if span > 0 else 1.0), 0.0)
+    return np.clip(heat, 0.0, 1.0).reshape(grid, grid)
+
+
+def collect_samples(result: dict) -> list[_Sample]:
+    """Every sampled frame of every window, sorted by time (one per time; the first window's wins)."""
+    by_time: dict[float, _Sample] = {}
+    for window in result.get("windows", []):
+        video_used = bool(window.get("modalities", {}).get("video", True))
+        for k, frame in enumerate(window.get("frames", [])):
+            t = round(float(frame["time_s"]), 4)
+            if t in by_time:
+                continue
+            found = bool(frame.get("face_found")) and video_used and frame.get("face_box") is not None
+            by_time[t] = _Sample(
+                time_s=t,
+                face_box=tuple(frame["face_box"]) if found else None,
+                crop_box=tuple(frame["crop_box"]) if found and frame.get("crop_box") else None,
+                scores=_roi_grid(window.get("roi"), k) if found else None,
+            )
+    return [by_time[t] for t in sorted(by_time)]
+
+
+class _Timeline:
+    """What to draw at time t, looked up from the result."""
+
+    def __init__(self, result: dict):
+        self.labels = list(result["labels"])
+        self.windows = sorted(result.get("windows", []), key=lambda w: w["start_s"])
+        self.samples = collect_samples(result)
+        self.times = [s.time_s for s in self.samples]
+
+    def window_at(self, t: float) -> dict | None:
+        """The window covering `t` whose centre is nearest to it (None in a left-out span)."""
+        covering = [w for w in self.windows if w["start_s"] - 1e-6 <= t <= w["end_s"] + 1e-6]
+        if not covering:
+            return None
+        return min(covering, key=lambda w: abs((w["start_s"] + w["end_s"]) / 2 - t))
+
+    def face_at(self, t: float) -> tuple[tuple | None, _Sample | None]:
+        """(face box at `t` in source pixels, the nearest sampled frame); the box is None where no face was used."""
+        if not self.samples:
+            return None, None
+        i = bisect.bisect_left(self.times, t)
+        before = self.samples[i - 1] if i > 0 else None
+        after = self.samples[i] if i < len(self.samples) else None
+        nearest = min((s for s in (before, after) if s is not None), key=lambda s: abs(s.time_s - t))
+        if abs(nearest.time_s - t) > NEAREST_FRAME_S or nearest.face_box is None:
+            return None, nearest
+        if (before is not None and after is not None and before.face_box is not None and after.face_box is not None
+                and after.time_s - before.time_s <= BOX_GAP_S and after.time_s > before.time_s):
+            a = (t - before.time_s) / (after.time_s - before.time_s)
+            box = tuple((1 - a) * p + a * q for p, q in zip(before.face_box, after.face_box))
+            return box, nearest
+        return nearest.face_box, nearest
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Drawing (on RGB uint8 frames of the output size)
+def _draw_heat(img: np.ndarray, box: tuple, heat: np.ndarray) -> None:
+    h, w = img.shape[:2]
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    cx0, cy0, cx1, cy1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    if cx1 - cx0 < 4 or cy1 - cy0 < 4:
+        return
+    full = cv2.resize(heat.astype(np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+    part = full[cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0]
+    colour = cv2.applyColorMap((part * 255).astype(np.uint8), cv2.COLORMAP_INFERNO)[..., ::-1]  # BGR -> RGB
+    alpha = (0.55 * part)[..., None]
+    region = img[cy0:cy1, cx0:cx1].astype(np.float32)
+    img[cy0:cy1, cx0:cx1] = (region * (1 - alpha) + colour.astype(np.float32) * alpha).astype(np.uint8)
+
+
+def _text(img, text, org, scale, colour=(255, 255, 255), thickness=1):
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
+    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness, cv2.LINE_AA)
+
+
+def _headline(window: dict, labels: list[str]) -> tuple[str, tuple]:
+    probs = window["probabilities"]
+    if window.get("confident") and window.get("top_label"):
+        top = window["top_label"]
+        return f"{top} {probs[top]:.0%}", hex_to_rgb(EMOTION_COLOURS[labels.index(top) % len(EMOTION_COLOURS)])
+    first, second = sorted(probs, key=probs.get, reverse=True)[:2]
+    return f"no clear emotion ({first} {probs[first]:.0%}, {second} {probs[second]:.0%})", (230, 230, 230)
+
+
+def _draw_panel(img: np.ndarray, window: dict | None, labels: list[str], t: float) -> None:
+    """The emotion headline and one small bar per class, top left; a time stamp bottom right."""
+    h, w = img.shape[:2]
+    unit = max(1.0, h / 270)
+    scale = 0.42 * unit
+    if window is None:
+        _text(img, "left out: no usable audio or face here", (int(6 * unit), int(18 * unit)), scale, LEFT_OUT_RGB)
+    else:
+        text, colour = _headline(window, labels)
+        _text(img, text, (int(6 * unit), int(18 * unit)), scale, colour)
+        bar_w, bar_h, top = int(60 * unit), max(2, int(5 * unit)), int(26 * unit)
+        overlay = img.copy()
+        cv2.rectangle(overlay, (int(4 * unit), top - 2), (int(4 * unit) + bar_w + int(62 * unit),
+                                                          top + len(labels) * (bar_h + 2) + 2), (0, 0, 0), -1)
+        cv2.addWeighted(overlay, 0.45, img, 0.55, 0, dst=img)
+        for i, label in enumerate(labels):
+            y = top + i * (bar_h + 2)
+            p = float(window["probabilities"].get(label, 0.0))
+            x = int(6 * unit)
+            cv2.rectangle(img, (x, y), (x + max(1, int(bar_w * p)), y + bar_h),
+                          hex_to_rgb(EMOTION_COLOURS[i % len(EMOTION_COLOURS)]), -1)
+            cv2.putText(img, label, (x + bar_w + 3, y + bar_h), cv2.FONT_HERSHEY_SIMPLEX, 0.26 * unit,
+                        (255, 255, 255), 1, cv2.LINE_AA)
+    _text(img, f"{t:5.1f} s", (w - int(52 * unit), h - int(6 * unit)), scale)
+
+
+def _draw_no_face(img: np.ndarray, left_out: bool) -> None:
+    h, w = img.shape[:2]
+    unit = max(1.0, h / 270)
+    colour = LEFT_OUT_RGB if left_out else NO_FACE_RGB
+    cv2.rectangle(img, (0, 0), (w - 1, h - 1), colour, max(2, int(3 * unit)))
+    if not left_out:
+        _text(img, "no face used", (int(6 * unit), h - int(8 * unit)), 0.45 * unit, colour)
+
+
+def annotate_frame(img: np.ndarray, t: float, timeline: _Timeline, scale: float) -> np.ndarray:
+    """Draw the annotations for time `t` on `img` (RGB uint8, output size); `scale`: output px per source px."""
+    window = timeline.window_at(t)
+    box, sample = timeline.face_at(t)
+    video_used = window is not None and bool(window.get("modalities", {}).get("video", False))
+    if box is not None and video_used:
+        if sample is not None and sample.scores is not None and sample.crop_box is not None:
+            _draw_heat(img, tuple(v * scale for v in sample.crop_box), sample.scores)
+        x0, y0, x1, y1 = (int(round(v * scale)) for v in box)
+        colour = (255, 255, 255)
+        if window is not None and window.get("confident") and window.get("top_label") in timeline.labels:
+            colour = hex_to_rgb(EMOTION_COLOURS[timeline.labels.index(window["top_label"]) % len(EMOTION_COLOURS)])
+        cv2.rectangle(img, (x0, y0), (x1, y1), colour, max(1, round(img.shape[0] / 200)))
+    else:
+        _draw_no_face(img, left_out=window is None)
+    _draw_panel(img, window, timeline.labels, t)
+    return img
+
+
+# ----------------------------------------------------------------------------------------------------------------
+def _output_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    s = min(1.0, max_side / max(width, height))
+    return max(2, round(width * s / 2) * 2), max(2, round(height * s / 2) * 2)
+
+
+def render_annotated_video(video_path, result, out_path, max_side: int = MAX_SIDE_PX,
+                           max_fps: float = MAX_FPS) -> RenderInfo:
+    """Render `video_path` with the annotations of `result` into `out_path` (H.264 + AAC in MP4).
+
+    Args:
+        video_path: the analysed clip (any container PyAV reads; rotation metadata is applied).
+        result: a `FERClipResult` or its `to_dict()` (with `roi` when the heat map is wanted).
+        out_path: where to write the `.mp4`.
+        max_side, max_fps: bounds of the rendered size and frame rate (cost is about linear in both).
+    Raises:
+        ValueError: the clip has no video stream (nothing to draw on).
+    """
+    started = time.perf_counter()
+    result = _as_dict(result)
+    timeline = _Timeline(result)
+    source = av.open(str(video_path))
+    try:
+        if not source.streams.video:
+            raise ValueError(f"{Path(str(video_path)).name!r} has no video stream to annotate")
+        vin = source.streams.video[0]
+        vin.thread_type = "AUTO"
+        ain = source.streams.audio[0] if source.streams.audio else None
+        origin = float(source.start_time) / 1_000_000 if source.start_time and source.start_time > 0 else 0.0
+        rate = vin.average_rate or vin.guessed_rate
+        src_fps = float(rate) if rate else max_fps
+        fps = Fraction(min(max_fps, src_fps)).limit_denominator(1001)
+        out = av.open(str(out_path), mode="w", format="mp4", options={"movflags": "+faststart"})
+        vout = aout = resampler = None
+        frames_written, next_index, audio_pts, scale = 0, 0, 0, 1.0
+        try:
+            streams = [vin] + ([ain] if ain is not None else [])
+            for packet in source.demux(*streams):
+                try:
+                    decoded = packet.decode()
+                except av.error.FFmpegError as exc:  # one damaged packet: skip it, keep the rest
+                    logger.debug("skipping undecodable packet: %s", exc)
+                    continue
+                for frame in decoded:
+                    if packet.stream is vin:
+                        if frame.time is None:
+                            continue
+                        t = frame.time - origin
+                        if t + 0.5 / src_fps < next_index / float(fps):
+                            continue  # between two output frames: dropped (reduced frame rate)
+                        rotation = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
+                        upright_w, upright_h = ((frame.height, frame.width) if rotation % 2
+                                                else (frame.width, frame.height))
+                        w, h = _output_size(upright_w, upright_h, max_side)
+                        if vout is None:
+                            vout = out.add_stream("libx264", rate=fps)
+                            vout.width, vout.height, vout.pix_fmt = w, h, "yuv420p"
+                            vout.options = {"preset": "veryfast", "crf": "26", "tune": "fastdecode"}
+                            scale = w / upright_w
+                            if ain is not None:
+                                aout = out.add_stream("aac", rate=AUDIO_RATE, layout="mono")
+                                aout.bit_rate = AUDIO_BITRATE
+                                resampler = av.AudioResampler(format="fltp", layout="mono", rate=AUDIO_RATE)
+                        fw, fh = (h, w) if rotation % 2 else (w, h)
+                        img = frame.reformat(width=fw, height=fh, format="rgb24").to_ndarray()
+                        if rotation:
+                            img = np.ascontiguousarray(np.rot90(img, rotation))
+                        annotate_frame(img, max(0.0, t), timeline, scale)
+                        out_frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+                        out_frame.pts = next_index
+                        out_frame.time_base = Fraction(1) / fps
+                        for out_packet in vout.encode(out_frame):
+                            out.mux(out_packet)
+                        frames_written += 1
+                        next_index = max(next_index + 1, math.floor((t + 0.5 / src_fps) * float(fps)) + 1)
+                    elif aout is not None:
+                        for chunk in resampler.resample(frame):
+                            chunk.pts = audio_pts
+                            audio_pts += chunk.samples
+                            for out_packet in aout.encode(chunk):
+                                out.mux(out_packet)
+        except av.error.FFmpegError as exc:  # a truncated tail: keep what was rendered
+            logger.warning("rendering stopped early (%s); the video ends there", exc)
+        if vout is None:
+            raise ValueError(f"no decodable video frames in {Path(str(video_path)).name!r}")
+        for out_packet in vout.encode():
+            out.mux(out_packet)
+        if aout is not None:
+            for chunk in resampler.resample(None):
+                chunk.pts = audio_pts
+                audio_pts += chunk.samples
+                for out_packet in aout.encode(chunk):
+                    out.mux(out_packet)
+            for out_packet in aout.encode():
+                out.mux(out_packet)
+        out.close()
+    finally:
+        source.close()
+    info = RenderInfo(
+        path=str(out_path), frames=frames_written, fps=float(fps), size=(vout.width, vout.height),
+        duration_s=round(next_index / float(fps), 3), has_audio=aout is not None,
+        seconds_taken=round(time.perf_counter() - started, 3),
+    )
+    logger.info("annotated video: %d frames at %.1f fps, %dx%d, %.2f s", info.frames, info.fps, *info.size,
+                info.seconds_taken)
+    return info
+
+
+__all__ = ["RenderInfo", "annotate_frame", "collect_samples", "render_annotated_video", "EMOTION_COLOURS"]
