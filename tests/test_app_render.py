@@ -1,0 +1,122 @@
+"""The annotated video and the timeline, on a real analysis of a clip whose person leaves the frame (tiny model).
+
+No server: the app's analysis bridge, renderer and figures are called directly.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+for path in (str(TESTS), str(TESTS.parent)):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+from media_factory import astronaut_face, frame_index_of, make_clip  # noqa: E402
+
+FACE_BOX = (90, 30, 250, 190)  # where the face is pasted in the 320 x 240 clip
+FACE_SPANS = [(0.0, 3.0), (8.5, 10.0)]  # the person is away from 3 s to 8.5 s
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory):
+    import torch
+
+    from app_analysis import ClipAnalysis
+    from fer_hf import FERConfig, FERForEmotionClassification, FERProcessor
+
+    torch.manual_seed(0)
+    config = FERConfig.from_preset("tiny")
+    model = FERForEmotionClassification(config).eval()
+    processor = FERProcessor.from_model_config(config)
+    folder = tmp_path_factory.mktemp("render")
+    clip = make_clip(folder / "leaves.mp4", seconds=10, fps=15, size=(320, 240), face_image=astronaut_face(),
+                     face_box=FACE_BOX, face_spans=FACE_SPANS)
+    steps, counts = [], []
+    for step in ClipAnalysis(model, processor, "cpu", batch_windows=4, hop_s=1.0).run(clip["path"]):
+        steps.append(step)
+        counts.append(len(step.result["windows"]))  # the result fills in as the batches finish
+    return clip, steps, folder, counts
+
+
+def _decode(path) -> tuple[list[np.ndarray], list[float], object]:
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames, times = [], []
+        for frame in container.decode(stream):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            times.append(float(frame.time))
+        return frames, times, (stream.codec_context.name, [s.codec_context.name for s in container.streams.audio],
+                               container.duration / 1e6)
+
+
+def test_results_stream_window_by_window(analysed):
+    _, steps, _, counts = analysed
+    done = [s.done for s in steps]
+    assert done == sorted(done) and done[-1] == steps[-1].total == 8 and len(steps) >= 3
+    assert counts == [0, 4, 8]  # partial results after each batch of 4 windows
+
+
+def test_annotated_video_plays_with_box_and_no_face_marker(analysed):
+    from app_render import NO_FACE_RGB, render_annotated_video
+
+    clip, steps, folder, _ = analysed
+    result = steps[-1].result
+    info = render_annotated_video(clip["path"], result, folder / "annotated.mp4", max_side=320, max_fps=10)
+    frames, times, (vcodec, acodecs, duration) = _decode(info.path)
+    assert vcodec == "h264" and acodecs == ["aac"] and duration == pytest.approx(10.0, abs=0.2)
+    assert info.fps == 10 and len(frames) == info.frames == pytest.approx(100, abs=2)
+    assert frames[0].shape == (240, 320, 3)
+    # The source frame under each rendered one (frame index written by the clip writer): 15 fps -> 10 fps.
+    for k, frame in enumerate(frames):
+        if 3.0 <= k / 10 <= 8.7:
+            continue  # the red no-face border covers the index blocks there
+        assert abs(frame_index_of(frame) / 15 - k / 10) <= 0.5 / 15 + 1e-6, k  # the source frame nearest k / 10 s
+    with_face = frames[int(np.argmin(np.abs(np.array(times) - 1.5)))]
+    without_face = frames[int(np.argmin(np.abs(np.array(times) - 5.0)))]
+    red = np.array(NO_FACE_RGB)
+    border = lambda f: f[[1, -2], :, :].reshape(-1, 3).astype(int)  # top and bottom rows
+    assert np.abs(border(without_face) - red).sum(-1).mean() < 90  # red frame round the picture
+    assert np.abs(border(with_face) - red).sum(-1).mean() > 150
+    # Inside the face box: the heat map tints the face, so the rendered face differs from the face-less frame
+    # only where the face is; the box outline is drawn on the face box edge.
+    x0, y0, x1, y1 = (int(v) for v in clip["face_box"])
+    edge = with_face[y0 - 3:y0 + 4, (x0 + x1) // 2 - 5:(x0 + x1) // 2 + 5].astype(int)
+    assert (edge.max(axis=(0, 1)) > 200).all()  # a bright (white or emotion-coloured) box line
+
+
+def test_timeline_covers_the_clip_and_shades_the_faceless_span(analysed):
+    import app_plots
+
+    clip, steps, _, _ = analysed
+    result = steps[-1].result
+    spans = app_plots.owned_spans(result)
+    assert spans[0]["from_s"] == 0.0 and spans[-1]["to_s"] == pytest.approx(10.0)
+    assert all(abs(a["to_s"] - b["from_s"]) < 1e-6 for a, b in zip(spans, spans[1:]))  # no gaps, no overlaps
+    no_face = app_plots.shaded_spans(result)["no_face"]
+    assert no_face, "the span without the person must be shaded"
+    assert all(3.0 <= a and b <= 8.5 for a, b in no_face) and any(a <= 5.0 <= b for a, b in no_face)
+    fig = app_plots.timeline_figure(result)
+    ax = fig.axes[0]
+    assert ax.get_xlim() == pytest.approx((0.0, 10.0))
+    shaded = [p for p in ax.patches if p.get_facecolor()[0] > 0.8 and p.get_facecolor()[2] < 0.3]
+    assert shaded  # the red "no face used" span is drawn
+    assert "no face used" in [t.get_text() for t in ax.get_legend().get_texts()]
+
+
+def test_headline_names_an_emotion_only_above_the_margin():
+    import app_plots
+
+    base = {"labels": ["a", "b", "c"], "aggregation": "mean", "confidence_margin": 0.1, "skipped_windows": [],
+            "windows": [{"modalities": {"audio": True, "video": True, "audio_reason": "ok", "video_reason": "ok"}}]}
+    unclear = dict(base, probabilities={"a": 0.36, "b": 0.33, "c": 0.31}, confident=False, top_label=None)
+    text = app_plots.headline_markdown(unclear)
+    assert text.startswith("## No clear emotion") and "a 36 %, b 33 %, c 31 %" in text and "10 %" in text
+    clear = dict(base, probabilities={"a": 0.6, "b": 0.3, "c": 0.1}, confident=True, top_label="a")
+    assert app_plots.headline_markdown(clear).startswith("## a ")
