@@ -198,10 +198,14 @@ class BlazeFaceDetector(FaceDetector):
         self._nets = {k: _LiteModel(k, num_threads) for k in {model, "short"}}
 
     def detect(self, frame_rgb: np.ndarray) -> list[FaceBox]:
-        faces = self._detect_region(frame_rgb, self.model)
+        faces = self.detect_coarse(frame_rgb)
         if not faces and self.fine_pass:
             faces = self.detect_fine(frame_rgb)
         return faces
+
+    def detect_coarse(self, frame_rgb: np.ndarray) -> list[FaceBox]:
+        """The whole-frame pass alone (faces of at least ~1/8 of the long side with the short-range model)."""
+        return self._detect_region(frame_rgb, self.model)
 
     def detect_fine(self, frame_rgb: np.ndarray) -> list[FaceBox]:
         """The tiled short-range pass alone (overlapping tiles, results merged by NMS)."""
