@@ -43,11 +43,11 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(level=logging.WARNING)
 
     import torch
+    from media_factory import astronaut_face, make_clip
 
     from app_analysis import ClipAnalysis, windows_needed
     from app_render import render_annotated_video
     from fer_hf import FERConfig, FERForEmotionClassification, FERProcessor
-    from media_factory import astronaut_face, make_clip
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
