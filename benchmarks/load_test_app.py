@@ -6,8 +6,10 @@
 
 Starts `app.py` in a subprocess on a free loopback port (never any other host), waits until it answers, sends a
 fixed number of requests from `--clients` threads (each its own `gradio_client.Client`), and stops at
-`--max-seconds` whatever happens. Every response is checked: 8 probabilities summing to 1 in both the Label and
-the JSON report. Meanwhile the server's resident memory (with its children) is sampled every `--sample-every` s.
+`--max-seconds` whatever happens. Requests go to the data API `/analyze` (or, with `--ui`, to the UI endpoint
+`/predict`, which also draws the figures and the annotated video). Every response is checked: 8 probabilities
+summing to 1 in the result (and in the Label, with `--ui`). Meanwhile the server's resident memory (with its
+children) is sampled every `--sample-every` s.
 Prints latency percentiles, failures and RSS start/peak/end, and writes them as JSON (`--out`).
 """
 
@@ -102,12 +104,16 @@ def wait_until_up(url: str, server: subprocess.Popen, timeout_s: float) -> float
     raise SystemExit(f"the server did not answer within {timeout_s:.0f} s")
 
 
-def check_response(result) -> str | None:
+def check_response(result, ui: bool) -> str | None:
     """None when the response is right, else what is wrong."""
-    label, report = result[0], result[6]
-    confidences = [c["confidence"] for c in label.get("confidences", [])]
-    if len(confidences) != 8 or not math.isclose(sum(confidences), 1.0, abs_tol=1e-4):
-        return f"label has {len(confidences)} confidences summing to {sum(confidences):.6f}"
+    report = result
+    if ui:  # /predict: message, headline, Label, annotated video, figures..., the result, files
+        label, report = result[2], result[8]
+        confidences = [c["confidence"] for c in label.get("confidences", [])]
+        if len(confidences) != 8 or not math.isclose(sum(confidences), 1.0, abs_tol=1e-4):
+            return f"label has {len(confidences)} confidences summing to {sum(confidences):.6f}"
+        if not result[3]:
+            return "no annotated video"
     probs = list(report.get("probabilities", {}).values())
     if len(probs) != 8 or not math.isclose(sum(probs), 1.0, abs_tol=1e-4):
         return f"report has {len(probs)} probabilities summing to {sum(probs):.6f}"
@@ -145,9 +151,9 @@ def run(args) -> dict:
                     return
                 start = time.perf_counter()
                 try:
-                    job = client.submit(handle_file(args.clip), args.timeline, api_name="/predict")
+                    job = client.submit(handle_file(args.clip), api_name="/predict" if args.ui else "/analyze")
                     result = job.result(timeout=max(1.0, deadline - time.perf_counter()))
-                    error = check_response(result)
+                    error = check_response(result, args.ui)
                 except Exception as exc:  # any failure is counted and reported
                     error = f"{type(exc).__name__}: {exc}"[:300]
                 with lock:
@@ -173,7 +179,8 @@ def run(args) -> dict:
     mb = lambda b: round(b / 2**20, 1)
     return {
         "settings": {"preset": args.preset, "model": args.model, "clip": os.path.relpath(args.clip, ROOT),
-                     "timeline": args.timeline, "clients": args.clients, "server_concurrency": args.concurrency,
+                     "endpoint": "/predict" if args.ui else "/analyze", "clients": args.clients,
+                     "server_concurrency": args.concurrency,
                      "requests_planned": args.requests, "max_seconds": args.max_seconds},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
         "server_startup_s": round(startup_s, 1),
@@ -202,7 +209,9 @@ def main(argv=None) -> int:
                         help="untrained model architecture when --model is not given (default tiny)")
     parser.add_argument("--model", help="trained model folder or repo id (passed to app.py --model)")
     parser.add_argument("--clip", default=str(ROOT / "examples" / "astronaut_speaking.mp4"))
-    parser.add_argument("--timeline", action="store_true", help="analyse every 3 s window of the clip")
+    parser.add_argument("--ui", action="store_true",
+                        help="call the UI endpoint /predict (figures + annotated video) instead of the data API "
+                             "/analyze")
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients (default 4)")
     parser.add_argument("--requests", type=int, default=40, help="requests in total (default 40)")
     parser.add_argument("--concurrency", type=int, default=2, help="server's concurrency limit (default 2)")
@@ -220,7 +229,7 @@ def main(argv=None) -> int:
     args.out.write_text(json.dumps(result, indent=1))
     lat, rss = result["latency_s"], result["rss_mb"]
     print(f"model: {args.model or 'untrained ' + args.preset}; clip {result['settings']['clip']}"
-          f"{' (timeline)' if args.timeline else ''}")
+          f" via {'/predict' if args.ui else '/analyze'}")
     print(f"requests: {result['requests_done']} done, {result['requests_not_started']} not started, "
           f"{result['failures']} failed; {args.clients} clients, server concurrency {args.concurrency}")
     print(f"latency s: p50 {lat['p50']}  p95 {lat['p95']}  mean {lat['mean']}  min {lat['min']}  max {lat['max']}")
