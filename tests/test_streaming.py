@@ -226,13 +226,32 @@ def test_a_window_with_neither_sound_nor_a_face_gives_no_update(tiny):
     clock = FakeClock()
     analyzer = LiveAnalyzer(model, processor)
     session = analyzer.new_session(clock=clock)
-    for k in range(20):
+    for k in range(40):  # 4 s: longer than the first update waits for a microphone that never starts
         clock.t = 0.1 * k
         session.push_frame(np.full((120, 160, 3), 30, np.uint8))  # a dark empty room
     window = session.next_window(0.75)
     assert window is not None and window.audio is None
     assert analyzer.analyze(session, window) is None
     assert session.updates_total == 0
+
+
+def test_the_first_window_waits_for_a_late_microphone_and_starts_with_the_data(tiny):
+    model, processor = tiny
+    clock = FakeClock()
+    session = LiveAnalyzer(model, processor).new_session(clock=clock)
+    audio = (_speech_like(3.0, 16_000) * 32767).astype(np.int16)
+    for k in range(25):  # the camera starts at 0.5 s; the microphone's first 0.5 s chunk arrives at 1.5 s
+        clock.t = 0.5 + 0.1 * k
+        session.push_frame(_camera_frame(k))
+        if k % 5 == 0 and clock.t >= 1.5:
+            session.push_audio(audio[:8_000], 16_000)
+            audio = audio[8_000:]
+        if clock.t < 1.5:
+            assert session.next_window(0.75) is None  # 1 s of camera, but the first update waits for the sound
+    window = session.next_window(0.75)
+    assert window is not None and window.audio is not None
+    assert window.start_s == pytest.approx(0.375)  # from the frame bin of the first frame, not from 0
+    assert window.end_s == pytest.approx(2.25)  # the end of the sound (2.5 s) on the frame-bin grid
 
 
 def test_session_time_limit_and_close_free_the_buffers(tiny):
