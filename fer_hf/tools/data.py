@@ -72,7 +72,7 @@ def frontend_version():
     """The payload's `FRONTEND_VERSION` (bumped when decoding / face code changes what is cached), or None."""
     import importlib
 
-    for module in ("fer_hf.processing_fer", "fer_hf.faces_fer", "fer_hf.media_fer"):
+    for module in ("fer_hf.frontend_fer", "fer_hf.processing_fer", "fer_hf.faces_fer", "fer_hf.media_fer"):
         version = getattr(importlib.import_module(module), "FRONTEND_VERSION", None)
         if version is not None:
             return version
