@@ -89,6 +89,7 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
 import app_analysis  # noqa: E402
+import app_live  # noqa: E402
 import app_media  # noqa: E402
 import app_plots  # noqa: E402
 import app_render  # noqa: E402
@@ -476,13 +477,13 @@ def build_demo() -> gr.Blocks:
     with gr.Blocks(title=APP_TITLE, delete_cache=(600, 3600)) as demo:
         header()
         with gr.Tabs():
-            with gr.Tab("Upload or record", id="upload"):
+            with gr.Tab("Analyse a clip", id="clip-tab"):
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=2, min_width=300):
                         video, button, first_part = input_column()
                     with gr.Column(scale=3, min_width=300):
                         outputs = list(output_column())
-            # Live tab (issue 13): `app_live.add_live_tab(...)` is added here by app_live's owner.
+            app_live.add_live_tab(demo, MODEL, PROCESSOR, MODEL_INFO)  # webcam + microphone, docs/live.md
         outputs.append(first_part)
         headline = outputs[1]
         busy = dict(fn=lambda: gr.Button(interactive=False), outputs=button, queue=False, api_visibility="private")
