@@ -25,6 +25,7 @@ import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
 
 from fer_hf.errors_fer import FERError, FERInputError
@@ -249,8 +250,25 @@ def _run_pool(pending, processor, workers: int, accept) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-def annotate(args) -> int:
-    """Run `fer-annotate` with parsed `args`; returns the exit status."""
+@dataclass
+class AnnotateSummary:
+    """What a run did: `exit_status`, this run's counts and time, and the tables' counts."""
+
+    exit_status: int
+    run_files: int
+    run_ok: int
+    run_failed: int
+    run_windows: int
+    run_seconds: float
+    table_files: int
+    table_ok: int
+    table_failed: int
+    table_windows: int
+    inputs: int
+
+
+def annotate(args) -> AnnotateSummary:
+    """Run `fer-annotate` with parsed `args` (see `build_parser`)."""
     from fer_hf.tools.annotate_inputs import discover
     from fer_hf.tools.annotate_model import config_hash, load_annotator, model_info
     from fer_hf.tools.annotate_rows import RowBuilder, metadata_fields
@@ -298,9 +316,10 @@ def annotate(args) -> int:
     logger.info("tables: %d of %d file(s) annotated: %d ok, %d failed; %d windows -> %s, %s",
                 counts["files"], len(jobs), counts["ok"], counts["failed"], counts["windows"], output,
                 summary_path(output, fmt))
-    if interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_FAILURES if counts["failed"] else EXIT_OK
+    status = EXIT_INTERRUPTED if interrupted else EXIT_FAILURES if counts["failed"] else EXIT_OK
+    return AnnotateSummary(status, committer.ok + committer.failed, committer.ok, committer.failed,
+                           committer.windows, elapsed, counts["files"], counts["ok"], counts["failed"],
+                           counts["windows"], len(jobs))
 
 
 def _raise_interrupt(signum, frame):
@@ -316,7 +335,7 @@ def main(argv=None) -> int:
         from tqdm.contrib.logging import logging_redirect_tqdm
 
         with logging_redirect_tqdm():
-            return annotate(args)
+            return annotate(args).exit_status
     except FERError as exc:
         logger.error("%s", exc)
         return EXIT_USAGE
