@@ -106,7 +106,8 @@ def main(argv=None) -> None:
         (tmp / "clips").mkdir()
         video_s = make_clips(tmp / "clips", args.clips, args.seconds)
         common = ["--batch-size", str(args.batch_size)]
-        configs = [("local, 1 worker", ["--workers", "1"]), ("local, 2 workers", ["--workers", "2"])]
+        configs = [("local, 1 worker", ["--workers", "1"]), ("local, 2 workers", ["--workers", "2"]),
+                   ("local, decode in the main process", ["--workers", "0"])]
         if not args.no_ray:
             configs.append(("Ray (local, 1 actor)", ["--ray", "--ray-actors", "1"]))
         results = []
