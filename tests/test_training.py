@@ -190,6 +190,8 @@ def test_train_resume_and_evaluate(dataset, tmp_path):
     for name in ("model.safetensors", "config.json", "processor_config.json", "training_info.json"):
         assert (final / name).is_file(), name
     assert (fold_dir / "checkpoint-4" / "processor_config.json").is_file()
+    assert (fold_dir / "checkpoint-4" / "optimizer.pt").is_file()  # what --resume needs; measured disk use:
+    assert first["disk_bytes"]["last_checkpoint"] > (fold_dir / "checkpoint-4" / "model.safetensors").stat().st_size * 2
     assert set(first["val_metrics"]) >= {"eval_accuracy", "eval_uar", "eval_macro_f1"}
 
     # A fresh run into the same folder is refused (one line, before any training); so is a locked folder.
