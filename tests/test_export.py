@@ -17,6 +17,7 @@ from media_factory import astronaut_face, make_clip  # noqa: E402
 import fer_hf  # noqa: E402
 import fer_hf.tools.export as export_mod  # noqa: E402
 from fer_hf import RAVDESS_LABELS, FERConfig, FERForEmotionClassification  # noqa: E402
+from fer_hf.configuration_fer import make_backbones_provenance  # noqa: E402
 from fer_hf.tools.backbones import save_model_with_report  # noqa: E402
 from fer_hf.tools.evaluate import aggregate  # noqa: E402
 from fer_hf.tools.export import ExportError, ExportVerificationError  # noqa: E402
@@ -47,7 +48,9 @@ def checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     torch.manual_seed(0)
     model = FERForEmotionClassification(FERConfig.from_preset("tiny")).eval()
-    model.config.backbone_sources = {"vision": "google/siglip2-base-patch16-224", "fusion": "/local/lfm2"}
+    model.config.provenance = make_backbones_provenance(
+        {"vision": "google/siglip2-base-patch16-224", "fusion": "/local/lfm2"}
+    )
     save_model_with_report(model, {}, root / "ckpt")
     (root / "results.json").write_text(json.dumps(eval_results()))
     clip = make_clip(root / "clip.mp4", seconds=1.5, size=(320, 240), face_image=astronaut_face())["path"]

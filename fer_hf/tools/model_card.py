@@ -128,7 +128,7 @@ def _count(module) -> str:
 def render_model_card(model, repo_id: str, eval_results: dict | None = None) -> str:
     """The full `README.md` text for `model` (a `FERForEmotionClassification`)."""
     config = model.config
-    sources = dict(getattr(config, "backbone_sources", None) or {})
+    sources = dict((config.provenance or {}).get("backbones") or {})
     base_models = [s for s in sources.values() if _HUB_ID.match(str(s))]
     metrics = normalise_eval_results(eval_results)
     meta = _front_matter(repo_id, metrics, eval_results, base_models)
