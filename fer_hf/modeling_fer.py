@@ -146,6 +146,7 @@ PAYLOAD_MODULES = (
     "pipeline_fer.py",
     "processing_fer.py",
 )
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 PIPELINE_TASK = "audio-visual-emotion-recognition"  # the same string as pipeline_fer.FER_PIPELINE_TASK
 PIPELINE_REGISTRATION = {
     PIPELINE_TASK: {"impl": "pipeline_fer.FEREmotionRecognitionPipeline", "pt": ["AutoModel"], "type": "multimodal"}
@@ -236,8 +237,9 @@ class FERPreTrainedModel(PreTrainedModel):
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus what makes any saved folder a complete remote-code model:
-        `custom_pipelines` in `config.json` (so `pipeline(model=folder, trust_remote_code=True)` finds the task)
-        and every payload module (`PAYLOAD_MODULES`), not only those the model's imports reach."""
+        `custom_pipelines` in `config.json` (so `pipeline(model=folder, trust_remote_code=True)` finds the task),
+        every payload module (`PAYLOAD_MODULES`), not only those the model's imports reach, and, when the folder has
+        no processor yet, `FERProcessor.from_model_config(config)` (a processor saved there later replaces it)."""
         if getattr(self, "is_int8_quantized", False):
             raise RuntimeError("an int8-quantised model is for inference only; save the fp32 model instead")
         self.config.custom_pipelines = {task: dict(info) for task, info in PIPELINE_REGISTRATION.items()}
@@ -252,7 +254,17 @@ class FERPreTrainedModel(PreTrainedModel):
                 if name in missing or (os.path.exists(target) and os.path.samefile(origin, target)):
                     continue
                 shutil.copy(origin, target)
+            if not any(os.path.exists(os.path.join(save_directory, f)) for f in PROCESSOR_FILES):
+                self._save_default_processor(save_directory)
         return result
+
+    def _save_default_processor(self, save_directory):
+        try:
+            from .processing_fer import FERProcessor
+        except ImportError as err:  # the media stack (PyAV, OpenCV) is not installed
+            logger.warning("saved the model without a processor (%s): pipeline() will need one", err)
+            return
+        FERProcessor.from_model_config(self.config).save_pretrained(save_directory)
 
 
 class FERForEmotionClassification(FERPreTrainedModel):

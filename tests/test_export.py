@@ -95,6 +95,7 @@ def test_folder_holds_safetensors_code_configs_and_card(exported):
         "media_fer.py",
         "faces_fer.py",
     } <= files
+    assert sorted(f for f in files if f.endswith(".py")) == sorted(fer_hf.PAYLOAD_MODULES)  # exactly the payload
     assert len([f for f in files if re.fullmatch(r"model-\d{5}-of-\d{5}\.safetensors", f)]) > 1  # sharded
     assert not any(f.endswith(export_mod.PICKLE_SUFFIXES) for f in files)
     config = json.loads((out / "config.json").read_text())
