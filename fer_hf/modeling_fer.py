@@ -138,13 +138,17 @@ class FERFrameEmbeddings(ModelOutput):
 PAYLOAD_MODULES = (
     "configuration_fer.py",
     "errors_fer.py",
+    "face_landmarks_fer.py",
+    "face_tracking_fer.py",
     "faces_fer.py",
+    "frontend_fer.py",
     "fusion_fer.py",
     "media_fer.py",
     "modeling_fer.py",
     "modules_fer.py",
     "pipeline_fer.py",
     "processing_fer.py",
+    "speech_fer.py",
 )
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 PIPELINE_TASK = "audio-visual-emotion-recognition"  # the same string as pipeline_fer.FER_PIPELINE_TASK

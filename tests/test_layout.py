@@ -18,7 +18,7 @@ import torch
 
 import fer_hf
 from fer_hf import PAYLOAD_MODULES, FERConfig, FERForEmotionClassification
-from fer_hf.tools.requirements import runtime_requirements
+from fer_hf.tools.requirements import no_deps_requirements, runtime_requirements
 
 PACKAGE = Path(fer_hf.__file__).parent
 PAYLOAD = sorted(p.name for p in PACKAGE.glob("*_fer.py"))
@@ -81,13 +81,36 @@ def test_payload_imports_only_stdlib_listed_packages_and_payload():
     assert problems == []
 
 
+def test_packages_the_payload_reads_files_from_are_listed():
+    """`importlib.util.find_spec("x")` locates a package's files without importing it: it must be installed too."""
+    listed = distribution_names(runtime_requirements() + no_deps_requirements())
+    providers = importlib.metadata.packages_distributions()
+    found = []
+    for name in PAYLOAD:
+        for node in ast.walk(ast.parse((PACKAGE / name).read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "attr", getattr(node.func, "id", None)) == "find_spec"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
+                top = node.args[0].value.split(".")[0]
+                dists = {d.lower().replace("_", "-") for d in providers.get(top, [])}
+                found.append(top)
+                assert dists & listed, f"{name} reads files of {top!r}, which no runtime requirement installs"
+    assert found == [] or set(found) <= set(providers)
+
+
 def test_runtime_requirements_are_pinned_and_opencv_stays_below_5():
-    requirements = runtime_requirements()
+    requirements = runtime_requirements() + no_deps_requirements()
     assert all("==" in line for line in requirements), requirements
     opencv = [line for line in requirements if line.startswith("opencv-python-headless")]
     assert len(opencv) == 1 and int(opencv[0].split("==")[1].split(".")[0]) < 5
     project = (PACKAGE.parent / "requirements.txt").read_text()
     assert "-r fer_hf/tools/runtime_requirements.txt" in project.splitlines()
+    models = (PACKAGE.parent / "requirements-models.txt").read_text()
+    assert "-r fer_hf/tools/runtime_requirements_no_deps.txt" in models.splitlines()
+    project += models
     # listed once: the project's requirements do not pin these packages a second time
     again = distribution_names(line for line in project.splitlines() if line and not line.startswith(("#", "-")))
     assert not again & distribution_names(requirements)
