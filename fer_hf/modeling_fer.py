@@ -149,6 +149,7 @@ PAYLOAD_MODULES = (
     "pipeline_fer.py",
     "processing_fer.py",
     "speech_fer.py",
+    "streaming_fer.py",
 )
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 PIPELINE_TASK = "audio-visual-emotion-recognition"  # the same string as pipeline_fer.FER_PIPELINE_TASK
