@@ -17,12 +17,18 @@ from media_factory import astronaut_face, make_clip  # noqa: E402
 import fer_hf  # noqa: E402
 import fer_hf.tools.export as export_mod  # noqa: E402
 from fer_hf import RAVDESS_LABELS, FERConfig, FERForEmotionClassification  # noqa: E402
-from fer_hf.configuration_fer import make_backbones_provenance  # noqa: E402
+from fer_hf.configuration_fer import make_backbones_provenance, make_training_provenance  # noqa: E402
 from fer_hf.tools.backbones import save_model_with_report  # noqa: E402
 from fer_hf.tools.evaluate import aggregate  # noqa: E402
 from fer_hf.tools.export import ExportError, ExportVerificationError  # noqa: E402
 from fer_hf.tools.metrics import classification_metrics  # noqa: E402
-from fer_hf.tools.model_card import extract_python_snippets, normalise_eval_results, parse_front_matter  # noqa: E402
+from fer_hf.tools.model_card import (  # noqa: E402
+    extract_python_snippets,
+    normalise_eval_results,
+    parse_front_matter,
+    render_model_card,  # noqa: E402
+)
+from fer_hf.tools.requirements import install_command, no_deps_requirements, runtime_requirements  # noqa: E402
 
 
 class ForbiddenHfApi:
@@ -48,8 +54,12 @@ def checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     torch.manual_seed(0)
     model = FERForEmotionClassification(FERConfig.from_preset("tiny")).eval()
-    model.config.provenance = make_backbones_provenance(
-        {"vision": "google/siglip2-base-patch16-224", "fusion": "/local/lfm2"}
+    # the record fer-train writes (the weights here are random: the exporter trusts the record, it cannot check it)
+    model.config.provenance = make_training_provenance(
+        dataset="RAVDESS", synthetic=False, modality_layout="audio-video", mode="fold", fold=0, epochs=3,
+        train_actors=range(1, 17), validation_actors=range(17, 21), test_actors=range(21, 25),
+        metrics={"accuracy": 0.5, "uar": 0.5, "macro_f1": 0.4}, metrics_scope="this fold's test actors",
+        backbones={"vision": "google/siglip2-base-patch16-224", "fusion": "/local/lfm2"},
     )
     save_model_with_report(model, {}, root / "ckpt")
     (root / "results.json").write_text(json.dumps(eval_results()))
@@ -250,8 +260,6 @@ def test_eval_results_parsing_is_tolerant():
 
 
 def test_card_without_results_still_parses(checkpoint):
-    from fer_hf.tools.model_card import render_model_card
-
     meta = parse_front_matter(render_model_card(checkpoint["model"], "a/b"))
     assert "model-index" not in meta and meta["license"] == "cc-by-nc-sa-4.0"
 
@@ -276,3 +284,58 @@ def test_package_never_unpickles_without_weights_only():
         if re.search(r"\bpickle\.loads?\(|torch\.save\(", text):
             offenders.append(f"{path.name}: pickle.load / torch.save")
     assert offenders == []
+
+
+def test_export_names_its_pinned_requirements_and_the_card_installs_them(exported):
+    out = exported["out"]
+    lines = [line for line in (out / "requirements.txt").read_text().splitlines() if line and line[0] != "#"]
+    assert lines == runtime_requirements()
+    no_deps = [line for line in (out / "requirements-no-deps.txt").read_text().splitlines() if line[:1] not in "#"]
+    assert [line for line in no_deps if line] == no_deps_requirements()
+    card = (out / "README.md").read_text()
+    assert install_command() in card
+    assert "opencv-python-headless==4." in card and "pip install torch==" in card
+    assert card.index("pip install torch==") < card.index("transformers==")  # torch first: the CPU build
+
+
+def test_export_refuses_an_untrained_model_unless_told_and_then_says_what_it_is(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = FERForEmotionClassification(FERConfig.from_preset("tiny")).eval()
+    model.save_pretrained(tmp_path / "random")
+    with pytest.raises(ExportError, match="not a trained model.*--allow-untrained"):
+        export_mod.export(tmp_path / "random", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setattr(export_mod, "verify_export", lambda *args, **kwargs: {"skipped": "this test"})
+    summary = export_mod.export(tmp_path / "random", tmp_path / "out", repo_id="a/b", allow_untrained=True)
+    assert summary["provenance"]["status"] == "untrained"
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "**Untrained model.**" in card and "predictions are meaningless" in card
+    assert "Trained on RAVDESS" not in card
+    meta = parse_front_matter(card)
+    assert "datasets" not in meta and "untrained" in meta["tags"]
+
+
+def test_cards_say_exactly_what_the_weights_are(checkpoint):
+    config = FERConfig.from_preset("tiny")
+    model = FERForEmotionClassification(config).eval()
+    # pretrained backbones only
+    model.config.provenance = make_backbones_provenance({"vision": "google/siglip2-base-patch16-224"})
+    card = render_model_card(model, "a/b")
+    assert "**Not trained for emotions.**" in card and "Trained on RAVDESS" not in card
+    assert parse_front_matter(card)["base_model"] == ["google/siglip2-base-patch16-224"]
+    # trained on the synthetic set, with its (meaningless) figures
+    model.config.provenance = make_training_provenance(
+        dataset="synthetic", synthetic=True, modality_layout="audio-video", mode="fold", fold=0, epochs=2,
+        metrics={"accuracy": 1.0, "uar": 1.0, "macro_f1": 1.0}, metrics_scope="this fold's test actors",
+    )
+    card = render_model_card(model, "a/b", eval_results())
+    assert "Trained on synthetic data (not RAVDESS)" in card and "**Synthetic data (not RAVDESS)**" in card
+    assert "Trained on RAVDESS" not in card
+    meta = parse_front_matter(card)
+    assert "datasets" not in meta and "synthetic-data" in meta["tags"]
+    (result,) = meta["model-index"][0]["results"]
+    assert result["dataset"]["type"] == "synthetic" and "not RAVDESS" in result["dataset"]["name"]
+    # trained on RAVDESS: the record's own summary heads the card
+    card = render_model_card(checkpoint["model"], "a/b", eval_results())
+    assert "**Weights:** trained on RAVDESS (fold 0, 3 epochs" in card and "Trained on RAVDESS (Livingstone" in card
+    assert parse_front_matter(card)["datasets"] == ["RAVDESS"]
