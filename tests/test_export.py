@@ -56,9 +56,9 @@ def checkpoint(tmp_path_factory):
     model = FERForEmotionClassification(FERConfig.from_preset("tiny")).eval()
     # the record fer-train writes (the weights here are random: the exporter trusts the record, it cannot check it)
     model.config.provenance = make_training_provenance(
-        dataset="RAVDESS", synthetic=False, modality_layout="audio-video", mode="fold", fold=0, epochs=3,
-        train_actors=range(1, 17), validation_actors=range(17, 21), test_actors=range(21, 25),
-        metrics={"accuracy": 0.5, "uar": 0.5, "macro_f1": 0.4}, metrics_scope="this fold's test actors",
+        dataset="RAVDESS", synthetic=False, modality_layout="audio-video", mode="release", epochs=3,
+        train_actors=range(1, 25), metrics={"accuracy": 0.5, "uar": 0.5, "macro_f1": 0.4},
+        metrics_scope="cross-validated mean over 2 folds",
         backbones={"vision": "google/siglip2-base-patch16-224", "fusion": "/local/lfm2"},
     )
     save_model_with_report(model, {}, root / "ckpt")
@@ -260,8 +260,12 @@ def test_eval_results_parsing_is_tolerant():
 
 
 def test_card_without_results_still_parses(checkpoint):
-    meta = parse_front_matter(render_model_card(checkpoint["model"], "a/b"))
+    untrained = FERForEmotionClassification(FERConfig.from_preset("tiny")).eval()  # no record, no figures
+    meta = parse_front_matter(render_model_card(untrained, "a/b"))
     assert "model-index" not in meta and meta["license"] == "cc-by-nc-sa-4.0"
+    # a release model's card claims the figures its provenance record holds, even without an evaluation JSON
+    meta = parse_front_matter(render_model_card(checkpoint["model"], "a/b"))
+    assert meta["model-index"][0]["results"][0]["metrics"][0]["value"] == 0.5
 
 
 def test_package_never_unpickles_without_weights_only():
@@ -329,13 +333,14 @@ def test_cards_say_exactly_what_the_weights_are(checkpoint):
         metrics={"accuracy": 1.0, "uar": 1.0, "macro_f1": 1.0}, metrics_scope="this fold's test actors",
     )
     card = render_model_card(model, "a/b", eval_results())
-    assert "Trained on synthetic data (not RAVDESS)" in card and "**Synthetic data (not RAVDESS)**" in card
-    assert "Trained on RAVDESS" not in card
+    assert card.index("**Trained on synthetic data (not RAVDESS).**") < card.index("## Usage")  # said first
+    assert "**Synthetic data:**" in card and "Trained on RAVDESS" not in card
     meta = parse_front_matter(card)
     assert "datasets" not in meta and "synthetic-data" in meta["tags"]
     (result,) = meta["model-index"][0]["results"]
-    assert result["dataset"]["type"] == "synthetic" and "not RAVDESS" in result["dataset"]["name"]
+    assert result["dataset"]["type"] == "synthetic" and "synthetic" in result["dataset"]["name"]
     # trained on RAVDESS: the record's own summary heads the card
     card = render_model_card(checkpoint["model"], "a/b", eval_results())
-    assert "**Weights:** trained on RAVDESS (fold 0, 3 epochs" in card and "Trained on RAVDESS (Livingstone" in card
+    assert "**Weights:** trained on RAVDESS (all actors, 3 epochs" in card and "Trained on RAVDESS (Livingstone" in card
+    assert "untrained" not in parse_front_matter(card)["tags"]
     assert parse_front_matter(card)["datasets"] == ["RAVDESS"]
