@@ -78,7 +78,8 @@ class FEREmotionRecognitionPipeline(Pipeline):
 
     def _forward(self, model_inputs):
         info = model_inputs.pop("fer_info")
-        return {"outputs": self.model(**model_inputs), "fer_info": info}
+        outputs = self.model(**model_inputs)
+        return {"logits": outputs.logits, "outputs": outputs, "fer_info": info}  # logits (windows, num_labels)
 
     def postprocess(self, model_outputs, top_k=None, return_result=False):
         result = self.fer_processor.post_process(model_outputs["outputs"], model_outputs["fer_info"],
