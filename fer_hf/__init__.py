@@ -4,7 +4,12 @@
 """
 
 from .configuration_fer import RAVDESS_LABELS, FERConfig
-from .modeling_fer import FEREmotionClassifierOutput, FERForEmotionClassification, FERPreTrainedModel
+from .modeling_fer import (
+    FEREmotionClassifierOutput,
+    FERForEmotionClassification,
+    FERFrameEmbeddings,
+    FERPreTrainedModel,
+)
 
 # save_pretrained writes `auto_map` and copies the code files, so the folder loads with trust_remote_code.
 FERConfig.register_for_auto_class()
@@ -16,6 +21,7 @@ __all__ = [
     "FERForEmotionClassification",
     "FERPreTrainedModel",
     "FEREmotionClassifierOutput",
+    "FERFrameEmbeddings",
 ]
 
 from .pipeline_fer import FER_PIPELINE_TASK, FEREmotionRecognitionPipeline, register_fer_pipeline  # noqa: E402

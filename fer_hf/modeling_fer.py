@@ -81,6 +81,29 @@ class FEREmotionClassifierOutput(ModelOutput):
         return self.logits.softmax(-1)
 
 
+@dataclass
+class FERFrameEmbeddings(ModelOutput):
+    """Output of [`FERForEmotionClassification.embed_frames`]: the per-frame part of the visual branch.
+
+    Each frame's vector depends on that frame alone (SigLIP, ROI token compression, frame token pooling), so a
+    frame sampled once can be reused by every window that contains it: pass the vectors of a window's frames to
+    `forward(frame_embeddings=...)` instead of `pixel_values_videos`.
+
+    Args:
+        frame_embeddings (`torch.FloatTensor` of shape `(num_frames, vision_hidden_size)`): one vector per frame.
+        roi_indices (`torch.LongTensor` of shape `(num_frames, roi_top_k)`): patch indices kept per frame
+            (row-major over the patch grid, in spatial order).
+        roi_scores (`torch.FloatTensor` of shape `(num_frames, roi_top_k)`): the kept patches' scores.
+        roi_patch_scores (`torch.FloatTensor` of shape `(num_frames, num_patches)`): every patch's score
+            (0 for patches that did not enter SigLIP when `config.vision_keep_patches` is set).
+    """
+
+    frame_embeddings: torch.FloatTensor | None = None
+    roi_indices: torch.LongTensor | None = None
+    roi_scores: torch.FloatTensor | None = None
+    roi_patch_scores: torch.FloatTensor | None = None
+
+
 class FERLfm2FusionBackbone(Lfm2PreTrainedModel):
     """SPEC §3.3: LFM2 decoder layers fed embeddings directly (no token embedding, no LM head).
 
@@ -191,6 +214,9 @@ class FERForEmotionClassification(FERPreTrainedModel):
         video_frame_mask (`(B, T)` bool): True for frames inside the clip.
         roi_weights (`(B, T, num_patches)`): facial ROI weight per patch in [0, 1].
         audio_mask / video_mask (`(B,)` bool): whether the modality is present for each sample.
+        frame_embeddings (`(B, T, Dv)`): instead of `pixel_values_videos`, the frames' vectors from
+            [`embed_frames`] (a frame-feature cache); SigLIP, ROI compression and frame pooling are skipped and the
+            ROI outputs are placeholders (`roi_indices` -1, scores 0): the cache holds the frames' own ROI outputs.
         labels (`(B,)` long): class indices for the loss.
     """
 
@@ -272,17 +298,31 @@ class FERForEmotionClassification(FERPreTrainedModel):
         segments, weights, has_audio = self.audio_segment_pool(hidden, frame_mask)
         return segments, weights, has_audio, frame_mask
 
-    def encode_frames(self, pixels, roi_weights):
-        """SPEC §2.1–2.3 on a flat set of frames, in chunks of `config.vision_chunk_size`.
+    def embed_frames(self, pixel_values, roi_weights=None) -> FERFrameEmbeddings:
+        """SPEC §2.1–2.3 on a flat set of frames (SigLIP, ROI compression, frame token pool), in chunks of
+        `config.vision_chunk_size`. The frame-feature cache of the app, live mode and batch annotation calls this
+        once per sampled frame and feeds the vectors to `forward(frame_embeddings=...)`.
 
-        Input pixels (F, 3, H, W), roi_weights (F, N) or None
-        Output frame vectors (F, Dv), roi indices (F, K), roi scores (F, K), patch scores (F, N)
+        Input pixel_values (F, 3, H, W) SigLIP-normalised face crops, roi_weights (F, num_patches) or None
+        Output [`FERFrameEmbeddings`]: frame_embeddings (F, Dv), roi_indices (F, K), roi_scores (F, K),
+        roi_patch_scores (F, N)
         """
+        cfg = self.config
+        size = cfg.vision_config.image_size
+        if pixel_values.dim() != 4 or tuple(pixel_values.shape[1:]) != (3, size, size):
+            raise FERInputError(
+                f"`pixel_values` must be (frames, 3, {size}, {size}) face crops, got {tuple(pixel_values.shape)}"
+            )
+        if roi_weights is not None and tuple(roi_weights.shape) != (pixel_values.shape[0], cfg.num_patches):
+            raise FERInputError(
+                f"`roi_weights` must be (frames, {cfg.num_patches}) to match the pixels, got {tuple(roi_weights.shape)}"
+            )
+        pixels = pixel_values.to(self.dtype)
         outputs = []
-        for start in range(0, pixels.shape[0], self.config.vision_chunk_size):
-            chunk = slice(start, start + self.config.vision_chunk_size)
+        for start in range(0, pixels.shape[0], cfg.vision_chunk_size):
+            chunk = slice(start, start + cfg.vision_chunk_size)
             roi = None if roi_weights is None else roi_weights[chunk]
-            keep = self.config.vision_keep_patches
+            keep = cfg.vision_keep_patches
             if roi is None or keep is None or keep >= roi.shape[-1]:
                 tokens = self.vision_encoder(pixel_values=pixels[chunk]).last_hidden_state  # (f, N, Dv)
                 compressed, indices, kept, scores = self.roi_compressor(tokens, roi)  # (f, K+G, Dv)
@@ -292,7 +332,14 @@ class FERForEmotionClassification(FERPreTrainedModel):
                 indices = patch_ids.gather(1, local)  # back to indices on the full patch grid
                 scores = local_scores.new_zeros(roi.shape).scatter(1, patch_ids, local_scores)
             outputs.append((self.frame_pool(compressed), indices, kept, scores))
-        return [torch.cat(parts) for parts in zip(*outputs)]
+        if not outputs:  # no frame at all: empty tensors of the right widths
+            k, n, dv = cfg.roi_top_k, cfg.num_patches, cfg.vision_config.hidden_size
+            empty = pixels.new_zeros
+            outputs.append((empty(0, dv), torch.zeros(0, k, dtype=torch.long, device=pixels.device), empty(0, k),
+                            empty(0, n)))
+        vectors, indices, kept, scores = (torch.cat(parts) for parts in zip(*outputs))
+        return FERFrameEmbeddings(frame_embeddings=vectors, roi_indices=indices, roi_scores=kept,
+                                  roi_patch_scores=scores)
 
     def encode_roi_patches(self, pixels, roi_weights, keep):
         """SigLIP on the `keep` patches with the highest ROI weight (position embeddings added before the cut).
@@ -306,28 +353,43 @@ class FERForEmotionClassification(FERPreTrainedModel):
         hidden = siglip.encoder(inputs_embeds=embeddings).last_hidden_state
         return siglip.post_layernorm(hidden), patch_ids
 
-    def encode_video(self, pixel_values_videos, frame_mask, roi_weights):
+    def encode_video(self, pixel_values_videos, frame_mask, roi_weights, frame_embeddings=None):
         """SPEC §2 for every sample (frames with `frame_mask` False are never encoded).
 
+        Input pixel_values_videos (B, T, 3, H, W), or frame_embeddings (B, T, Dv) from `embed_frames` (then SigLIP,
+        ROI compression and frame pooling are skipped); frame_mask (B, T); roi_weights (B, T, N) or None.
         Returns segments (B, S, Dv), has_video (B, S), roi indices (B, T, K), roi scores (B, T, K),
-        patch scores (B, T, N).
+        patch scores (B, T, N). From `frame_embeddings` the ROI outputs are placeholders: indices -1, scores 0.
         """
         b, t = frame_mask.shape
-        flat = frame_mask.reshape(-1).nonzero().squeeze(-1)  # indices into B*T
-        pixels = pixel_values_videos.flatten(0, 1)[flat].to(self.dtype)
-        roi = None if roi_weights is None else roi_weights.flatten(0, 1)[flat]
-        vectors, indices, kept, scores = self.encode_frames(pixels, roi)
-        dim, k, n = vectors.shape[-1], indices.shape[-1], scores.shape[-1]
-        frames = vectors.new_zeros(b * t, dim).index_copy(0, flat, vectors).view(b, t, dim)
-        roi_indices = indices.new_full((b * t, k), -1).index_copy(0, flat, indices).view(b, t, k)
-        roi_scores = kept.new_zeros(b * t, k).index_copy(0, flat, kept).view(b, t, k)
-        patch_scores = scores.new_zeros(b * t, n).index_copy(0, flat, scores).view(b, t, n)
+        cfg = self.config
+        k, n = cfg.roi_top_k, cfg.num_patches
+        if frame_embeddings is not None:
+            # Masked frames feed zeros, exactly as the pixel path (which never encodes them).
+            frames = frame_embeddings.to(self.dtype) * frame_mask[..., None].to(self.dtype)  # (B, T, Dv)
+            roi_indices = torch.full((b, t, k), -1, dtype=torch.long, device=frames.device)
+            roi_scores = frames.new_zeros(b, t, k)
+            patch_scores = frames.new_zeros(b, t, n)
+        else:
+            flat = frame_mask.reshape(-1).nonzero().squeeze(-1)  # indices into B*T
+            pixels = pixel_values_videos.flatten(0, 1)[flat]
+            roi = None if roi_weights is None else roi_weights.flatten(0, 1)[flat]
+            embedded = self.embed_frames(pixels, roi)
+            vectors = embedded.frame_embeddings
+            dim = vectors.shape[-1]
+            frames = vectors.new_zeros(b * t, dim).index_copy(0, flat, vectors).view(b, t, dim)
+            roi_indices = embedded.roi_indices.new_full((b * t, k), -1).index_copy(0, flat, embedded.roi_indices)
+            roi_scores = vectors.new_zeros(b * t, k).index_copy(0, flat, embedded.roi_scores)
+            patch_scores = vectors.new_zeros(b * t, n).index_copy(0, flat, embedded.roi_patch_scores)
+            roi_indices, roi_scores, patch_scores = (
+                roi_indices.view(b, t, k), roi_scores.view(b, t, k), patch_scores.view(b, t, n)
+            )
         frames = self.temporal_encoder(frames, frame_mask)  # (B, T, Dv)
         segments, has_video = self.visual_segment_pool(frames, frame_mask)
         return segments, has_video, roi_indices, roi_scores, patch_scores
 
     # ------------------------------------------------------------------------------------------
-    def _modality_masks(self, batch, device, input_features, pixel_values_videos, audio_mask, video_mask):
+    def _modality_masks(self, batch, device, input_features, video_input, audio_mask, video_mask):
         def resolve(mask, tensor, name):
             if mask is None:
                 return torch.full((batch,), tensor is not None, dtype=torch.bool, device=device)
@@ -339,7 +401,7 @@ class FERForEmotionClassification(FERPreTrainedModel):
             return mask
 
         audio = resolve(audio_mask, input_features, "audio_mask")
-        video = resolve(video_mask, pixel_values_videos, "video_mask")
+        video = resolve(video_mask, video_input, "video_mask")
         if self.training and self.config.modality_dropout > 0:
             both = audio & video
             drop = both & (torch.rand(batch, device=device) < self.config.modality_dropout)
@@ -356,27 +418,43 @@ class FERForEmotionClassification(FERPreTrainedModel):
         roi_weights: torch.Tensor | None = None,
         audio_mask: torch.Tensor | None = None,
         video_mask: torch.Tensor | None = None,
+        frame_embeddings: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         return_dict: bool | None = None,
     ) -> FEREmotionClassifierOutput | tuple:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
-        reference = input_features if input_features is not None else pixel_values_videos
+        cfg = self.config
+        if pixel_values_videos is not None and frame_embeddings is not None:
+            raise FERInputError(
+                "give either `pixel_values_videos` or `frame_embeddings` (from `embed_frames`) for the video, not both"
+            )
+        video_input = pixel_values_videos if pixel_values_videos is not None else frame_embeddings
+        reference = input_features if input_features is not None else video_input
         if reference is None:
-            raise FERInputError("give `input_features` (audio) and/or `pixel_values_videos` (video)")
-        batch, device, cfg = reference.shape[0], reference.device, self.config
+            raise FERInputError(
+                "give `input_features` (audio) and/or `pixel_values_videos` or `frame_embeddings` (video)"
+            )
+        batch, device = reference.shape[0], reference.device
         if pixel_values_videos is not None and pixel_values_videos.dim() != 5:
             raise FERInputError(
                 f"`pixel_values_videos` must be (B, T, 3, H, W), got {tuple(pixel_values_videos.shape)}"
             )
+        if frame_embeddings is not None and (
+            frame_embeddings.dim() != 3 or frame_embeddings.shape[-1] != cfg.vision_config.hidden_size
+        ):
+            raise FERInputError(
+                f"`frame_embeddings` must be (B, T, {cfg.vision_config.hidden_size}) from `embed_frames`, "
+                f"got {tuple(frame_embeddings.shape)}"
+            )
         if input_features is not None and input_features.dim() != 3:
             raise FERInputError(f"`input_features` must be (B, n_mel, 80), got {tuple(input_features.shape)}")
-        if input_features is not None and pixel_values_videos is not None:
-            if input_features.shape[0] != pixel_values_videos.shape[0]:
+        if input_features is not None and video_input is not None:
+            if input_features.shape[0] != video_input.shape[0]:
                 raise FERInputError(
-                    f"audio batch ({input_features.shape[0]}) and video batch ({pixel_values_videos.shape[0]}) differ"
+                    f"audio batch ({input_features.shape[0]}) and video batch ({video_input.shape[0]}) differ"
                 )
         audio_used, video_used = self._modality_masks(
-            batch, device, input_features, pixel_values_videos, audio_mask, video_mask
+            batch, device, input_features, video_input, audio_mask, video_mask
         )
         s = cfg.num_segments
 
@@ -397,7 +475,7 @@ class FERForEmotionClassification(FERPreTrainedModel):
         has_video = torch.zeros(batch, s, dtype=torch.bool, device=device)
         roi_indices = roi_scores = patch_scores = None
         if video_used.any():
-            t = pixel_values_videos.shape[1]
+            t = video_input.shape[1]
             frame_mask = torch.ones(batch, t, dtype=torch.bool, device=device)
             if video_frame_mask is not None:
                 frame_mask = video_frame_mask.to(device=device, dtype=torch.bool)
@@ -407,7 +485,7 @@ class FERForEmotionClassification(FERPreTrainedModel):
                     f"`roi_weights` must have {cfg.num_patches} weights per frame, got {roi_weights.shape[-1]}"
                 )
             visual_segments, has_video, roi_indices, roi_scores, patch_scores = self.encode_video(
-                pixel_values_videos, frame_mask, roi_weights
+                pixel_values_videos, frame_mask, roi_weights, frame_embeddings
             )
 
         audio_used = audio_used & has_audio.any(-1)
@@ -449,4 +527,4 @@ class FERForEmotionClassification(FERPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
-__all__ = ["FERPreTrainedModel", "FERForEmotionClassification", "FEREmotionClassifierOutput"]
+__all__ = ["FERPreTrainedModel", "FERForEmotionClassification", "FEREmotionClassifierOutput", "FERFrameEmbeddings"]

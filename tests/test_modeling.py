@@ -316,3 +316,40 @@ def test_int8_quantisation_for_cpu_inference(config, tmp_path):
         model.save_pretrained(tmp_path)
     with pytest.raises(RuntimeError, match="eval"):
         FERForEmotionClassification(config).train().quantize_int8_()
+
+
+def test_forward_from_cached_frame_embeddings_equals_forward_from_pixels(model, config):
+    """The frame-feature cache: embed each frame once, then run windows from the vectors."""
+    inputs = make_inputs(config, audio_mask=[1, 0, 1], video_mask=[1, 1, 0])
+    inputs["video_frame_mask"][1, 5:] = False  # a short clip: padding frames
+    reference = model(**inputs)
+    b, t = inputs["video_frame_mask"].shape
+    embedded = model.embed_frames(inputs["pixel_values_videos"].flatten(0, 1), inputs["roi_weights"].flatten(0, 1))
+    assert embedded.frame_embeddings.shape == (b * t, config.vision_config.hidden_size)
+    assert embedded.roi_indices.shape == (b * t, config.roi_top_k)
+    assert embedded.roi_patch_scores.shape == (b * t, config.num_patches)
+    vectors = embedded.frame_embeddings.view(b, t, -1).clone()
+    vectors[1, 5:] = 123.0  # masked frames are never read
+    cached = {k: v for k, v in inputs.items() if k not in ("pixel_values_videos", "roi_weights")}
+    out = model(**cached, frame_embeddings=vectors)
+    assert torch.allclose(out.logits, reference.logits, atol=1e-5)
+    assert torch.allclose(out.segment_logits, reference.segment_logits, atol=1e-5)
+    assert torch.equal(out.modalities_used, reference.modalities_used)
+    # the frames' own ROI outputs are in the cache; the window's forward gives the documented placeholders
+    valid = inputs["video_frame_mask"].reshape(-1) & torch.tensor([1, 1, 0]).bool().repeat_interleave(t)
+    assert torch.equal(embedded.roi_indices[valid], reference.roi_indices.flatten(0, 1)[valid])
+    assert (out.roi_indices == -1).all() and (out.roi_patch_scores == 0).all()
+
+
+def test_frame_embeddings_bad_inputs_are_clear_errors(model, config):
+    inputs = make_inputs(config, batch=2)
+    vectors = torch.zeros(2, config.num_frames, config.vision_config.hidden_size)
+    with pytest.raises(FERInputError, match="not both"):
+        model(pixel_values_videos=inputs["pixel_values_videos"], frame_embeddings=vectors)
+    with pytest.raises(FERInputError, match="frame_embeddings"):
+        model(frame_embeddings=vectors[..., :5])
+    with pytest.raises(FERInputError, match="pixel_values"):
+        model.embed_frames(torch.zeros(4, 3, 16, 16))
+    with pytest.raises(FERInputError, match="roi_weights"):
+        model.embed_frames(inputs["pixel_values_videos"][0], torch.ones(3, config.num_patches))
+    assert model.embed_frames(inputs["pixel_values_videos"][0, :0]).frame_embeddings.shape == (0, 32)
