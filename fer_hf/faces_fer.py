@@ -1,9 +1,14 @@
 """Face detection, tracking, cropping and ROI weight maps (SPEC §2.2).
 
 - `FaceDetector` is the pluggable interface: `detect(frame_rgb) -> list[FaceBox]`. A backend that also finds
-  landmarks (e.g. a 5-point detector) fills `FaceBox.landmarks`; the ROI maps then follow them.
-- `HaarFaceDetector` is the default backend: OpenCV's frontal-face Haar cascade on a downscaled grey frame.
-- `track_face` keeps the largest confident face per frame, detects on at most `max_detections` frames spread
+  landmarks (e.g. a 5-point detector) fills `FaceBox.landmarks`; the ROI maps then follow them. The default
+  detector is BlazeFace with the 468-point face mesh (`face_landmarks_fer`, tracked by `face_tracking_fer`).
+- `HaarFaceDetector` is the documented fallback: OpenCV's frontal-face Haar cascade on a downscaled grey frame
+  with local (CLAHE) contrast equalisation.
+- `align_face` cuts a similarity-aligned square crop from the eye and mouth landmarks and
+  `roi_weight_map_from_mesh` paints the ROI weights from the 468 landmarks themselves.
+- `track_face` (the single-face tracker used with box-only detectors) keeps the largest confident face per
+  frame, detects on at most `max_detections` frames spread
   over the window, drops outlier boxes (far from the median of their neighbours), smooths the rest and
   interpolates a box for every frame: a temporally stable track.
 - `crop_face` cuts a square around the tracked box with a margin, pads with black where it leaves the frame,
@@ -50,7 +55,7 @@ ROI_SAMPLES_PER_PATCH = 4  # sub-samples per patch side when averaging the pixel
 CONFIDENT_FRACTION = 0.5  # a face competes for "largest" only if its score is at least this share of the best
 
 
-def _require_cv2():
+def require_cv2():
     if cv2 is None:
         raise ImportError("face detection and cropping need OpenCV: `pip install opencv-python-headless`")
     return cv2
@@ -86,15 +91,23 @@ class FaceDetector:
 
 @lru_cache(maxsize=4)
 def _cascade(name: str):
-    _require_cv2()
+    require_cv2()
     classifier = cv2.CascadeClassifier(cv2.data.haarcascades + name)
     if classifier.empty():
         raise RuntimeError(f"could not load the OpenCV cascade {name!r} from {cv2.data.haarcascades}")
     return classifier
 
 
+@lru_cache(maxsize=1)
+def _clahe():
+    return require_cv2().createCLAHE(clipLimit=2.0, tileGridSize=(8, 8))
+
+
 class HaarFaceDetector(FaceDetector):
     """OpenCV Haar cascade (frontal faces), run on a grey copy whose long side is at most `max_side` pixels.
+
+    The grey frame gets local contrast equalisation (CLAHE, 8 x 8 tiles, clip 2): a global histogram equalisation
+    stretches a flat background over the whole range and washes out a face in front of a plain wall.
 
     Args:
         max_side: detection resolution (px, long side); the cascade's smallest face is 24 px at this scale.
@@ -112,13 +125,13 @@ class HaarFaceDetector(FaceDetector):
         self.cascade = cascade
 
     def detect(self, frame_rgb: np.ndarray) -> list[FaceBox]:
-        _require_cv2()
+        require_cv2()
         h, w = frame_rgb.shape[:2]
         scale = min(1.0, self.max_side / max(h, w))
         grey = cv2.cvtColor(frame_rgb, cv2.COLOR_RGB2GRAY)
         if scale < 1.0:
             grey = cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-        grey = cv2.equalizeHist(grey)
+        grey = _clahe().apply(grey)
         min_side = max(24, int(self.min_face_fraction * min(grey.shape)))
         rects, _, weights = _cascade(self.cascade).detectMultiScale3(
             grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(min_side, min_side),
@@ -229,7 +242,7 @@ def track_face(frames: list, detector: FaceDetector, max_detections: int = 16) -
 # Cropping
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize uint8 `(h, w, 3)` to `size = (width, height)`: area filter when shrinking, bilinear otherwise."""
-    _require_cv2()
+    require_cv2()
     shrinking = size[0] < image.shape[1]
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
@@ -260,6 +273,66 @@ def center_crop(frame: np.ndarray, size: int) -> np.ndarray:
     side = min(h, w)
     y0, x0 = (h - side) // 2, (w - side) // 2
     return resize_image(frame[y0:y0 + side, x0:x0 + side], (size, size))
+
+
+# --------------------------------------------------------------------------------------
+# Aligned crops
+# Where the eye centres and the mouth centre sit in a face box (u, v in [0, 1]); the same places as the canonical
+# ROI regions, so an aligned crop frames the face as a box crop with the same margin does.
+CANONICAL_KEY_POINTS = {"left_eye": (0.29, 0.39), "right_eye": (0.71, 0.39), "mouth": (0.50, 0.80)}
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares rotation + uniform scale + shift mapping points `src` `(n, 2)` onto `dst` `(n, 2)`: `(2, 3)`."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    ms, md = src.mean(0), dst.mean(0)
+    a, b = src - ms, dst - md
+    # z = x + iy: the best complex factor k = sum(conj(a) b) / sum(|a|^2) is scale * e^(i angle)
+    za, zb = a[:, 0] + 1j * a[:, 1], b[:, 0] + 1j * b[:, 1]
+    k = np.sum(np.conj(za) * zb) / max(float(np.sum(np.abs(za) ** 2)), 1e-12)
+    m = np.array([[k.real, -k.imag, 0.0], [k.imag, k.real, 0.0]])
+    m[:, 2] = md - m[:, :2] @ ms
+    return m
+
+
+def alignment_matrix(key_points: dict, margin: float, size: int) -> np.ndarray:
+    """`(2, 3)` frame pixels -> crop pixels that puts the eyes and mouth at their canonical crop positions."""
+    names = [n for n in CANONICAL_KEY_POINTS if n in key_points]
+    if len(names) < 2:
+        raise ValueError(f"alignment needs at least two of {list(CANONICAL_KEY_POINTS)}, got {sorted(key_points)}")
+    dst = [((np.asarray(CANONICAL_KEY_POINTS[n]) + margin) / (1.0 + 2.0 * margin)) * size for n in names]
+    return similarity_transform([key_points[n] for n in names], dst)
+
+
+def align_face(frame: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """uint8 `(size, size, 3)` crop of `frame` through the frame -> crop `matrix` (black outside the frame).
+
+    A face shrunk by more than ~1.4x is first reduced with an area filter around the crop, so the crop does not
+    alias (4K frames, large faces).
+    """
+    cv2 = require_cv2()
+    scale = float(np.hypot(matrix[0, 0], matrix[1, 0]))
+    if scale < 0.7:
+        inv = cv2.invertAffineTransform(matrix)
+        corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64) @ inv[:, :2].T + inv[:, 2]
+        h, w = frame.shape[:2]
+        x0, y0 = np.clip(np.floor(corners.min(0)).astype(int), 0, [w - 1, h - 1])
+        x1, y1 = np.clip(np.ceil(corners.max(0)).astype(int), [x0 + 1, y0 + 1], [w, h])
+        k = min(1.0, scale * 1.4)
+        part = cv2.resize(frame[y0:y1, x0:x1], (max(1, round((x1 - x0) * k)), max(1, round((y1 - y0) * k))),
+                          interpolation=cv2.INTER_AREA)
+        # crop = M (x_part / k + offset): fold the reduction into the matrix
+        matrix = np.concatenate([matrix[:, :2] / k, (matrix[:, :2] @ np.array([x0, y0]) + matrix[:, 2])[:, None]], 1)
+        frame = part
+    return cv2.warpAffine(frame, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+def crop_region(matrix: np.ndarray, size: int) -> tuple[float, float, float, float]:
+    """Axis-aligned bounding box (frame pixels) of the area an aligned crop shows."""
+    inv = require_cv2().invertAffineTransform(matrix)
+    corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64) @ inv[:, :2].T + inv[:, 2]
+    lo, hi = corners.min(0), corners.max(0)
+    return float(lo[0]), float(lo[1]), float(hi[0]), float(hi[1])
 
 
 # --------------------------------------------------------------------------------------
@@ -296,6 +369,49 @@ def roi_weight_map(image_size: int, patch_size: int, margin: float, landmarks: d
     return _paint_roi(image_size, patch_size, margin, _regions_from_landmarks(landmarks))
 
 
+# Face-mesh regions (index names of `face_landmarks_fer.MESH_INDEX`) painted with their weight, and how much each
+# region's convex hull is enlarged about its centre (eye contours -> lids, lips -> the skin that moves with them).
+MESH_REGIONS = (
+    ("face", ("oval",), 1.0),
+    ("cheeks", ("cheek_left", "cheek_right"), 1.3),
+    ("nose", ("nose",), 1.2),
+    ("eyes", ("eye_left", "eye_right"), 1.8),
+    ("brows", ("brow_left", "brow_right"), 1.5),
+    ("mouth", ("lips",), 1.3),
+)
+
+
+def roi_weight_map_from_mesh(points: np.ndarray, image_size: int, patch_size: int,
+                             mesh_index: dict | None = None) -> np.ndarray:
+    """Patch weights `(N,)` painted from face-mesh landmarks `points` `(468, 2)` in crop pixels.
+
+    Each region of `MESH_REGIONS` is the convex hull of its landmarks (enlarged), painted with its
+    `ROI_REGION_WEIGHTS` entry on a grid of `ROI_SAMPLES_PER_PATCH` samples per patch side, keeping the largest
+    weight per sample (outside the face oval: `outside`); a patch gets the mean of its samples and the map is
+    divided by its maximum (values in (0, 1], 1 on eyes / brows / mouth).
+    """
+    cv2 = require_cv2()
+    if mesh_index is None:
+        from .face_landmarks_fer import MESH_INDEX as mesh_index
+    grid = image_size // patch_size
+    n = grid * ROI_SAMPLES_PER_PATCH
+    k = n / image_size  # crop pixels -> samples
+    weight = np.full((n, n), ROI_REGION_WEIGHTS["outside"], np.float32)
+    for region, parts, grow in MESH_REGIONS:
+        value = ROI_REGION_WEIGHTS[region]
+        for part in parts:
+            pts = np.asarray(points, np.float64)[list(mesh_index[part])] * k
+            centre = pts.mean(0)
+            hull = cv2.convexHull(((pts - centre) * grow + centre - 0.5).astype(np.float32))
+            layer = np.zeros((n, n), np.uint8)
+            cv2.fillConvexPoly(layer, np.round(hull.reshape(-1, 2) * 16).astype(np.int32), 1, lineType=cv2.LINE_8,
+                               shift=4)
+            weight[layer > 0] = np.maximum(weight[layer > 0], value)
+    s = ROI_SAMPLES_PER_PATCH
+    patches = weight.reshape(grid, s, grid, s).mean(axis=(1, 3))  # (grid, grid), row-major like ViT patches
+    return (patches / patches.max()).reshape(-1).astype(np.float32)
+
+
 @lru_cache(maxsize=16)
 def _canonical_roi(image_size: int, patch_size: int, margin: float) -> np.ndarray:
     return _paint_roi(image_size, patch_size, margin, CANONICAL_REGIONS)
@@ -318,16 +434,24 @@ def _paint_roi(image_size: int, patch_size: int, margin: float, regions: dict) -
 
 
 __all__ = [
+    "CANONICAL_KEY_POINTS",
     "CANONICAL_REGIONS",
+    "MESH_REGIONS",
     "ROI_REGION_WEIGHTS",
     "FaceBox",
     "FaceDetector",
     "FaceTrack",
     "HaarFaceDetector",
+    "align_face",
+    "alignment_matrix",
     "center_crop",
+    "crop_region",
     "crop_box",
     "crop_face",
     "resize_image",
+    "require_cv2",
     "roi_weight_map",
+    "roi_weight_map_from_mesh",
+    "similarity_transform",
     "track_face",
 ]
