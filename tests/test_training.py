@@ -199,7 +199,8 @@ def test_train_resume_and_evaluate(dataset, tmp_path):
         "--out", str(tmp_path / "results"), "--no-progress",
     ]))
     saved = json.loads((tmp_path / "results" / "results.json").read_text())
-    assert saved["dataset"]["name"] == "RAVDESS" and saved["protocol"] == "3-fold speaker-independent"
+    assert saved["dataset"]["name"] == "synthetic (RAVDESS-named)" and saved["dataset"]["synthetic"] is True
+    assert saved["dataset"]["modality_layout"] == "audio-video" and saved["protocol"] == "3-fold speaker-independent"
     assert saved["complete"] is False and saved["folds"][0]["test_actors"] == [1]
     assert [m["type"] for m in saved["metrics"]] == ["accuracy", "uar", "f1"]
     assert saved["folds"][0]["num_clips"] == 8 and sum(map(sum, saved["pooled"]["confusion_matrix"])) == 8
@@ -222,3 +223,61 @@ def test_aggregate_over_folds(tmp_path):
     assert results["metrics"][0]["std"] == pytest.approx(np.std([1.0, 0.5], ddof=1))
     assert results["pooled"]["confusion_matrix"] == [[1, 1], [0, 3]]
     assert (tmp_path / results["confusion_matrix_png"]).is_file()
+
+
+def test_release_model_card_says_what_was_trained_and_measured(dataset, tmp_path):
+    """Cross-validation (3 folds), then a release model on every actor: its record and card claim the CV estimate
+    of the recipe, name the synthetic data and say that the weights saw every actor; a fold model claims its own
+    fold's score."""
+    from fer_hf.tools import evaluate, train
+    from fer_hf.tools.model_card import parse_front_matter, render_model_card
+
+    folds = [train_fold["test_metrics"] for train_fold in train.run(_train_args(dataset, tmp_path, "--fold", "all",
+                                                                                "--epochs", "1"))]
+    assert len(folds) == 3
+    results = evaluate.run(evaluate.parse_args([
+        "--data-root", str(dataset), "--folds", str(dataset / "folds.json"), "--fold", "all", "--no-progress",
+        "--checkpoint", str(tmp_path / "run" / "fold{fold}" / "final"), "--cache-dir", str(tmp_path / "cache"),
+        "--out", str(tmp_path / "results")]))
+    # the training-time test score of each fold is the evaluation's
+    assert [f["uar"] for f in results["folds"]] == pytest.approx([f["uar"] for f in folds])
+
+    info = train.run(_train_args(dataset, tmp_path, "--mode", "release"))[0]
+    release = info["release"]
+    assert info["split"]["train_actors"] == [1, 2, 3] and info["num_val_clips"] == info["num_test_clips"] == 0
+    best = [json.loads((tmp_path / "run" / f"fold{k}" / "final" / "training_info.json").read_text())["best_epoch"]
+            for k in range(3)]
+    assert release["best_epochs"] == [round(b) for b in best]
+    assert info["epochs_trained"] == pytest.approx(release["epochs"]) == sorted(round(b) for b in best)[1] == 1
+    record = json.loads((tmp_path / "run" / "release" / "final" / "config.json").read_text())["provenance"]
+    training = record["training"]
+    assert record["status"] == "trained" and training["mode"] == "release" and training["fold"] is None
+    assert training["dataset"] == "synthetic" and training["test_actors"] == []
+    assert training["metrics_scope"] == "cross-validated mean over k folds"
+    assert training["metrics"]["uar"] == pytest.approx(results["summary"]["uar"]["mean"])
+    assert training["metrics_std"]["uar"] == pytest.approx(results["summary"]["uar"]["std"])
+
+    model = FERForEmotionClassification.from_pretrained(str(tmp_path / "run" / "release" / "final"))
+    card = render_model_card(model, "someone/fer-release", results)
+    meta = parse_front_matter(card)
+    (entry,) = meta["model-index"][0]["results"]
+    assert entry["dataset"]["type"] == "synthetic" and "cross-validation of this recipe" in entry["dataset"]["name"]
+    assert "weights trained on all actors" in entry["dataset"]["name"] and "datasets" not in meta
+    values = {m["type"]: m["value"] for m in entry["metrics"]}
+    assert values["recall"] == round(results["summary"]["uar"]["mean"], 4)
+    assert "trained on all 3 actors" in card and "no test score of its own" in card
+    assert "not on RAVDESS" in card and "**Synthetic data:**" in card
+    with pytest.raises(ValueError, match="release model"):  # no held-out actor to evaluate on
+        evaluate.run(evaluate.parse_args([
+            "--data-root", str(dataset), "--folds", str(dataset / "folds.json"), "--fold", "0", "--no-progress",
+            "--checkpoint", str(tmp_path / "run" / "release" / "final"), "--cache-dir", str(tmp_path / "cache"),
+            "--out", str(tmp_path / "results2")]))
+
+    fold1 = FERForEmotionClassification.from_pretrained(str(tmp_path / "run" / "fold1" / "final"))
+    fold_meta = parse_front_matter(fold_card := render_model_card(fold1, "someone/fer-fold1", results))
+    (fold_entry,) = fold_meta["model-index"][0]["results"]
+    assert "fold 1 test actors [2]" in fold_entry["dataset"]["name"]
+    fold_values = {m["type"]: m["value"] for m in fold_entry["metrics"]}
+    assert fold_values["recall"] == round(results["folds"][1]["uar"], 4)  # its own fold, not the mean
+    assert "trained on actors [1]" in fold_card
+    assert "an estimate of the recipe, not a score of these weights" in fold_card
