@@ -31,7 +31,7 @@ import torch
 from transformers import BatchFeature, ParakeetFeatureExtractor
 from transformers.processing_utils import ProcessorMixin
 
-from .audio_processing_fer import FERAudioProcessor
+from .audio_processing_fer import MIN_AUDIO_SAMPLES, FERAudioProcessor
 from .configuration_fer import RAVDESS_LABELS
 from .errors_fer import FERInputError, NoUsableModalityError, UnsupportedSampleRateError
 from .media_fer import FERMedia, check_duration, decode_window, plan_windows, probe_media, window_from_arrays
@@ -290,6 +290,8 @@ class FERProcessor(ProcessorMixin):
     patch_size = property(lambda self: self.geometry.patch_size)
     num_patches = property(lambda self: self.video_processing.num_patches)
     labels = property(lambda self: [self.id2label[i] for i in range(len(self.id2label))])
+    face_margin = property(lambda self: self.video_processing.face_margin)
+    decode_max_side = property(lambda self: self.video_processing.decode_max_side)
 
     @property
     def face_detector(self):
@@ -598,4 +600,4 @@ def _clean_frames(frames) -> np.ndarray:
 # with its relative imports, so `AutoProcessor.from_pretrained(folder, trust_remote_code=True)` works anywhere.
 FERProcessor.register_for_auto_class("AutoProcessor")
 
-__all__ = ["FERBatchFeature", "FERBatchInfo", "FERClipInfo", "FERGeometry", "FERProcessor"]
+__all__ = ["MIN_AUDIO_SAMPLES", "FERBatchFeature", "FERBatchInfo", "FERClipInfo", "FERGeometry", "FERProcessor"]
