@@ -235,12 +235,20 @@ class FERProcessor(ProcessorMixin):
         self.confidence_margin = float(confidence_margin)
         labels = id2label if id2label is not None else dict(enumerate(RAVDESS_LABELS))
         self.id2label = {int(k): str(v) for k, v in dict(labels).items()}  # JSON turns the keys into strings
+        self.validate()
+        super().__init__(feature_extractor, **routed)  # unknown keys: ProcessorMixin raises a TypeError naming them
+
+    def validate(self) -> None:
+        """Refuse bad window settings (call it after assigning `max_windows`, `stride_seconds`, ... directly)."""
         if self.max_windows < 1 or self.max_duration_s <= 0 or not 0.0 <= self.confidence_margin < 1.0:
             raise ValueError(
                 f"need max_windows >= 1, max_duration_s > 0 and 0 <= confidence_margin < 1; got {self.max_windows}, "
                 f"{self.max_duration_s}, {self.confidence_margin}"
             )
-        super().__init__(feature_extractor, **routed)  # unknown keys: ProcessorMixin raises a TypeError naming them
+        for name in ("window_seconds", "stride_seconds"):
+            value = getattr(self, name)
+            if value is not None and not float(value) > 0:
+                raise ValueError(f"`{name}` must be positive seconds or None, got {value!r}")
 
     @classmethod
     def from_model_config(cls, config, **kwargs) -> FERProcessor:
