@@ -249,8 +249,12 @@ def test_discover_folders_globs_and_missing_paths(corpus, tmp_path):
 
 
 def test_usage_errors_exit_2(corpus, tmp_path, caplog):
-    assert run([tmp_path / "nothing_here", "--model", corpus["model_dir"], "--output", tmp_path / "o.parquet",
-                "--workers", "0"]) == 1  # an explicit missing file is an error row, not a stop
+    missing = [tmp_path / "nothing_here", "--model", corpus["model_dir"], "--output", tmp_path / "o.parquet",
+               "--workers", "0"]
+    assert run(missing) == 1  # an explicit missing file is an error row, not a stop
+    with caplog.at_level("INFO", logger="fer_hf.tools.annotate"):
+        assert run(missing) == 1 and "1 already done, 0 to annotate" in caplog.text  # failures count as done
+        assert run([*missing, "--retry-errors"]) == 1 and "0 already done, 1 to annotate" in caplog.text
     empty = tmp_path / "empty_dir"
     empty.mkdir()
     assert run([empty, "--model", corpus["model_dir"], "--output", tmp_path / "o2.parquet"]) == 2
