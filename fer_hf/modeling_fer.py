@@ -136,6 +136,7 @@ class FERFrameEmbeddings(ModelOutput):
 # Every top-level `*_fer.py` file of the package: the Hub payload. `save_pretrained` copies all of them (a folder
 # then also loads the processor and the pipeline), and tests/test_layout.py checks this list against the files.
 PAYLOAD_MODULES = (
+    "audio_processing_fer.py",
     "configuration_fer.py",
     "errors_fer.py",
     "face_landmarks_fer.py",
@@ -148,8 +149,10 @@ PAYLOAD_MODULES = (
     "modules_fer.py",
     "pipeline_fer.py",
     "processing_fer.py",
+    "results_fer.py",
     "speech_fer.py",
     "streaming_fer.py",
+    "video_processing_fer.py",
 )
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 PIPELINE_TASK = "audio-visual-emotion-recognition"  # the same string as pipeline_fer.FER_PIPELINE_TASK
