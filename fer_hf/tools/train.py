@@ -134,7 +134,13 @@ def _cache(args, clips, processor):
 
 
 def _checkpoints(folder: Path) -> list[Path]:
-    return sorted(folder.glob("checkpoint-*")) if folder.is_dir() else []
+    """`checkpoint-<step>` folders, by step."""
+    found = folder.glob("checkpoint-*") if folder.is_dir() else []
+    return sorted((p for p in found if p.name.split("-")[-1].isdigit()), key=lambda p: int(p.name.split("-")[-1]))
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 def _prepare_run_dir(args, run_dir: Path) -> str | None:
@@ -292,6 +298,10 @@ def train_fold(args, fold: int | None, index, folds, release: dict | None = None
         world_size=world, ranks=ranks, args=dict(vars(args), world_size=world),
     )
     info["seconds"] = info["total"]["seconds"]
+    last = _checkpoints(run_dir)[-1:] if trainer.is_world_process_zero() else []
+    info["disk_bytes"] = {"last_checkpoint": _folder_bytes(last[0]) if last else None,
+                          "final": _folder_bytes(final_dir) if trainer.is_world_process_zero() else None,
+                          "save_only_model": args.save_only_model}
     if trainer.is_world_process_zero():
         processor.save_pretrained(str(final_dir))
         (final_dir / "training_info.json").write_text(json.dumps(info, indent=1, default=str))
