@@ -7,7 +7,8 @@
 - On an analysed frame, each face seen on the previous analysed frame is followed by its landmarks (the face mesh
   on the region its previous landmarks give); the model's face-presence score says whether the face is still
   there. The detector's whole-frame pass runs on every analysed frame to catch new faces; detections that no track
-  explains are confirmed by the face mesh (no mesh, no face: this rejects e.g. a cat's face) and start a new track,
+  explains are confirmed by the face mesh (no mesh, no face: this rejects e.g. a cat's face; a region rotated by
+  the detector's eye points is retried upright once) and start a new track,
   or continue a lost track whose last box they overlap. The finer tiled pass runs only while no face is tracked,
   at most every `fine_every_s`.
 - Where a face appears or disappears between two analysed frames, the frames in between are followed one by one
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .face_landmarks_fer import FaceMesh, FaceMeshLandmarker, region_from_face, region_from_mesh
+from .face_landmarks_fer import FaceMesh, FaceMeshLandmarker, MeshRegion, region_from_face, region_from_mesh
 from .faces_fer import FaceBox, FaceDetector
 
 logger = logging.getLogger(__name__)
@@ -173,7 +174,10 @@ def track_faces(frames: list, frame_times, detector: FaceDetector, landmarker: F
             if any(_iou(box, o.box) > MATCH_IOU for o in seen.values()):
                 continue  # a face already followed
             if landmarker is not None:
-                mesh = landmarker.landmarks(frame, region_from_face(face))
+                region = region_from_face(face)
+                mesh = landmarker.landmarks(frame, region)
+                if mesh is None and region.angle != 0.0:  # the detector's eye points can be off in dim light
+                    mesh = landmarker.landmarks(frame, MeshRegion(region.cx, region.cy, region.side, 0.0))
                 if mesh is None:
                     continue  # not confirmed as a face
                 obs = _observation(mesh, None)
