@@ -267,14 +267,17 @@ def predict(video: str | None, timeline: bool, progress=gr.Progress()):
     started = time.perf_counter()
     try:
         progress(0.05, desc="Decoding the clip and finding the face")
-        inputs = PROCESSOR(videos=video, sliding_window=bool(timeline),
-                           stride_seconds=CONFIG.clip_seconds if timeline else None,
-                           return_face_frames=True, return_tensors="pt")
-        clip_info = inputs.clip_info
+        inputs, batch_info = PROCESSOR.prepare(videos=video, sliding_window=bool(timeline),
+                                               stride_seconds=CONFIG.clip_seconds if timeline else None,
+                                               return_face_frames=True, return_tensors="pt")
+        clip_info = batch_info.windows
         progress(0.35, desc=f"Running the model on {len(clip_info)} window(s)")
         outputs = run_model({k: inputs[k] for k in inputs.keys()})
         report = app_plots.build_report(outputs, clip_info, CONFIG, MODEL_INFO, bool(timeline))
-        report["skipped_windows"] = list(getattr(inputs, "skipped_windows", []))
+        report["skipped_windows"] = [
+            {"window_index": w.index, "window_start_s": w.start_s, "window_end_s": w.end_s,
+             "audio_reason": w.audio_reason, "video_reason": w.video_reason} for w in batch_info.clips[0].skipped
+        ]
     except Exception as exc:  # every failure reaches the person as a short message, never a stack trace
         raise _error_for_person(exc, video) from None
     report["seconds_taken"] = round(time.perf_counter() - started, 2)

@@ -112,10 +112,11 @@ from transformers import AutoModel, AutoProcessor
 
 model = AutoModel.from_pretrained("{repo_id}", trust_remote_code=True).eval()
 processor = AutoProcessor.from_pretrained("{repo_id}", trust_remote_code=True)
-inputs = processor(videos="clip.mp4", return_tensors="pt")
+inputs, info = processor.prepare(videos="clip.mp4", return_tensors="pt")
 with torch.no_grad():
     outputs = model(**inputs)
-print(processor.post_process(outputs)[0])  # {{label: probability}}
+result = processor.post_process(outputs, info, model.config)[0]  # FERClipResult (windows, segments, modalities)
+print(result.top_label, result.probabilities)  # top_label is None when no emotion is clearly ahead
 print(outputs.segment_attention[0], outputs.modalities_used[0])  # weight of each segment; audio/video used
 '''
 
