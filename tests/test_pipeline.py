@@ -116,6 +116,9 @@ def test_pipeline_returns_the_full_result_with_modalities(setup):
 
 def test_pipeline_without_a_saved_processor_builds_one(setup):
     classifier = FEREmotionRecognitionPipeline(model=setup["model"], processor=None, device=-1)
+    built = classifier.fer_processor
+    assert built.audio_processing.min_speech_fraction == 0.1  # the defaults, speech detection on
+    built.audio_processing.min_speech_fraction = 0.0  # the generated tone is not speech (as in `setup`)
     check_ranked(classifier(setup["clip"]), expected_scores(setup))
 
 
