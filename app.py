@@ -32,6 +32,7 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+import app_live  # noqa: E402
 import app_plots  # noqa: E402
 from fer_hf import FERConfig, FERForEmotionClassification, FERProcessor  # noqa: E402
 
@@ -413,12 +414,14 @@ def output_column():
 def build_demo() -> gr.Blocks:
     with gr.Blocks(title="Emotion recognition", delete_cache=(600, 3600)) as demo:
         header()
-        with gr.Row():
-            with gr.Column(scale=2):
-                video, timeline, button = input_column()
-            with gr.Column(scale=3):
-                outputs = output_column()
+        with gr.Tab("Analyse a clip", id="clip-tab"):
+            with gr.Row():
+                with gr.Column(scale=2):
+                    video, timeline, button = input_column()
+                with gr.Column(scale=3):
+                    outputs = output_column()
         button.click(predict, inputs=[video, timeline], outputs=outputs, api_name="predict")
+        app_live.add_live_tab(demo, MODEL, PROCESSOR, MODEL_INFO)  # webcam + microphone, docs/live.md
     return demo
 
 

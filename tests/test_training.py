@@ -134,6 +134,11 @@ def test_lr_groups_weight_decay_and_class_weights(tmp_path):
     weights = class_weights(labels, 8)
     assert weights[0] == pytest.approx(2 * weights[1]) and weights.mean().item() == pytest.approx(1.0, rel=0.1)
     assert class_weights([0, 0, 1], 3)[2] == 0.0
+    # Every group's learning rate is logged; `learning_rate` is the head's, not the first group's (backbone).
+    trainer.log({"learning_rate": 123.0, "loss": 1.0})
+    logged = trainer.state.log_history[-1]
+    assert (logged["learning_rate_head"], logged["learning_rate_backbone"], logged["learning_rate"]) == \
+           (1e-3, 1e-5, 1e-3)
     assert resolve_precision("fp32") == {"bf16": False, "fp16": False}
     if not torch.cuda.is_available():
         assert resolve_precision("auto") == {"bf16": False, "fp16": False}
@@ -186,13 +191,31 @@ def test_train_resume_and_evaluate(dataset, tmp_path):
     for name in ("model.safetensors", "config.json", "processor_config.json", "training_info.json"):
         assert (final / name).is_file(), name
     assert (fold_dir / "checkpoint-4" / "processor_config.json").is_file()
+    assert (fold_dir / "checkpoint-4" / "optimizer.pt").is_file()  # what --resume needs; measured disk use:
+    assert first["disk_bytes"]["last_checkpoint"] > (fold_dir / "checkpoint-4" / "model.safetensors").stat().st_size * 2
     assert set(first["val_metrics"]) >= {"eval_accuracy", "eval_uar", "eval_macro_f1"}
 
-    # Resume: a longer run picks up at step 4 instead of starting again.
+    # A fresh run into the same folder is refused (one line, before any training); so is a locked folder.
+    with pytest.raises(ValueError, match="earlier run.*--resume"):
+        train.run(_train_args(dataset, tmp_path, "--epochs", "3"))
+    from fer_hf.tools.run_dir import LOCK_NAME, RunLockedError
+
+    (tmp_path / "run" / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "another-host", "started": "then"}))
+    with pytest.raises(RunLockedError, match="pid 1 on another-host"):
+        train.run(_train_args(dataset, tmp_path, "--epochs", "3", "--resume"))
+    (tmp_path / "run" / LOCK_NAME).unlink()
+
+    # Resume: a longer run picks up at step 4 instead of starting again, and its record covers the whole run.
     second = train.run(_train_args(dataset, tmp_path, "--epochs", "3", "--resume"))[0]
     assert second["resumed_from"].endswith("checkpoint-4") and second["global_step"] == 6
     state = json.loads((fold_dir / "checkpoint-6" / "trainer_state.json").read_text())
     assert [round(e["epoch"]) for e in state["log_history"] if "eval_loss" in e] == [1, 2, 3]
+    assert [round(e["epoch"]) for e in second["eval_history"]] == [1, 2, 3]
+    assert second["total"]["sessions"] == 2 and second["total"]["global_step"] == 6
+    assert [(s["start_step"], s["end_step"]) for s in second["sessions"]] == [(0, 4), (4, 6)]
+    assert second["seconds"] == pytest.approx(first["seconds"] + second["session_seconds"], abs=0.2)
+    assert "learning_rate_head" in next(e for e in state["log_history"] if "loss" in e)
+    assert not (tmp_path / "run" / LOCK_NAME).exists()
 
     results = evaluate.run(evaluate.parse_args([
         "--data-root", str(dataset), "--folds", str(dataset / "folds.json"), "--fold", "0",
@@ -200,7 +223,8 @@ def test_train_resume_and_evaluate(dataset, tmp_path):
         "--out", str(tmp_path / "results"), "--no-progress",
     ]))
     saved = json.loads((tmp_path / "results" / "results.json").read_text())
-    assert saved["dataset"]["name"] == "RAVDESS" and saved["protocol"] == "3-fold speaker-independent"
+    assert saved["dataset"]["name"] == "synthetic (RAVDESS-named)" and saved["dataset"]["synthetic"] is True
+    assert saved["dataset"]["modality_layout"] == "audio-video" and saved["protocol"] == "3-fold speaker-independent"
     assert saved["complete"] is False and saved["folds"][0]["test_actors"] == [1]
     assert [m["type"] for m in saved["metrics"]] == ["accuracy", "uar", "f1"]
     assert saved["folds"][0]["num_clips"] == 8 and sum(map(sum, saved["pooled"]["confusion_matrix"])) == 8
@@ -223,3 +247,111 @@ def test_aggregate_over_folds(tmp_path):
     assert results["metrics"][0]["std"] == pytest.approx(np.std([1.0, 0.5], ddof=1))
     assert results["pooled"]["confusion_matrix"] == [[1, 1], [0, 3]]
     assert (tmp_path / results["confusion_matrix_png"]).is_file()
+
+
+def test_release_model_card_says_what_was_trained_and_measured(dataset, tmp_path):
+    """Cross-validation (3 folds), then a release model on every actor: its record and card claim the CV estimate
+    of the recipe, name the synthetic data and say that the weights saw every actor; a fold model claims its own
+    fold's score."""
+    from fer_hf.tools import evaluate, train
+    from fer_hf.tools.model_card import parse_front_matter, render_model_card
+
+    folds = [train_fold["test_metrics"] for train_fold in train.run(_train_args(dataset, tmp_path, "--fold", "all",
+                                                                                "--epochs", "1"))]
+    assert len(folds) == 3
+    results = evaluate.run(evaluate.parse_args([
+        "--data-root", str(dataset), "--folds", str(dataset / "folds.json"), "--fold", "all", "--no-progress",
+        "--checkpoint", str(tmp_path / "run" / "fold{fold}" / "final"), "--cache-dir", str(tmp_path / "cache"),
+        "--out", str(tmp_path / "results")]))
+    # the training-time test score of each fold is the evaluation's
+    assert [f["uar"] for f in results["folds"]] == pytest.approx([f["uar"] for f in folds])
+
+    info = train.run(_train_args(dataset, tmp_path, "--mode", "release"))[0]
+    release = info["release"]
+    assert info["split"]["train_actors"] == [1, 2, 3] and info["num_val_clips"] == info["num_test_clips"] == 0
+    best = [json.loads((tmp_path / "run" / f"fold{k}" / "final" / "training_info.json").read_text())["best_epoch"]
+            for k in range(3)]
+    assert release["best_epochs"] == [round(b) for b in best]
+    assert info["epochs_trained"] == pytest.approx(release["epochs"]) == sorted(round(b) for b in best)[1] == 1
+    record = json.loads((tmp_path / "run" / "release" / "final" / "config.json").read_text())["provenance"]
+    training = record["training"]
+    assert record["status"] == "trained" and training["mode"] == "release" and training["fold"] is None
+    assert training["dataset"] == "synthetic" and training["test_actors"] == []
+    assert training["metrics_scope"] == "cross-validated mean over k folds"
+    assert training["metrics"]["uar"] == pytest.approx(results["summary"]["uar"]["mean"])
+    assert training["metrics_std"]["uar"] == pytest.approx(results["summary"]["uar"]["std"])
+
+    model = FERForEmotionClassification.from_pretrained(str(tmp_path / "run" / "release" / "final"))
+    card = render_model_card(model, "someone/fer-release", results)
+    meta = parse_front_matter(card)
+    (entry,) = meta["model-index"][0]["results"]
+    assert entry["dataset"]["type"] == "synthetic" and "cross-validation of this recipe" in entry["dataset"]["name"]
+    assert "weights trained on all actors" in entry["dataset"]["name"] and "datasets" not in meta
+    values = {m["type"]: m["value"] for m in entry["metrics"]}
+    assert values["recall"] == round(results["summary"]["uar"]["mean"], 4)
+    assert "trained on all 3 actors" in card and "no test score of its own" in card
+    assert "not on RAVDESS" in card and "**Synthetic data:**" in card
+    with pytest.raises(ValueError, match="release model"):  # no held-out actor to evaluate on
+        evaluate.run(evaluate.parse_args([
+            "--data-root", str(dataset), "--folds", str(dataset / "folds.json"), "--fold", "0", "--no-progress",
+            "--checkpoint", str(tmp_path / "run" / "release" / "final"), "--cache-dir", str(tmp_path / "cache"),
+            "--out", str(tmp_path / "results2")]))
+
+    fold1 = FERForEmotionClassification.from_pretrained(str(tmp_path / "run" / "fold1" / "final"))
+    fold_meta = parse_front_matter(fold_card := render_model_card(fold1, "someone/fer-fold1", results))
+    (fold_entry,) = fold_meta["model-index"][0]["results"]
+    assert "fold 1 test actors [2]" in fold_entry["dataset"]["name"]
+    fold_values = {m["type"]: m["value"] for m in fold_entry["metrics"]}
+    assert fold_values["recall"] == round(results["folds"][1]["uar"], 4)  # its own fold, not the mean
+    assert "trained on actors [1]" in fold_card
+    assert "an estimate of the recipe, not a score of these weights" in fold_card
+
+
+def test_refusals_validation_split_and_prepare_only(dataset, tmp_path, caplog):
+    from fer_hf.tools import train
+
+    # One clear line and exit status 2, not a traceback; --debug gives the trace.
+    with pytest.raises(SystemExit) as stop:
+        train.main(["--data-root", str(tmp_path / "missing"), "--preset", "tiny", "--output-dir", str(tmp_path)])
+    assert stop.value.code == 2
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "is not a directory" in errors[0].getMessage() and "--debug" in errors[0].getMessage()
+    with pytest.raises(FileNotFoundError):
+        train.main(["--data-root", str(tmp_path / "missing"), "--preset", "tiny", "--debug"])
+
+    # Validation actors without a usable clip: refused unless --validation none.
+    folds = tmp_path / "folds.json"
+    folds.write_text(json.dumps([[1], [4], [2, 3]]))  # fold 0 validates on actor 4, who has no clip
+    with pytest.raises(ValueError, match="no usable validation clips.*--validation none"):
+        train.run(_train_args(dataset, tmp_path, "--folds", str(folds), "--epochs", "1"))
+
+    # --prepare-only builds the cache of every clip and trains nothing.
+    (summary,) = train.run(_train_args(dataset, tmp_path, "--prepare-only", "--workers", "2",
+                                       "--output-dir", str(tmp_path / "prepared")))
+    assert summary["clips"] == summary["usable"] == 24 and not summary["failed"]
+    assert not (tmp_path / "prepared").exists()
+    assert not (tmp_path / "run" / ".fer-train.lock").exists()  # the refused run released its lock
+
+
+def test_drop_grads_freezing_holds_frozen_backbones_in_eval(cached, processor, tmp_path):
+    """Under DDP the frozen parts stay trainable (gradients dropped), so the trainer fixes their BatchNorm statistics
+    and dropout itself: a training forward while frozen leaves the FastConformer's running stats untouched."""
+    from transformers import TrainerState, TrainingArguments
+
+    model = FERForEmotionClassification(FERConfig.from_preset("tiny", modality_dropout=0.0))
+    freeze = BackboneFreezeCallback(epochs=1, mode="drop_grads")
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    trainer = FERTrainer(model=model, args=args, callbacks=[freeze])
+    batch = FERCollator(processor)([CachedClipDataset(cached.entries)[i] for i in range(4)])
+    norms = [m for m in model.audio_encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms
+    before = [m.running_mean.clone() for m in norms]
+    trainer.state = TrainerState(epoch=0.0)
+    model.train()
+    trainer.compute_loss(model, batch)
+    assert all(not m.training for m in model.audio_encoder.modules()) and model.classifier.training
+    assert all(torch.equal(m.running_mean, b) for m, b in zip(norms, before))
+    trainer.state.epoch = 1.0  # unfrozen: the statistics move again
+    model.train()
+    trainer.compute_loss(model, batch)
+    assert any(not torch.equal(m.running_mean, b) for m, b in zip(norms, before))

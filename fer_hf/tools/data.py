@@ -8,7 +8,11 @@ models, so it is done once per clip and stored:
     <cache_dir>/<fingerprint>/failures.json            clips that could not be used, with the reason
 
 The fingerprint hashes every processor setting that changes the stored data (frames, window, crop size, face
-margin, ...), so a different preset gets its own folder and a stale cache is never read.
+margin, ...) and the payload's `FRONTEND_VERSION` (face/decoding code) where it exists, so a different preset gets
+its own folder and a stale cache is never read. `<name>` is `RavdessClip.cache_name`: the file's seven fields, or
+`02+03-<recording>` for a `paired` clip (face from the 02 mp4, voice from the 03 wav), so the layouts never share a
+cache file. Temporary files carry the writer's pid and a random suffix, so concurrent writers (several ranks or
+jobs on one cache) can never collide; under `torchrun` / `accelerate` only rank 0 builds (`fer_hf.tools.train`).
 
 One `.npz` holds exactly what the processor computes for the clip's (single, centred) window before its
 batching step: the `T` uint8 face crops (JPEG or PNG encoded), the ROI weight maps, the frame mask, the 16 kHz
@@ -28,6 +32,7 @@ import io
 import json
 import logging
 import os
+import uuid
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -63,9 +68,23 @@ def processor_settings(processor) -> dict:
     return settings
 
 
+def frontend_version():
+    """The payload's `FRONTEND_VERSION` (bumped when decoding / face code changes what is cached), or None."""
+    import importlib
+
+    for module in ("fer_hf.frontend_fer", "fer_hf.processing_fer", "fer_hf.faces_fer", "fer_hf.media_fer"):
+        version = getattr(importlib.import_module(module), "FRONTEND_VERSION", None)
+        if version is not None:
+            return version
+    return None
+
+
 def cache_fingerprint(processor, image_format: str, jpeg_quality: int) -> str:
-    """12 hex digits identifying the processor settings + image encoding."""
+    """12 hex digits identifying the processor settings + front-end version + image encoding."""
     key = dict(processor_settings(processor), image_format=image_format, cache_version=CACHE_VERSION)
+    version = frontend_version()
+    if version is not None:
+        key["frontend_version"] = version
     if image_format == "jpeg":
         key["jpeg_quality"] = int(jpeg_quality)
     return hashlib.sha1(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -129,11 +148,23 @@ def write_clip_cache(path: Path, row: dict, clip: RavdessClip, image_format: str
     np.savez(buf, images=images, offsets=offsets, roi=row["roi"].astype(np.float32),
              frame_mask=row["frame_mask"].astype(bool), audio=pcm,
              meta=np.frombuffer(json.dumps(meta, default=_json_safe).encode(), np.uint8))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write(path, buf.getvalue())
     return len(buf.getvalue())
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str) -> None:
+    """Write `path` through a temporary file unique to this writer (pid + random suffix), then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        if isinstance(data, str):
+            tmp.write_text(data)
+        else:
+            tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_clip_cache(path: str | os.PathLike) -> tuple[dict, dict]:
@@ -208,11 +239,36 @@ def _picklable(processor):
     return clone
 
 
+PAIR_DURATION_TOLERANCE_S = 0.25  # a 02 mp4 and its 03 wav lasting longer apart are reported
+
+
+def decode_clip(processor, clip: RavdessClip) -> dict:
+    """The processor row of the clip's centred window (what `processor(path)` uses).
+
+    For a `paired` clip (`clip.audio_path` set) the face fields come from the 02 mp4 and the voice from the 03 wav,
+    each decoded by the processor's own `decode_windows` on its centred window (the two files of one RAVDESS
+    recording last the same to a few ms; a larger gap is logged and kept in `info["pair_duration_gap_s"]`).
+    """
+    row = processor.decode_windows(clip.path)[0]
+    if clip.audio_path is None:
+        return row
+    voice = processor.decode_windows(clip.audio_path)[0]
+    info = dict(row["info"])
+    for key in ("audio_used", "audio_reason"):
+        info[key] = voice["info"][key]
+    gap = abs(float(voice["info"]["duration_s"]) - float(info["duration_s"]))
+    info.update(audio_source=clip.audio_path, pair_duration_gap_s=round(gap, 3))
+    if gap > PAIR_DURATION_TOLERANCE_S:
+        logger.warning("%s and %s differ in length by %.2f s: their centred windows do not cover the same moment",
+                       clip.path, clip.audio_path, gap)
+    return dict(row, audio=voice["audio"], info=info)
+
+
 def _cache_one(job: tuple[str, RavdessClip]) -> tuple[str, int | None, str | None]:
     """Decode + store one clip. Returns (cache path, bytes or None, failure reason or None); never raises."""
     target, clip = job
     try:
-        row = _WORKER["processor"].decode_windows(clip.path)[0]  # the centred window, as processor(path) uses
+        row = decode_clip(_WORKER["processor"], clip)
         if row["audio"] is None and not row["video_used"]:
             info = row["info"]
             return target, None, f"no usable modality (audio: {info['audio_reason']}; video: {info['video_reason']})"
@@ -231,7 +287,7 @@ def cache_folder(cache_root: str | os.PathLike, processor, image_format: str = "
     folder.mkdir(parents=True, exist_ok=True)
     settings = dict(processor_settings(processor), image_format=image_format, jpeg_quality=jpeg_quality,
                     cache_version=CACHE_VERSION)
-    (folder / "settings.json").write_text(json.dumps(settings, indent=1, sort_keys=True, default=str))
+    atomic_write(folder / "settings.json", json.dumps(settings, indent=1, sort_keys=True, default=str))
     return folder
 
 
@@ -255,7 +311,7 @@ def build_cache(
         raise CacheError(f"image_format must be one of {IMAGE_FORMATS}, got {image_format!r}")
     folder = cache_folder(cache_root, processor, image_format, jpeg_quality)
     clips = list(clips)
-    targets = [str(folder / f"Actor_{c.actor:02d}" / f"{c.stem}.npz") for c in clips]
+    targets = [str(folder / f"Actor_{c.actor:02d}" / f"{c.cache_name}.npz") for c in clips]
     todo = [(t, c) for t, c in zip(targets, clips) if not Path(t).is_file()]
     report = CacheReport(str(folder), [], [], reused=len(clips) - len(todo))
     results: dict[str, tuple[int | None, str | None]] = {}
@@ -290,9 +346,23 @@ def build_cache(
             report.written += 1
             report.bytes_written += size
         report.entries.append(CacheEntry(target, clip))
-    (folder / "failures.json").write_text(json.dumps([{"path": p, "reason": r} for p, r in report.failed], indent=1))
+    _update_failures(folder / "failures.json", [c.path for c in clips], report.failed)
     logger.info(report.summary())
     return report
+
+
+def _update_failures(path: Path, checked: list[str], failed: list[tuple[str, str]]) -> None:
+    """Merge this call's outcome into `failures.json`: the clips it checked are dropped, its failures added, other
+    clips' entries (from calls over other actors) kept."""
+    entries = {}
+    try:
+        entries = {e["path"]: e["reason"] for e in json.loads(path.read_text())}
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    for clip_path in checked:
+        entries.pop(clip_path, None)
+    entries.update(dict(failed))
+    atomic_write(path, json.dumps([{"path": p, "reason": r} for p, r in sorted(entries.items())], indent=1))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -344,8 +414,11 @@ __all__ = [
     "CacheReport",
     "CachedClipDataset",
     "FERCollator",
+    "atomic_write",
     "build_cache",
     "cache_fingerprint",
+    "decode_clip",
+    "frontend_version",
     "read_clip_cache",
     "write_clip_cache",
 ]

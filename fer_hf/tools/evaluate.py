@@ -1,18 +1,22 @@
 """Speaker-independent evaluation: one fold or all folds, metrics, confusion matrices and a results JSON.
 
-    python -m fer_hf.tools.evaluate --data-root data/RAVDESS --checkpoint "checkpoints/seed/fold{fold}/final" --fold all
+    fer-evaluate --data-root data/RAVDESS --checkpoint "checkpoints/seed/fold{fold}/final" --fold all
 
 For each fold the checkpoint (`{fold}` in the path is replaced by the fold index) is evaluated on that fold's
 test actors: accuracy (WAR), UAR, macro-F1, per-class precision/recall/F1 and a confusion-matrix PNG. Over the
 folds: mean ± sample standard deviation and the pooled confusion matrix. Everything goes to `<out>/results.json`.
+`--modality` picks the RAVDESS files (default: the layout the checkpoint was trained on, from its provenance record);
+a synthetic set (its marker file) is named as such in `dataset`. A release model (trained on every actor) has no
+held-out actor and is refused: its estimate is the cross-validated mean of the fold models.
 
 Results JSON (schema_version 1; metric values are fractions in [0, 1]):
 
     {
       "schema_version": 1,
       "task": {"type": "audio-visual-emotion-recognition", "name": "Audio-visual emotion recognition"},
-      "dataset": {"name": "RAVDESS", "type": "ravdess", "config": "audio-video speech", "split": "test",
-                  "data_root": "...", "modalities": [1], "vocal_channels": [1]},
+      "dataset": {"name": "RAVDESS" | "synthetic (RAVDESS-named)", "type": "ravdess" | "synthetic",
+                  "synthetic": false, "config": "audio-video speech", "split": "test", "data_root": "...",
+                  "modality_layout": "audio-video", "modalities": [1], "vocal_channels": [1]},
       "protocol": "6-fold speaker-independent",
       "complete": true,                   # every fold of the protocol was evaluated
       "labels": ["neutral", ...],
@@ -37,6 +41,7 @@ import argparse
 import datetime
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -45,9 +50,18 @@ import torch
 
 from fer_hf.errors_fer import FERInputError
 
+from .cli import refusals_as_one_line, setup_logging
 from .data import CachedClipDataset, FERCollator, build_cache
 from .metrics import classification_metrics, mean_std, plot_confusion_matrix
-from .ravdess import DEFAULT_FOLDS, VALIDATION_STRATEGIES, build_index, fold_split, load_folds
+from .ravdess import (
+    DEFAULT_FOLDS,
+    LAYOUT_MODALITIES,
+    MODALITY_LAYOUTS,
+    VALIDATION_STRATEGIES,
+    build_index,
+    fold_split,
+    load_folds,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +71,15 @@ METRIC_CARD = (
     ("uar", "UAR", "uar", None),
     ("macro_f1", "Macro-F1", "f1", {"average": "macro"}),
 )
+
+
+def checkpoint_training_record(checkpoint: str | Path) -> dict:
+    """`config.provenance["training"]` of a saved model folder, or {} (no record: an older or untrained model)."""
+    try:
+        config = json.loads((Path(checkpoint) / "config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return dict(((config.get("provenance") or {}).get("training")) or {})
 
 
 @torch.no_grad()
@@ -104,6 +127,11 @@ def evaluate_fold(
     checkpoint = Path(checkpoint)
     if not (checkpoint / "config.json").is_file():
         raise FERInputError(f"no model checkpoint (config.json) in {str(checkpoint)!r}")
+    training = checkpoint_training_record(checkpoint)
+    if training.get("mode") == "release":
+        raise FERInputError(f"{str(checkpoint)!r} is a release model trained on every actor "
+                            f"({training.get('train_actors')}): no actor is held out, so a test score would be a "
+                            "training score; its estimate is the cross-validated mean of the fold models")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     split = fold_split(fold, folds, validation)
     actors = split.test if split_name == "test" else split.val
@@ -173,10 +201,15 @@ def run(args) -> dict:
     started = time.time()
     folds = load_folds(args.folds) if args.folds else DEFAULT_FOLDS
     channels = {"speech": (1,), "song": (2,), "both": (1, 2)}[args.vocal_channel]
-    index = build_index(args.data_root, vocal_channels=channels)
+    fold_ids = list(range(len(folds))) if args.fold == "all" else [int(args.fold)]
+    layout = args.modality
+    if layout is None:  # the layout the (first) checkpoint was trained on
+        trained = checkpoint_training_record(args.checkpoint.replace("{fold}", str(fold_ids[0])))
+        layout = trained.get("modality_layout") or "audio-video"
+        logger.info("modality layout %s (%s)", layout, "from the checkpoint's provenance" if trained else "default")
+    index = build_index(args.data_root, vocal_channels=channels, layout=layout)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    fold_ids = list(range(len(folds))) if args.fold == "all" else [int(args.fold)]
     entries = []
     for k in fold_ids:
         checkpoint = args.checkpoint.replace("{fold}", str(k))
@@ -185,9 +218,10 @@ def run(args) -> dict:
             args.workers, args.image_format, args.jpeg_quality, args.device, progress=not args.no_progress,
         ))
     labels = list(entries[0]["per_class"])
-    dataset = {"name": args.dataset_name, "type": "ravdess",
-               "config": f"audio-video {args.vocal_channel}", "split": args.split, "data_root": str(args.data_root),
-               "modalities": [1], "vocal_channels": list(channels)}
+    dataset = {"name": args.dataset_name or index.dataset_name, "type": "synthetic" if index.synthetic else "ravdess",
+               "synthetic": index.synthetic, "config": f"{layout} {args.vocal_channel}", "split": args.split,
+               "data_root": str(args.data_root), "modality_layout": layout,
+               "modalities": list(LAYOUT_MODALITIES[layout]), "vocal_channels": list(channels)}
     results = aggregate(entries, labels, len(folds), dataset, out, time.time() - started)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     s = results["summary"]
@@ -198,8 +232,10 @@ def run(args) -> dict:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m fer_hf.tools.evaluate", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="fer-evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--data-root", required=True, help="RAVDESS folder (Actor_XX/ sub-folders or flat)")
+    p.add_argument("--modality", choices=tuple(MODALITY_LAYOUTS),
+                   help="which RAVDESS files (default: the layout the checkpoint was trained on)")
     p.add_argument("--checkpoint", required=True,
                    help="model folder; '{fold}' is replaced by the fold index (e.g. checkpoints/seed/fold{fold}/final)")
     p.add_argument("--fold", default="all", help="fold index or 'all' (default)")
@@ -214,9 +250,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="processes that build the cache")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", help="default: cuda if available, else cpu")
-    p.add_argument("--dataset-name", default="RAVDESS", help="dataset name written to the results JSON")
+    p.add_argument("--dataset-name", help="dataset name written to the results JSON (default: RAVDESS, or "
+                                          "'synthetic (RAVDESS-named)' for a generated set)")
     p.add_argument("--out", default="results", help="output folder for results.json and the PNGs")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--debug", action="store_true", help="show the full trace of a refusal")
     args = p.parse_args(argv)
     if args.fold != "all" and not args.fold.isdigit():
         p.error(f"--fold must be a fold index or 'all', got {args.fold!r}")
@@ -226,12 +264,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run(parse_args(argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    setup_logging()
+    with refusals_as_one_line("--debug" in argv):
+        run(parse_args(argv))
 
 
 if __name__ == "__main__":
     main()
 
 
-__all__ = ["aggregate", "evaluate_fold", "parse_args", "predict", "run"]
+__all__ = ["aggregate", "checkpoint_training_record", "evaluate_fold", "parse_args", "predict", "run"]

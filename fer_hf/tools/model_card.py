@@ -63,33 +63,98 @@ def normalise_eval_results(results: dict | None) -> list[dict]:
     ]
 
 
-def _front_matter(repo_id: str, metrics: list[dict], results: dict | None, base_models: list[str]) -> dict:
+def training_record(config) -> dict:
+    """`config.provenance["training"]` (docs/architecture.md), or {} for a model saved without one."""
+    return dict(((getattr(config, "provenance", None) or {}).get("training")) or {})
+
+
+def metric_claims(config, results: dict | None) -> dict:
+    """What the card may claim, from the model's provenance record and the evaluation JSON.
+
+    - fold model: that fold's own test score (`results["folds"]` entry of its fold, else the score recorded at
+      training time) on its test actors; the k-fold mean is mentioned only as the recipe's estimate;
+    - release model: the cross-validated mean ± std, as the estimate of the recipe that produced the weights, which
+      were trained on every actor (no held-out score exists);
+    - no training record (an older export): the evaluation JSON's mean over folds, as before.
+
+    Returns `{"metrics": normalised list, "scope": words for the model-index dataset name, "lines": card text,
+    "synthetic": bool}`.
+    """
+    training = training_record(config)
+    results = results or {}
+    synthetic = bool(training.get("synthetic")) or bool((results.get("dataset") or {}).get("synthetic"))
+    data = "the synthetic set (not RAVDESS)" if synthetic else "RAVDESS"
+    layout = training.get("modality_layout") or (results.get("dataset") or {}).get("modality_layout") or "audio-video"
+    protocol = results.get("protocol", "speaker-independent")
+    mode = training.get("mode")
+    cv = normalise_eval_results(results) if results.get("folds") and len(results["folds"]) > 1 else []
+    cv_text = ", ".join(f"{m['name']} {100 * m['value']:.1f} ± {100 * (m.get('std') or 0):.1f} %" for m in cv)
+    if mode == "fold":
+        fold = training.get("fold")
+        entry = next((f for f in results.get("folds") or [] if f.get("fold") == fold), None)
+        metrics = normalise_eval_results(entry) if entry else normalise_eval_results(training.get("metrics"))
+        for m in metrics:
+            m["std"] = None  # one fold's score has no spread
+        actors = training.get("test_actors")
+        scope = f"fold {fold} test actors {actors}"
+        lines = [f"This is the **fold {fold} model**: trained on actors {training.get('train_actors')}, selected on "
+                 f"actors {training.get('validation_actors')}, scored on its held-out test actors {actors} "
+                 f"({data}, {layout} files). Its own score:"]
+        after = [f"Cross-validated mean of the same recipe over {len(results['folds'])} folds ({protocol}): {cv_text}. "
+                 "That is an estimate of the recipe, not a score of these weights."] if cv else []
+    elif mode == "release":
+        std = training.get("metrics_std") or {}
+        metrics = cv or [dict(m, std=std.get(m["key"])) for m in normalise_eval_results(training.get("metrics"))]
+        folds = len(results.get("folds") or []) or training.get("cv_folds")
+        scope = f"{protocol} cross-validation of this recipe; weights trained on all actors"
+        actors = len(training.get("train_actors") or [])
+        source = training.get("epochs_source", "chosen by cross-validation")
+        lines = [f"This is the **release model**: its weights were trained on all {actors} actors of {data} "
+                 f"({layout} files) for {training.get('epochs')} epochs ({source}), so no actor was held out and it "
+                 f"has no test score of its own. The figures below are the cross-validated mean ± std over {folds} "
+                 "fold models trained with the same recipe: the protocol's estimate of what this recipe achieves on "
+                 "unseen actors."]
+        after = []
+    else:
+        metrics = normalise_eval_results(results)
+        scope = protocol
+        lines = [f"{data}, {protocol} (actors never seen in training), mean over folds:"]
+        after = []
+    return {"metrics": metrics, "scope": scope, "lines": lines, "after": after, "synthetic": synthetic,
+            "training": training}
+
+
+def _front_matter(repo_id: str, claims: dict, results: dict | None, base_models: list[str]) -> dict:
+    metrics = claims["metrics"]
     meta = {
         "license": LICENSE,
         "library_name": "transformers",
         "pipeline_tag": PIPELINE_TAG,
-        "tags": list(TAGS),
-        "datasets": ["RAVDESS"],
+        "tags": list(TAGS) + (["synthetic-data"] if claims["synthetic"] else []),
         "metrics": ["accuracy", "recall", "f1"],
         "language": ["en"],
     }
+    if not claims["synthetic"]:
+        meta["datasets"] = ["RAVDESS"]
     if base_models:
         meta["base_model"] = base_models
     if metrics:
         dataset = (results or {}).get("dataset") or {}
+        name = "synthetic (RAVDESS-named)" if claims["synthetic"] else str(dataset.get("name", "RAVDESS"))
         entry = {
             "task": {"type": PIPELINE_TAG, "name": "Audio-visual emotion recognition"},
             "dataset": {
-                "name": str(dataset.get("name", "RAVDESS"))
-                + f" ({(results or {}).get('protocol', 'speaker-independent')})",
-                "type": str(dataset.get("type", "ravdess")),
+                "name": f"{name} ({claims['scope']})",
+                "type": "synthetic" if claims["synthetic"] else str(dataset.get("type", "ravdess")),
             },
             "metrics": [],
         }
-        if dataset.get("config"):
-            entry["dataset"]["config"] = str(dataset["config"])
-        if dataset.get("split"):
-            entry["dataset"]["split"] = str(dataset["split"])
+        layout = claims["training"].get("modality_layout")
+        config_name = dataset.get("config") or (f"{layout} speech" if layout else None)
+        if config_name:
+            entry["dataset"]["config"] = str(config_name)
+        if dataset.get("split") or claims["training"]:
+            entry["dataset"]["split"] = str(dataset.get("split", "test"))
         for m in metrics:
             item = {"type": m["type"], "value": round(m["value"], 4), "name": m["name"]}
             if m["args"]:
@@ -131,8 +196,9 @@ def render_model_card(model, repo_id: str, eval_results: dict | None = None) -> 
     config = model.config
     sources = dict(getattr(config, "backbone_sources", None) or {})
     base_models = [s for s in sources.values() if _HUB_ID.match(str(s))]
-    metrics = normalise_eval_results(eval_results)
-    meta = _front_matter(repo_id, metrics, eval_results, base_models)
+    claims = metric_claims(config, eval_results)
+    metrics = claims["metrics"]
+    meta = _front_matter(repo_id, claims, eval_results, base_models)
     parts = model.backbone_modules()
     lines = [
         "---",
@@ -173,24 +239,34 @@ def render_model_card(model, repo_id: str, eval_results: dict | None = None) -> 
         lines += ["Backbones initialised from: " + ", ".join(f"{k}: `{v}`" for k, v in sources.items()) + ".", ""]
     lines += ["## Evaluation", ""]
     if metrics:
-        protocol = (eval_results or {}).get("protocol", "speaker-independent")
-        lines += [f"RAVDESS audio-visual speech, {protocol} (actors never seen in training), mean over folds:", ""]
+        lines += [*claims["lines"], ""]
         lines += ["| metric | value |", "|---|---|"]
         for m in metrics:
             std = f" ± {100 * m['std']:.1f}" if isinstance(m.get("std"), (int, float)) else ""
             lines.append(f"| {m['name']} | {100 * m['value']:.1f}{std} % |")
-        if (eval_results or {}).get("complete") is False:
+        if claims["after"]:
+            lines += ["", *claims["after"]]
+        if (eval_results or {}).get("complete") is False and claims["training"].get("mode") != "fold":
             lines += ["", "**Partial evaluation:** not every fold of the protocol was evaluated."]
     else:
         lines.append("No evaluation results were provided with this export.")
+    if claims["synthetic"]:
+        lines += ["", "**Synthetic data:** this model was trained on generated clips with RAVDESS-style names "
+                      "(`fer_hf.tools.synthetic`), not on RAVDESS. It is a smoke-test model: its predictions on real "
+                      "faces and voices are meaningless."]
+    if claims["synthetic"]:
+        data_line = "- Trained on generated clips, not on RAVDESS (see above). "
+    else:
+        data_line = ("- Trained on RAVDESS (Livingstone & Russo, 2018): 24 professional actors, North American "
+                     "English, acted emotions. RAVDESS is licensed CC BY-NC-SA 4.0, so these weights are released "
+                     "under the same terms (non-commercial, share-alike). ")
+    data_line += ("Backbone licenses also apply: SigLIP (Apache-2.0), LFM2 (LFM Open License v1.0), NVIDIA "
+                  "FastConformer checkpoints (CC-BY-4.0).")
     lines += [
         "",
         "## Training data, license and limitations",
         "",
-        "- Trained on RAVDESS (Livingstone & Russo, 2018): 24 professional actors, North American English, acted "
-        "emotions. RAVDESS is licensed CC BY-NC-SA 4.0, so these weights are released under the same terms "
-        "(non-commercial, share-alike). Backbone licenses also apply: SigLIP (Apache-2.0), LFM2 (LFM Open "
-        "License v1.0), NVIDIA FastConformer checkpoints (CC-BY-4.0).",
+        data_line,
         "- Acted, posed emotions in a studio differ from spontaneous ones; expect lower accuracy on real-world "
         "clips, other languages and other recording conditions. Do not use it to make decisions about people.",
         "",
@@ -218,6 +294,8 @@ def extract_python_snippets(text: str) -> list[str]:
 
 __all__ = [
     "LICENSE",
+    "metric_claims",
+    "training_record",
     "extract_python_snippets",
     "normalise_eval_results",
     "parse_front_matter",

@@ -15,6 +15,20 @@ A RAVDESS file name is seven two-digit fields, e.g. `Actor_01/01-01-03-02-01-01-
 `build_index` walks a directory (the official `Actor_XX/` layout or a flat folder), keeps the
 files that pass every check and the filters, and reports — never raises on — malformed names and
 unreadable files. Folds split by actor so train, validation and test never share a speaker.
+
+Modality layouts (`MODALITY_LAYOUTS`, the `--modality` option of the train and evaluate commands):
+
+| layout | files used | the model gets |
+|---|---|---|
+| `audio-video` | 01 mp4 | the voice and the face of one file |
+| `paired` | 02 mp4 + 03 wav of the same recording | the face from the video-only mp4, the voice from the wav |
+| `audio-only` | 03 wav | the voice only (the video branch sees its "missing" token) |
+| `video-only` | 02 mp4 | the face only |
+
+A pair is matched by the six fields after the modality (vocal channel ... actor); a 02 or 03 file whose
+partner is missing is listed in `RavdessIndex.unpaired` and left out. A folder holding the marker file
+`SYNTHETIC_MARKER` (written by `fer_hf.tools.synthetic`) is the synthetic set: `RavdessIndex.synthetic`
+is then true and every result names it as such.
 """
 
 from __future__ import annotations
@@ -39,6 +53,15 @@ VOCAL_CHANNELS = {1: "speech", 2: "song"}
 # Song has no disgust (07) or surprised (08) recordings.
 SONG_EMOTIONS = frozenset(range(1, 7))
 MEDIA_EXTENSIONS = {1: (".mp4",), 2: (".mp4",), 3: (".wav",)}
+MODALITY_LAYOUTS = {
+    "audio-video": "01 audio-video mp4 files (voice and face from one file)",
+    "paired": "02 video-only mp4 + 03 audio-only wav of the same recording (face from the mp4, voice from the wav)",
+    "audio-only": "03 audio-only wav files (voice only)",
+    "video-only": "02 video-only mp4 files (face only)",
+}
+LAYOUT_MODALITIES = {"audio-video": (1,), "paired": (2, 3), "audio-only": (3,), "video-only": (2,)}
+# Marker file at the root of a generated set: its presence makes the index (and every result) say "synthetic".
+SYNTHETIC_MARKER = "SYNTHETIC_DATASET.json"
 # The common protocol: 6 folds of 4 consecutive actors (2 male, 2 female each).
 DEFAULT_FOLDS: tuple[tuple[int, ...], ...] = tuple(tuple(range(a, a + 4)) for a in range(1, NUM_ACTORS + 1, 4))
 VALIDATION_STRATEGIES = ("next_fold", "none")
@@ -67,6 +90,7 @@ class RavdessClip:
     statement: int
     repetition: int
     actor: int
+    audio_path: str | None = None  # `paired` layout: the 03 wav whose voice goes with this 02 mp4's face
 
     @property
     def label(self) -> int:
@@ -83,6 +107,16 @@ class RavdessClip:
         fields = (self.modality, self.vocal_channel, self.emotion, self.intensity, self.statement,
                   self.repetition, self.actor)
         return "-".join(f"{v:02d}" for v in fields)
+
+    @property
+    def recording_id(self) -> str:
+        """The six fields after the modality, e.g. `01-03-02-01-01-01`: shared by a recording's 01, 02 and 03 files."""
+        return self.stem[3:]
+
+    @property
+    def cache_name(self) -> str:
+        """Unique name of what the model gets from this clip: the stem, or `02+03-<recording>` for a pair."""
+        return self.stem if self.audio_path is None else f"02+03-{self.recording_id}"
 
     @property
     def is_female(self) -> bool:
@@ -154,6 +188,14 @@ class RavdessIndex:
     malformed: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     unreadable: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     filtered_out: int = 0
+    layout: str = "audio-video"
+    unpaired: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    synthetic: bool = False
+
+    @property
+    def dataset_name(self) -> str:
+        """"RAVDESS", or "synthetic (RAVDESS-named)" for a generated set."""
+        return "synthetic (RAVDESS-named)" if self.synthetic else "RAVDESS"
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -171,43 +213,54 @@ class RavdessIndex:
         return {name: counts.get(name, 0) for name in RAVDESS_LABELS}
 
     def summary(self) -> str:
+        unpaired = f", {len(self.unpaired)} without their 02/03 partner" if self.layout == "paired" else ""
         return (
-            f"{len(self.clips)} clips from {len(self.actors)} actors under {self.root}; skipped "
-            f"{len(self.malformed)} malformed names, {len(self.unreadable)} unreadable files, "
-            f"{self.filtered_out} filtered out"
+            f"{len(self.clips)} {self.layout} clips from {len(self.actors)} actors under {self.root}"
+            f"{' (synthetic set)' if self.synthetic else ''}; skipped {len(self.malformed)} malformed names, "
+            f"{len(self.unreadable)} unreadable files, {self.filtered_out} filtered out{unpaired}"
         )
 
 
 def build_index(
     root: str | os.PathLike,
-    modalities: Sequence[int] = (1,),
+    modalities: Sequence[int] | None = None,
     vocal_channels: Sequence[int] = (1,),
     actors: Iterable[int] | None = None,
     extensions: Sequence[str] = (".mp4", ".wav"),
+    layout: str = "audio-video",
 ) -> RavdessIndex:
     """Walk `root` recursively and index the RAVDESS files that pass the filters.
 
     Args:
         root: a folder holding `Actor_XX/` sub-folders or the files directly.
-        modalities: modality codes to keep (default audio-video only).
+        modalities: modality codes to keep, each file on its own (overrides the layout's; no pairing).
         vocal_channels: 1 speech, 2 song (default speech only).
         actors: actor ids to keep (default all).
         extensions: file suffixes considered at all; other files (README, .DS_Store) are ignored silently.
+        layout: one of `MODALITY_LAYOUTS` (default `audio-video`, the 01 files). With `paired`, every 02 mp4 is
+            matched with the 03 wav of the same recording; the clip is the mp4 with `audio_path` set to the wav.
 
     Returns:
         A `RavdessIndex`. Files with a malformed name or that cannot be read are listed with the reason
-        and logged, never raised; duplicates of the same seven-field name keep the first path.
+        and logged, never raised; duplicates of the same seven-field name keep the first path; in the `paired`
+        layout a file without its partner is listed in `unpaired`.
 
     Raises:
         FileNotFoundError: `root` is not a directory.
+        FERInputError: an unknown layout.
     """
+    if layout not in MODALITY_LAYOUTS:
+        raise FERInputError(f"unknown modality layout {layout!r}; choose one of {sorted(MODALITY_LAYOUTS)}")
     root_path = Path(root)
     if not root_path.is_dir():
         raise FileNotFoundError(f"RAVDESS root {str(root_path)!r} is not a directory")
+    keep_modalities = tuple(modalities) if modalities is not None else LAYOUT_MODALITIES[layout]
     keep_actors = None if actors is None else {int(a) for a in actors}
-    index = RavdessIndex(root=str(root_path), clips=[])
+    index = RavdessIndex(root=str(root_path), clips=[], layout=layout,
+                         synthetic=(root_path / SYNTHETIC_MARKER).is_file())
     seen: dict[str, str] = {}
     suffixes = {s.lower() for s in extensions}
+    found: list[RavdessClip] = []
     for dirpath, dirnames, filenames in os.walk(root_path):
         dirnames.sort()
         for filename in sorted(filenames):
@@ -220,7 +273,7 @@ def build_index(
                 index.malformed.append((str(path), str(err)))
                 continue
             if (
-                clip.modality not in modalities
+                clip.modality not in keep_modalities
                 or clip.vocal_channel not in vocal_channels
                 or (keep_actors is not None and clip.actor not in keep_actors)
             ):
@@ -234,13 +287,42 @@ def build_index(
                 index.malformed.append((str(path), f"duplicate of {seen[clip.stem]}"))
                 continue
             seen[clip.stem] = str(path)
-            index.clips.append(clip)
+            found.append(clip)
+    index.clips = _pair(found, index.unpaired) if layout == "paired" and modalities is None else found
     for path, reason in index.malformed:
         logger.warning("skipping malformed RAVDESS name %s: %s", path, reason)
     for path, reason in index.unreadable:
         logger.warning("skipping unreadable file %s: %s", path, reason)
+    for path, reason in index.unpaired:
+        logger.warning("skipping %s: %s", path, reason)
     logger.info(index.summary())
     return index
+
+
+def _pair(clips: list[RavdessClip], unpaired: list[tuple[str, str]]) -> list[RavdessClip]:
+    """02 mp4 + 03 wav of the same recording -> one clip (the mp4, `audio_path` = the wav), sorted by path."""
+    videos = {c.recording_id: c for c in clips if c.modality == 2}
+    audios = {c.recording_id: c for c in clips if c.modality == 3}
+    pairs = []
+    for rec, video in videos.items():
+        audio = audios.get(rec)
+        if audio is None:
+            unpaired.append((video.path, f"no audio-only partner 03-{rec}.wav (paired layout needs both files)"))
+        else:
+            pairs.append(dataclasses.replace(video, audio_path=audio.path))
+    for rec, audio in audios.items():
+        if rec not in videos:
+            unpaired.append((audio.path, f"no video-only partner 02-{rec}.mp4 (paired layout needs both files)"))
+    unpaired.sort()
+    return sorted(pairs, key=lambda c: c.path)
+
+
+def clip_list_record(clips: Iterable[RavdessClip], root: str | os.PathLike) -> list[tuple[str, str | None, int]]:
+    """`[(path relative to root, partner relative to root or None, label)]`: what ranks compare (by hash)."""
+    def rel(p):
+        return None if p is None else os.path.relpath(p, root)
+
+    return [(rel(c.path), rel(c.audio_path), c.label) for c in clips]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -249,9 +331,9 @@ def build_index(
 
 @dataclasses.dataclass(frozen=True)
 class FoldSplit:
-    """Actor ids of one fold's train / validation / test sets (pairwise disjoint)."""
+    """Actor ids of one fold's train / validation / test sets (pairwise disjoint); `fold` None: the release split."""
 
-    fold: int
+    fold: int | None
     train: tuple[int, ...]
     val: tuple[int, ...]
     test: tuple[int, ...]
@@ -346,8 +428,19 @@ def fold_split(
     return FoldSplit(fold=fold, train=train, val=tuple(val), test=tuple(test))
 
 
+def release_split(folds: Sequence[Sequence[int]] = DEFAULT_FOLDS) -> FoldSplit:
+    """The release model's split: every actor of the protocol trains, none validates or tests (`fold` None)."""
+    folds = validate_folds(folds)
+    return FoldSplit(fold=None, train=tuple(sorted(a for f in folds for a in f)), val=(), test=())
+
+
 __all__ = [
     "DEFAULT_FOLDS",
+    "release_split",
+    "LAYOUT_MODALITIES",
+    "MODALITY_LAYOUTS",
+    "SYNTHETIC_MARKER",
+    "clip_list_record",
     "FoldSpecError",
     "FoldSplit",
     "RavdessClip",

@@ -12,22 +12,31 @@ so that held-out actors are a real generalisation test:
   rate depend on the class, plus white noise. The slow switching matters: the mel features are normalised
   per mel bin over time, which would flatten a steady tone.
 
-It also writes `folds.json` (consecutive actors split into `--folds` folds) for `--folds` of the train CLI.
+It also writes `folds.json` (consecutive actors split into `--folds` folds) for `--folds` of the train CLI, and
+the marker `SYNTHETIC_DATASET.json` (`ravdess.SYNTHETIC_MARKER`: the generator and its settings), from which the
+index, the results JSON, the model's provenance record and its card all know the set is synthetic, not RAVDESS.
+
+`--modalities 1 2 3` also writes each recording's video-only mp4 (`02-...mp4`, no audio stream) and audio-only
+wav (`03-...wav`, 48 kHz 16-bit mono), as RAVDESS ships them: the same frames and the same sound as the 01 file.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import logging
 import os
+import wave
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 import cv2
 import numpy as np
+
+from .ravdess import SYNTHETIC_MARKER
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +67,7 @@ class SyntheticSpec:
     fps: int = 25
     num_folds: int = 4
     seed: int = 0
+    modalities: tuple[int, ...] = (1,)  # RAVDESS modality codes to write: 1 audio-video, 2 video-only, 3 audio-only
 
 
 def _head() -> np.ndarray:
@@ -200,13 +210,39 @@ def write_clip(path: str | os.PathLike, cls: int, actor: int, seconds: float, sp
     write_mp4(path, frames, render_audio(cls, style, seconds, rng), spec.fps)
 
 
+def write_wav(path: str | os.PathLike, audio: np.ndarray, rate: int = AUDIO_RATE) -> None:
+    """`audio` float32 `(n,)` in [-1, 1] as a 16-bit mono PCM wav (RAVDESS's audio-only format)."""
+    pcm = np.clip(np.round(audio * 32767), -32768, 32767).astype("<i2")
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(rate)
+        handle.writeframes(pcm.tobytes())
+
+
 def _write_clip(job: tuple[str, int, str, int, SyntheticSpec]) -> str:
-    """One clip of the dataset (atomic rename, so an interrupted run leaves no half-written mp4)."""
+    """One file of the dataset (atomic rename, so an interrupted run leaves no half-written file).
+
+    The random stream is seeded by the recording (the 01 name), so a recording's 02 mp4 and 03 wav hold the same
+    frames and sound as its 01 mp4.
+    """
     path, actor, name, cls, spec = job
-    rng = np.random.default_rng([spec.seed, actor, int(name.replace("-", ""))])
+    modality = int(name[:2])
+    recording = "01" + name[2:]
+    rng = np.random.default_rng([spec.seed, actor, int(recording.replace("-", ""))])
     seconds = float(rng.uniform(*spec.seconds))
-    tmp = Path(path).with_name(name + ".part.mp4")
-    write_clip(tmp, cls, actor, seconds, spec, rng)
+    suffix = Path(path).suffix
+    tmp = Path(path).with_name(name + ".part" + suffix)
+    if modality == 1:
+        write_clip(tmp, cls, actor, seconds, spec, rng)
+    else:  # the same draws, in the same order, as write_clip
+        style = _actor_style(actor, spec)
+        frames = render_frames(cls, style, spec, max(1, round(seconds * spec.fps)), rng)
+        audio = render_audio(cls, style, seconds, rng)
+        if modality == 2:
+            write_mp4(tmp, frames, None, spec.fps)
+        else:
+            write_wav(tmp, audio)
     os.replace(tmp, path)
     return path
 
@@ -223,15 +259,23 @@ def generate(
         raise ValueError(f"num_actors must be in 1-24, got {spec.num_actors}")
     if not 1 <= spec.num_folds <= spec.num_actors:
         raise ValueError(f"num_folds must be in 1-{spec.num_actors} (the number of actors), got {spec.num_folds}")
+    if not spec.modalities or set(spec.modalities) - {1, 2, 3}:
+        raise ValueError(f"modalities must be RAVDESS modality codes among 1, 2, 3, got {spec.modalities}")
     out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    marker = {"dataset": "synthetic", "generator": "fer_hf.tools.synthetic",
+              "note": "generated clips with RAVDESS-style names; not RAVDESS", "spec": dataclasses.asdict(spec)}
+    (out / SYNTHETIC_MARKER).write_text(json.dumps(marker, indent=1))
     paths, todo = [], []
     for actor in range(1, spec.num_actors + 1):
         (out / f"Actor_{actor:02d}").mkdir(parents=True, exist_ok=True)
-        for name, cls in clip_names(spec, actor):
-            path = out / f"Actor_{actor:02d}" / f"{name}.mp4"
-            paths.append(path)
-            if not (path.exists() and path.stat().st_size > 0):
-                todo.append((str(path), actor, name, cls, spec))
+        for name01, cls in clip_names(spec, actor):
+            for modality in sorted(set(spec.modalities)):
+                name = f"{modality:02d}{name01[2:]}"
+                path = out / f"Actor_{actor:02d}" / f"{name}{'.wav' if modality == 3 else '.mp4'}"
+                paths.append(path)
+                if not (path.exists() and path.stat().st_size > 0):
+                    todo.append((str(path), actor, name, cls, spec))
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(todo), desc="synthetic clips", unit="clip", disable=not progress)
@@ -266,11 +310,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fps", type=int, default=SyntheticSpec.fps)
     parser.add_argument("--folds", type=int, default=SyntheticSpec.num_folds, help="folds written to folds.json")
     parser.add_argument("--seed", type=int, default=SyntheticSpec.seed)
+    parser.add_argument("--modalities", type=int, nargs="+", choices=(1, 2, 3), default=[1],
+                        help="RAVDESS files to write per recording: 1 audio-video mp4, 2 video-only mp4, 3 audio-only "
+                             "wav (default 1)")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     spec = SyntheticSpec(args.actors, args.clips_per_class, (args.min_seconds, args.max_seconds), args.width,
-                         args.height, args.fps, args.folds, args.seed)
+                         args.height, args.fps, args.folds, args.seed, tuple(args.modalities))
     generate(args.out, spec, progress=True, workers=args.workers)
 
 
@@ -278,4 +325,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["SyntheticSpec", "clip_names", "generate", "render_audio", "render_frames", "write_mp4"]
+__all__ = ["SyntheticSpec", "clip_names", "generate", "render_audio", "render_frames", "write_mp4", "write_wav"]

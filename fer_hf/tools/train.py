@@ -1,179 +1,81 @@
-"""Train one speaker-independent fold (or all) with the Hugging Face `Trainer`.
+"""Train speaker-independent fold models, or a release model on every actor, with the Hugging Face `Trainer`.
 
-    python -m fer_hf.tools.train --data-root data/RAVDESS --preset seed --fold 0 --epochs 30 --freeze-epochs 3
+    fer-train --data-root data/RAVDESS --preset seed --fold all --epochs 30 --freeze-epochs 3   # cross-validation
+    fer-train --data-root data/RAVDESS --preset seed --mode release --freeze-epochs 3           # release model
 
-Everything distributed (DDP, FSDP, DeepSpeed, multi-node) comes from `accelerate launch` / `torchrun` around
-the same command. Per fold, `<output-dir>/fold<k>/` holds the Trainer checkpoints (`checkpoint-<step>/`:
-safetensors weights, optimizer, scheduler, RNG state and the processor), TensorBoard logs (`runs/`) and
-`final/`: the best checkpoint by validation UAR (the last one without a validation set) with
-`model.safetensors`, `config.json`, the processor JSON and `training_info.json` — ready for export.
+(`python -m fer_hf.tools.train` is the same command.) Everything distributed (DDP, FSDP, DeepSpeed, multi-node)
+comes from `torchrun` / `accelerate launch` around the same command; only rank 0 builds the preprocessing cache,
+every rank checks that it sees the same clip list, and `--prepare-only` builds the cache alone (the first step of
+a cluster job). Per fold, `<output-dir>/fold<k>/` holds the Trainer checkpoints (`checkpoint-<step>/`), TensorBoard
+logs (`runs/`), `sessions.json` (every start and resume) and `final/`: the best checkpoint by validation UAR with
+`model.safetensors`, `config.json` (with the provenance record: data set, layout, actors, this fold's test score),
+the processor JSON and `training_info.json`. A release run writes `<output-dir>/release/` the same way.
 
 Choices (see docs/training.md):
-- validation actors: the next fold's (`ravdess.fold_split`), so train/val/test never share a speaker;
-- class balance: class-weighted cross-entropy, weight_c = N / (C * n_c) from the training split (neutral has half
-  as many clips); a weighted sampler would fight the distributed sampler, a weighted loss works everywhere;
-- learning rates: the pretrained backbones (`vision_encoder`, `audio_encoder`, `fusion.backbone`) train at
-  `--backbone-lr`, everything else at `--lr`; no weight decay on biases and norms;
-- freezing: backbones frozen for the first `--freeze-epochs` epochs by `BackboneFreezeCallback`.
+- validation actors: the next fold's (`ravdess.fold_split`), so train/val/test never share a speaker; a fold
+  without usable validation clips is refused unless `--validation none`;
+- class balance: class-weighted cross-entropy, weight_c = N / (C * n_c) from the training split;
+- learning rates: the pretrained backbones train at `--backbone-lr`, everything else at `--lr`; both are logged;
+- release: the epoch count is the median of the folds' best epochs, the recipe must match the folds'.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from accelerate import PartialState
-from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+from transformers import TrainingArguments, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 
 from fer_hf.configuration_fer import FERConfig
 from fer_hf.errors_fer import FERInputError
 
+from .cli import refusals_as_one_line, setup_logging
 from .data import CachedClipDataset, FERCollator, build_cache
+from .distributed import (
+    check_on_all_ranks,
+    check_same_on_all_ranks,
+    digest_of,
+    distributed_state,
+    gather,
+    on_main_then_broadcast,
+    rank_and_world,
+)
 from .metrics import classification_metrics
-from .ravdess import DEFAULT_FOLDS, VALIDATION_STRATEGIES, build_index, fold_split, load_folds
+from .ravdess import (
+    DEFAULT_FOLDS,
+    MODALITY_LAYOUTS,
+    VALIDATION_STRATEGIES,
+    build_index,
+    clip_list_record,
+    fold_split,
+    load_folds,
+    release_split,
+)
+from .recipe import SCOPE_CV, SCOPE_FOLD, release_settings, training_provenance
+from .run_dir import OutputDirLock, RunLockedError, SessionCallback, SessionLog, totals
+from .trainer import (
+    BACKBONE_PREFIXES,
+    BackboneFreezeCallback,
+    FERTrainer,
+    SaveProcessorCallback,
+    backbone_of,
+    class_weights,
+    compute_metrics_fn,
+)
 
 logger = logging.getLogger(__name__)
 
-BACKBONE_PREFIXES = {"vision": "vision_encoder.", "audio": "audio_encoder.", "fusion": "fusion.backbone."}
-
-
-def class_weights(labels, num_classes: int) -> torch.Tensor:
-    """float32 `(num_classes,)`: N / (C * n_c) for classes present in `labels`, 0 for absent ones (mean 1)."""
-    counts = np.bincount(np.asarray(labels, np.int64), minlength=num_classes).astype(np.float64)
-    present = counts > 0
-    weights = np.zeros(num_classes)
-    weights[present] = counts.sum() / (present.sum() * counts[present])
-    return torch.tensor(weights, dtype=torch.float32)
-
-
-def backbone_of(param_name: str) -> str | None:
-    """`vision` / `audio` / `fusion` when the parameter belongs to that pretrained backbone, else None (head)."""
-    name = param_name.removeprefix("module.")
-    return next((part for part, prefix in BACKBONE_PREFIXES.items() if name.startswith(prefix)), None)
-
-
-class BackboneFreezeCallback(TrainerCallback):
-    """Keep the pretrained backbones frozen while `state.epoch < epochs` (`epochs < 0`: the whole run).
-
-    Modes:
-    - `"requires_grad"` (single process): frozen parameters get `requires_grad=False`, so no backward runs through
-      the backbones — the cheap way;
-    - `"drop_grads"` (DDP / FSDP / DeepSpeed): every parameter stays trainable (the distributed wrappers register
-      their gradient hooks once, when they wrap the model) and the frozen parameters' gradients are dropped before
-      each optimizer step, so they do not move and their optimizer state stays empty.
-    The state is a function of the epoch, so a resumed run freezes or unfreezes exactly as the original would.
-    """
-
-    def __init__(self, epochs: int, parts=("vision", "audio", "fusion"), mode: str = "requires_grad"):
-        if mode not in ("requires_grad", "drop_grads"):
-            raise ValueError(f"mode must be 'requires_grad' or 'drop_grads', got {mode!r}")
-        self.epochs, self.parts, self.mode = epochs, tuple(parts), mode
-        self._applied: bool | None = None
-
-    def frozen_at(self, epoch: float | None) -> bool:
-        return self.epochs < 0 or (epoch or 0.0) < self.epochs - 1e-6
-
-    def _apply(self, model, state) -> None:
-        frozen = self.frozen_at(state.epoch)
-        if self.mode == "requires_grad" and model is not None and frozen != self._applied:
-            model.freeze_backbones(**{part: frozen for part in self.parts})
-            logger.info("epoch %.2f: backbones %s %s", state.epoch or 0.0, list(self.parts),
-                        "frozen" if frozen else "unfrozen")
-        self._applied = frozen
-
-    def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self._apply(model, state)
-
-    def on_epoch_begin(self, args, state, control, model=None, **kwargs):
-        self._apply(model, state)
-
-    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
-        if self.mode == "drop_grads" and self.frozen_at(state.epoch) and model is not None:
-            for name, param in model.named_parameters():
-                if backbone_of(name) in self.parts:
-                    param.grad = None
-
-
-class SaveProcessorCallback(TrainerCallback):
-    """Save the processor into every checkpoint folder, next to the weights.
-
-    (Passing it as the Trainer's `processing_class` would do the same, but transformers 5.23's Trainer then
-    reads `processor.tokenizer`, which an audio-visual processor does not have.)
-    """
-
-    def __init__(self, processor):
-        self.processor = processor
-
-    def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            self.processor.save_pretrained(os.path.join(args.output_dir, f"checkpoint-{state.global_step}"))
-
-
-class FERTrainer(Trainer):
-    """`Trainer` with backbone/head learning-rate groups, a class-weighted loss and logits-only predictions."""
-
-    loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
-
-    def __init__(self, *args, class_weights: torch.Tensor | None = None, backbone_lr: float | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.class_weights = class_weights
-        self.backbone_lr = backbone_lr
-
-    def create_optimizer(self, model=None):
-        """AdamW over four groups: {backbone, head} x {decay, no decay}. Frozen parameters are included so that
-        unfreezing later needs no new optimizer (AdamW skips parameters without a gradient)."""
-        if self.optimizer is not None:
-            return self.optimizer
-        model = self.model if model is None else model
-        decay = set(self.get_decay_parameter_names(model))
-        backbone_lr = self.args.learning_rate if self.backbone_lr is None else self.backbone_lr
-        groups = {}
-        for name, param in model.named_parameters():
-            part = "backbone" if backbone_of(name) else "head"
-            key = (part, name in decay)
-            groups.setdefault(key, []).append(param)
-        param_groups = [
-            {"params": params, "weight_decay": self.args.weight_decay if has_decay else 0.0,
-             "lr": backbone_lr if part == "backbone" else self.args.learning_rate, "name": f"{part}"}
-            for (part, has_decay), params in sorted(groups.items())
-        ]
-        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
-        optimizer_kwargs.pop("lr", None)
-        self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
-        return self.optimizer
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        inputs = dict(inputs)
-        labels = inputs.pop("labels")
-        outputs = model(**inputs)
-        logits = outputs.logits.float()
-        weight = None if self.class_weights is None else self.class_weights.to(logits.device)
-        loss = F.cross_entropy(logits, labels, weight=weight)
-        return (loss, outputs) if return_outputs else loss
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
-        labels = inputs.get("labels")
-        with torch.no_grad():
-            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
-        return loss.detach(), (None if prediction_loss_only else outputs.logits.detach()), labels
-
-
-def compute_metrics_fn(labels_names):
-    def compute_metrics(eval_pred) -> dict:
-        preds = np.asarray(eval_pred.predictions).argmax(-1)
-        m = classification_metrics(np.asarray(eval_pred.label_ids), preds, labels_names)
-        return {"accuracy": m["accuracy"], "uar": m["uar"], "macro_f1": m["macro_f1"]}
-
-    return compute_metrics
+DEFAULT_EPOCHS = 30
 
 
 def resolve_precision(name: str) -> dict:
@@ -190,10 +92,8 @@ def build_model(args, config: FERConfig):
     from fer_hf.modeling_fer import FERForEmotionClassification
 
     if args.init_from:
-        model = FERForEmotionClassification.from_pretrained(args.init_from, config=config)
-    else:
-        model = FERForEmotionClassification(config)
-    return model
+        return FERForEmotionClassification.from_pretrained(args.init_from, config=config)
+    return FERForEmotionClassification(config)
 
 
 def make_config(args) -> FERConfig:
@@ -219,42 +119,106 @@ def make_config(args) -> FERConfig:
     return FERConfig.from_preset(args.preset, **overrides)
 
 
-def train_fold(args, fold: int, index, folds) -> dict:
-    """Train one fold; returns the training summary written to `final/training_info.json`."""
+def _cache(args, clips, processor):
+    """Rank 0 builds the cache for `clips`; every rank gets rank 0's report and checks it can read the files."""
+    rank, world = rank_and_world()
+    report = on_main_then_broadcast(lambda: build_cache(
+        clips, processor, args.cache_dir, workers=args.workers, image_format=args.image_format,
+        jpeg_quality=args.jpeg_quality, progress=not args.no_progress))
+    missing = [e.path for e in report.entries if not os.path.isfile(e.path)]
+    check_on_all_ranks(not missing, f"{len(missing)} cache files written by rank 0 are not readable here (first: "
+                                    f"{missing[0] if missing else ''}); --cache-dir must be shared by every rank")
+    if world > 1 and rank > 0:
+        logger.info("rank %d: using rank 0's cache report (%s)", rank, report.summary())
+    return report
+
+
+def _checkpoints(folder: Path) -> list[Path]:
+    """`checkpoint-<step>` folders, by step."""
+    found = folder.glob("checkpoint-*") if folder.is_dir() else []
+    return sorted((p for p in found if p.name.split("-")[-1].isdigit()), key=lambda p: int(p.name.split("-")[-1]))
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def _prepare_run_dir(args, run_dir: Path) -> str | None:
+    """The checkpoint to resume from (or None), after refusing to mix a fresh run into an old one."""
+    if args.resume:
+        resume = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+        if resume is None:
+            logger.warning("--resume: no checkpoint in %s, starting from scratch", run_dir)
+        else:
+            logger.info("resuming from %s", resume)
+        return resume
+    old = _checkpoints(run_dir)
+    rank, _ = rank_and_world()
+    check_on_all_ranks(not old or args.overwrite_output_dir,
+                       f"{run_dir} holds checkpoints of an earlier run ({old[-1].name if old else ''}); add --resume "
+                       "to continue it, --overwrite-output-dir to start again, or choose another --output-dir",
+                       FERInputError)
+    if old and rank == 0:
+        logger.warning("--overwrite-output-dir: removing %d old checkpoints in %s", len(old), run_dir)
+        for path in old:
+            shutil.rmtree(path)
+        SessionLog(run_dir).reset()
+    gather(None)  # every rank waits for the clean-up
+    return None
+
+
+def train_fold(args, fold: int | None, index, folds, release: dict | None = None) -> dict:
+    """Train fold `fold`, or the release model when `release` (from `recipe.release_settings`) is given.
+
+    Returns the summary written to `final/training_info.json`.
+    """
     from fer_hf.processing_fer import FERProcessor
 
     started = time.time()
+    rank, world = rank_and_world()
     set_seed(args.seed)
-    split = fold_split(fold, folds, args.validation)
+    split = release_split(folds) if release is not None else fold_split(fold, folds, args.validation)
+    name = "release" if release is not None else f"fold {fold}"
     config = make_config(args)
     processor = FERProcessor.from_model_config(config)
-    subsets = {name: index.for_actors(actors) for name, actors in
+    subsets = {key: index.for_actors(actors) for key, actors in
                (("train", split.train), ("val", split.val), ("test", split.test))}
-    needed = subsets["train"] + subsets["val"]
     if not subsets["train"]:
-        raise FERInputError(f"fold {fold}: no training clips for actors {list(split.train)} under {index.root}")
-    state = PartialState()
-    with state.main_process_first():  # distributed: rank 0 fills the cache, the other ranks then find it full
-        report = build_cache(needed, processor, args.cache_dir, workers=args.workers, image_format=args.image_format,
-                             jpeg_quality=args.jpeg_quality, progress=not args.no_progress and state.is_main_process)
+        raise FERInputError(f"{name}: no training clips for actors {list(split.train)} under {index.root}")
+    check_same_on_all_ranks(digest_of({k: clip_list_record(v, index.root) for k, v in subsets.items()}),
+                            f"{name} clip list", f"{sum(map(len, subsets.values()))} clips")
+    report = _cache(args, subsets["train"] + subsets["val"] + subsets["test"], processor)
     usable = {e.clip.path: e for e in report.entries}
-    train_ds = CachedClipDataset([usable[c.path] for c in subsets["train"] if c.path in usable])
-    val_ds = CachedClipDataset([usable[c.path] for c in subsets["val"] if c.path in usable])
-    logger.info("fold %d: %d train clips (actors %s), %d val clips (actors %s), test actors %s", fold, len(train_ds),
-                list(split.train), len(val_ds), list(split.val), list(split.test))
+    datasets = {key: CachedClipDataset([usable[c.path] for c in clips if c.path in usable])
+                for key, clips in subsets.items()}
+    train_ds, val_ds, test_ds = datasets["train"], datasets["val"], datasets["test"]
+    if args.validation != "none" and release is None and not len(val_ds):
+        raise FERInputError(f"{name}: no usable validation clips (actors {list(split.val)}), so no model selection "
+                            "is possible; check the data under --data-root, or pass --validation none to keep the "
+                            "last checkpoint instead")
+    logger.info("%s: %d train clips (actors %s), %d val clips (actors %s), %d test clips (actors %s)", name,
+                len(train_ds), list(split.train), len(val_ds), list(split.val), len(test_ds), list(split.test))
 
     model = build_model(args, config)
     labels = [config.id2label[i] for i in range(config.num_labels)]
     weights = class_weights(train_ds.labels, config.num_labels) if args.class_balance == "loss" else None
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    freeze_mode = "drop_grads" if distributed else "requires_grad"
-    if distributed:
+    rank_record = {"rank": rank, "train_clips": digest_of([e.path for e in train_ds.entries]),
+                   "val_clips": digest_of([e.path for e in val_ds.entries]),
+                   "class_weights": None if weights is None else [round(w, 6) for w in weights.tolist()],
+                   "cache": "built here" if rank == 0 else "report received from rank 0"}
+    ranks = gather(rank_record)
+    check_same_on_all_ranks(digest_of({k: v for k, v in rank_record.items() if k not in ("rank", "cache")}),
+                            f"{name} training data (clips and class weights)")
+    freeze_mode = "drop_grads" if world > 1 else "requires_grad"
+    if world > 1:
         model.freeze_backbones(vision=False, audio=False, fusion=False)  # the callback drops grads instead
-    fold_dir = Path(args.output_dir) / f"fold{fold}"
+    run_dir = Path(args.output_dir) / ("release" if release is not None else f"fold{fold}")
+    resume = _prepare_run_dir(args, run_dir)
     has_val = len(val_ds) > 0
+    epochs = release["epochs_used"] if release is not None else args.epochs
     targs = TrainingArguments(
-        output_dir=str(fold_dir),
-        num_train_epochs=args.epochs,
+        output_dir=str(run_dir),
+        num_train_epochs=epochs,
         max_steps=args.max_steps if args.max_steps else -1,
         per_device_train_batch_size=args.batch_size,
         per_device_eval_batch_size=args.eval_batch_size or args.batch_size,
@@ -267,6 +231,7 @@ def train_fold(args, fold: int, index, folds) -> dict:
         eval_strategy="epoch" if has_val else "no",
         save_strategy="epoch",
         save_total_limit=args.save_total_limit,
+        save_only_model=args.save_only_model,
         load_best_model_at_end=has_val,
         metric_for_best_model="uar" if has_val else None,
         greater_is_better=True,
@@ -284,51 +249,109 @@ def train_fold(args, fold: int, index, folds) -> dict:
         use_cpu=not torch.cuda.is_available(),
         **resolve_precision(args.precision),
     )
-    callbacks = [SaveProcessorCallback(processor)]
+    sessions = SessionCallback(SessionLog(run_dir), resume, world, started)
+    callbacks = [SaveProcessorCallback(processor), sessions]
     if args.freeze_epochs != 0:
         callbacks.append(BackboneFreezeCallback(args.freeze_epochs, args.freeze_parts, freeze_mode))
     trainer = FERTrainer(
         model=model, args=targs, train_dataset=train_ds, eval_dataset=val_ds if has_val else None,
-        data_collator=FERCollator(processor),
-        compute_metrics=compute_metrics_fn(labels), callbacks=callbacks,
+        data_collator=FERCollator(processor), compute_metrics=compute_metrics_fn(labels), callbacks=callbacks,
         class_weights=weights, backbone_lr=args.backbone_lr,
     )
-    resume = None
-    if args.resume:
-        resume = get_last_checkpoint(str(fold_dir)) if fold_dir.is_dir() else None
-        if resume is None:
-            logger.warning("--resume: no checkpoint in %s, starting from scratch", fold_dir)
-        else:
-            logger.info("resuming from %s", resume)
     result = trainer.train(resume_from_checkpoint=resume)
+    eval_history = [{k: e[k] for k in ("epoch", "step", "eval_loss", "eval_accuracy", "eval_uar", "eval_macro_f1")
+                     if k in e} for e in trainer.state.log_history if "eval_uar" in e]  # the whole run's epochs
     val_metrics = trainer.evaluate() if has_val else {}
-    final_dir = fold_dir / "final"
-    trainer.save_model(str(final_dir))  # model.safetensors + config.json (+ the code files, auto_map)
+    best_step = getattr(trainer.state, "best_global_step", None)
+    best_epoch = next((e["epoch"] for e in eval_history if e["step"] == best_step), None)
+    test_metrics = None
+    if len(test_ds):
+        pred = trainer.predict(test_ds, metric_key_prefix="test")
+        test_metrics = classification_metrics(np.asarray(pred.label_ids), np.asarray(pred.predictions).argmax(-1),
+                                              labels)
+        logger.info("%s: test actors %s: accuracy %.4f, UAR %.4f, macro-F1 %.4f", name, list(split.test),
+                    test_metrics["accuracy"], test_metrics["uar"], test_metrics["macro_f1"])
+    if release is not None:
+        provenance = training_provenance(
+            config, synthetic=index.synthetic, layout=index.layout, mode="release", split=split.to_dict(),
+            epochs=epochs, metrics=release["metrics"], metrics_std=release["metrics_std"], scope=SCOPE_CV,
+            extra={"cv_folds": len(release["folds"]), "cv_complete": release["complete"],
+                   "cv_best_epochs": release["best_epochs"], "epochs_source": release["epochs_source"]})
+    else:
+        provenance = training_provenance(
+            config, synthetic=index.synthetic, layout=index.layout, mode="fold", split=split.to_dict(), epochs=epochs,
+            metrics=test_metrics, scope=SCOPE_FOLD, extra={"best_epoch": best_epoch})
+    trainer.model.config.provenance = provenance
+    final_dir = run_dir / "final"
+    trainer.save_model(str(final_dir))  # model.safetensors + config.json (+ the code files, auto_map); rank 0 only
+    session_list = sessions.finish(write=trainer.is_world_process_zero())
+    info = dict(
+        fold=fold, mode="release" if release is not None else "fold", split=split.to_dict(), preset=config.preset,
+        dataset=index.dataset_name, synthetic=index.synthetic, modality_layout=index.layout,
+        data_root=index.root, cache_dir=report.cache_dir, num_train_clips=len(train_ds), num_val_clips=len(val_ds),
+        num_test_clips=len(test_ds), failed_clips=report.failed,
+        class_weights=None if weights is None else weights.tolist(), freeze_epochs=args.freeze_epochs,
+        epochs_trained=trainer.state.epoch, best_epoch=best_epoch, best_checkpoint=trainer.state.best_model_checkpoint,
+        train_metrics=result.metrics, val_metrics=val_metrics, test_metrics=test_metrics, eval_history=eval_history,
+        release=release, provenance=provenance, resumed_from=resume, global_step=trainer.state.global_step,
+        session_seconds=round(time.time() - started, 1), total=totals(session_list), sessions=session_list,
+        world_size=world, ranks=ranks, args=dict(vars(args), world_size=world),
+    )
+    info["seconds"] = info["total"]["seconds"]
+    last = _checkpoints(run_dir)[-1:] if trainer.is_world_process_zero() else []
+    info["disk_bytes"] = {"last_checkpoint": _folder_bytes(last[0]) if last else None,
+                          "final": _folder_bytes(final_dir) if trainer.is_world_process_zero() else None,
+                          "save_only_model": args.save_only_model}
     if trainer.is_world_process_zero():
         processor.save_pretrained(str(final_dir))
-    info = dict(
-        fold=fold, split=split.to_dict(), preset=config.preset, data_root=index.root, cache_dir=report.cache_dir,
-        num_train_clips=len(train_ds), num_val_clips=len(val_ds), failed_clips=report.failed,
-        class_weights=None if weights is None else weights.tolist(), freeze_epochs=args.freeze_epochs,
-        train_metrics=result.metrics, val_metrics=val_metrics, best_checkpoint=trainer.state.best_model_checkpoint,
-        resumed_from=resume, global_step=trainer.state.global_step,
-        seconds=round(time.time() - started, 1), args={k: v for k, v in vars(args).items()},
-    )
-    if trainer.is_world_process_zero():
         (final_dir / "training_info.json").write_text(json.dumps(info, indent=1, default=str))
-    logger.info("fold %d done in %.0f s; final model in %s; val %s", fold, info["seconds"], final_dir, val_metrics)
+    logger.info("%s done in %.0f s (whole run %.0f s); final model in %s; val %s", name, info["session_seconds"],
+                info["seconds"], final_dir, val_metrics)
     return info
 
 
+def prepare_cache(args, index) -> dict:
+    """`--prepare-only`: build the cache of every indexed clip (rank 0, `--workers` processes) and stop."""
+    from fer_hf.processing_fer import FERProcessor
+
+    processor = FERProcessor.from_model_config(make_config(args))
+    report = _cache(args, index.clips, processor)
+    logger.info("cache ready: %s", report.summary())
+    return {"cache_dir": report.cache_dir, "clips": len(index.clips), "usable": len(report.entries),
+            "written": report.written, "reused": report.reused, "failed": report.failed,
+            "bytes_written": report.bytes_written}
+
+
+@contextlib.contextmanager
+def output_dir_lock(folder):
+    """Rank 0 holds the output folder's lock for the whole run; every rank stops when it is taken."""
+    rank, world = rank_and_world()
+    lock, error = OutputDirLock(folder), None
+    if rank == 0:
+        try:
+            lock.acquire()
+        except RunLockedError as err:
+            error = err
+    check_on_all_ranks(error is None, str(error), RunLockedError)
+    try:
+        yield lock
+    finally:
+        lock.release()
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m fer_hf.tools.train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="fer-train", description=__doc__.split("\n\n")[0])
     d = p.add_argument_group("data")
     d.add_argument("--data-root", required=True, help="RAVDESS folder (Actor_XX/ sub-folders or flat)")
+    d.add_argument("--modality", choices=tuple(MODALITY_LAYOUTS), default="audio-video",
+                   help="which RAVDESS files: " + "; ".join(f"{k}: {v}" for k, v in MODALITY_LAYOUTS.items()))
     d.add_argument("--cache-dir", default="cache", help="preprocessing cache root (default: cache)")
+    d.add_argument("--prepare-only", action="store_true",
+                   help="only build the preprocessing cache of every clip (first step of a cluster job), then stop")
     d.add_argument("--folds", help="folds file (JSON or one fold per line); default: the 6 folds of 4 actors")
     d.add_argument("--fold", default="0", help="fold index, or 'all' to train every fold in turn (default 0)")
     d.add_argument("--validation", choices=VALIDATION_STRATEGIES, default="next_fold",
-                   help="validation actors: the next fold's (default) or none")
+                   help="validation actors: the next fold's (default; required to be non-empty) or none")
     d.add_argument("--vocal-channel", choices=("speech", "song", "both"), default="speech")
     d.add_argument("--workers", type=int, default=1, help="processes that build the cache (default 1)")
     d.add_argument("--image-format", choices=("jpeg", "png"), default="jpeg", help="face crops in the cache")
@@ -341,9 +364,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     m.add_argument("--modality-dropout", type=float, help="override config.modality_dropout")
     m.add_argument("--gradient-checkpointing", action="store_true")
     o = p.add_argument_group("optimisation")
-    o.add_argument("--epochs", type=float, default=30)
+    o.add_argument("--mode", choices=("fold", "release"), default="fold",
+                   help="fold: train --fold (cross-validation); release: train on every actor with the settings the "
+                        "folds in --cv-dir chose")
+    o.add_argument("--cv-dir", help="release mode: the --output-dir of the fold runs (default: this --output-dir)")
+    o.add_argument("--epochs", type=float, help=f"epochs (default {DEFAULT_EPOCHS}; release: chosen by the folds)")
     o.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (overrides --epochs)")
-    o.add_argument("--batch-size", type=int, default=8)
+    o.add_argument("--batch-size", type=int, default=8, help="per process (the global batch is x processes)")
     o.add_argument("--eval-batch-size", type=int, default=0)
     o.add_argument("--grad-accum", type=int, default=1)
     o.add_argument("--lr", type=float, default=3e-4, help="learning rate of the new modules (head)")
@@ -361,41 +388,85 @@ def parse_args(argv=None) -> argparse.Namespace:
     r = p.add_argument_group("run")
     r.add_argument("--output-dir", help="default: checkpoints/<preset>")
     r.add_argument("--resume", action="store_true", help="continue from the last checkpoint of each fold")
+    r.add_argument("--overwrite-output-dir", action="store_true",
+                   help="delete the checkpoints of an earlier run in the fold folder and start again")
+    r.add_argument("--save-only-model", action="store_true",
+                   help="checkpoints without optimizer/scheduler state (about 1/3 of the disk; --resume impossible)")
     r.add_argument("--logging-steps", type=int, default=10)
     r.add_argument("--save-total-limit", type=int, default=2)
     r.add_argument("--report-to", choices=("tensorboard", "none"), default="tensorboard")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--debug", action="store_true", help="show the full trace of a refusal")
     args = p.parse_args(argv)
     args.output_dir = args.output_dir or os.path.join("checkpoints", args.preset)
     if not 0 <= args.warmup_ratio < 1:
         p.error(f"--warmup-ratio must be in [0, 1), got {args.warmup_ratio}")
     if args.fold != "all" and not args.fold.isdigit():
         p.error(f"--fold must be a fold index or 'all', got {args.fold!r}")
-    if args.epochs <= 0 and args.max_steps <= 0:
+    if args.epochs is not None and args.epochs <= 0 and args.max_steps <= 0:
         p.error("--epochs must be positive (or give --max-steps)")
-    if args.freeze_epochs > 0 and args.freeze_epochs >= args.epochs:
+    if args.mode == "fold" and args.epochs is None:
+        args.epochs = float(DEFAULT_EPOCHS)
+    if args.resume and args.save_only_model:
+        p.error("--resume needs the optimizer state, which --save-only-model leaves out of the checkpoints")
+    if args.freeze_epochs > 0 and args.epochs is not None and args.freeze_epochs >= args.epochs:
         logger.warning("--freeze-epochs %d >= --epochs %s: the backbones never unfreeze", args.freeze_epochs,
                        args.epochs)
     return args
 
 
+def _release(args, folds) -> dict:
+    """The release settings: the folds' recipe check, the CV estimate and the epoch count."""
+    cv_args = {k: v for k, v in vars(args).items()}
+    cv_args["world_size"] = rank_and_world()[1]
+    settings = release_settings(args.cv_dir or args.output_dir, len(folds), cv_args)
+    if args.epochs is not None:
+        settings["epochs_used"] = args.epochs
+        settings["epochs_source"] = f"--epochs {args.epochs:g} (the folds' best epochs suggest {settings['epochs']})"
+        logger.warning("release: --epochs %g given; the folds' best epochs %s suggest %d", args.epochs,
+                       settings["best_epochs"], settings["epochs"])
+    else:
+        settings["epochs_used"] = settings["epochs"]
+        settings["epochs_source"] = f"median of the folds' best epochs {settings['best_epochs']}"
+    logger.info("release: %d epochs (%s); cross-validated estimate of this recipe: UAR %.4f ± %.4f over %d folds",
+                settings["epochs_used"], settings["epochs_source"], settings["metrics"]["uar"],
+                settings["metrics_std"]["uar"], len(settings["folds"]))
+    return settings
+
+
 def run(args) -> list[dict]:
+    distributed_state()  # the process group, before any rank does anything (gloo on CPU, NCCL on GPUs)
     folds = load_folds(args.folds) if args.folds else DEFAULT_FOLDS
     channels = {"speech": (1,), "song": (2,), "both": (1, 2)}[args.vocal_channel]
-    index = build_index(args.data_root, vocal_channels=channels)
+    index = build_index(args.data_root, vocal_channels=channels, layout=args.modality)
     if not index.clips:
-        raise FERInputError(f"no usable RAVDESS clips under {args.data_root!r} ({index.summary()})")
-    fold_ids = range(len(folds)) if args.fold == "all" else [int(args.fold)]
-    return [train_fold(args, k, index, folds) for k in fold_ids]
+        raise FERInputError(f"no usable RAVDESS {args.modality} clips under {args.data_root!r} ({index.summary()})")
+    check_same_on_all_ranks(digest_of(clip_list_record(index.clips, index.root)), "clip list",
+                            f"{len(index.clips)} clips under {index.root}")
+    if args.prepare_only:
+        return [prepare_cache(args, index)]
+    with output_dir_lock(args.output_dir):
+        if args.mode == "release":
+            return [train_fold(args, None, index, folds, release=_release(args, folds))]
+        fold_ids = range(len(folds)) if args.fold == "all" else [int(args.fold)]
+        return [train_fold(args, k, index, folds) for k in fold_ids]
 
 
 def main(argv=None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run(parse_args(argv))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    setup_logging()
+    with refusals_as_one_line("--debug" in argv):
+        run(parse_args(argv))
+
+
+def prepare_main(argv=None) -> None:
+    """`fer-prepare-cache`: `fer-train --prepare-only` under its own name."""
+    main(["--prepare-only", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
     main()
 
 
-__all__ = ["BackboneFreezeCallback", "FERTrainer", "class_weights", "parse_args", "run", "train_fold"]
+__all__ = ["BackboneFreezeCallback", "FERTrainer", "backbone_of", "class_weights", "parse_args", "prepare_main",
+           "resolve_precision", "run", "train_fold"]

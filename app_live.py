@@ -1,0 +1,373 @@
+"""The app's Live tab: webcam + microphone in the browser, emotions from a rolling 3 s window as the person speaks.
+
+    import app_live
+    app_live.add_live_tab(demo, model, processor, model_info)     # inside `with gr.Blocks() as demo:`
+
+Streaming uses Gradio's own streaming inputs (no WebRTC component): `gr.Image(sources=["webcam"], streaming=True)`
+sends a camera snapshot every `FRAME_EVERY_S` (only once the previous one was received), `gr.Audio(sources=
+["microphone"], streaming=True)` sends WAV chunks every `AUDIO_EVERY_S`. Their handlers only buffer the data
+(`fer_hf.streaming_fer.LiveSession`: time alignment, one frame per frame bin, bounded). A `gr.Timer` runs the
+model: each tick classifies the newest window that has arrived, if it is at least `STEP_S` newer than the last
+one, with every event of that kind sharing one worker (`concurrency_limit=1`), so two sessions take turns and a
+slow machine updates less often instead of queueing work. Leaving the page (the Blocks `unload` event) or
+pressing Stop frees the session; the session's results can be downloaded as JSON and CSV.
+
+Settings (environment): FER_LIVE_SECONDS (session limit, default 300), FER_LIVE_MAX_SESSIONS (default 2),
+FER_LIVE_STEP_S (least time between two updates, default 0.75 s).
+"""
+
+from __future__ import annotations
+
+import atexit
+import csv
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from fer_hf.errors_fer import FERInputError
+from fer_hf.streaming_fer import LiveAnalyzer, LiveSession, LiveUpdate
+
+try:  # ZeroGPU Spaces: a GPU is attached only while a `spaces.GPU` function runs; one short call per update
+    import spaces
+
+    live_gpu = spaces.GPU(duration=10)
+except ImportError:  # CPU, a dedicated GPU, or local
+
+    def live_gpu(fn):
+        return fn
+
+
+logger = logging.getLogger("fer_app.live")
+
+SESSION_SECONDS = float(os.environ.get("FER_LIVE_SECONDS", "300"))
+MAX_SESSIONS = int(os.environ.get("FER_LIVE_MAX_SESSIONS", "2"))
+STEP_S = float(os.environ.get("FER_LIVE_STEP_S", "0.75"))
+TICK_S = 0.25  # how often the page asks for a new result
+FRAME_EVERY_S = 0.125  # camera snapshots: 8 per second, about three per frame bin of the realtime preset
+AUDIO_EVERY_S = 0.25  # microphone chunk length
+CHART_SECONDS = 60.0
+SLOW_FACTOR = 1.5  # updates this much further apart than STEP_S: the page says the machine cannot keep up
+LATENCY_TARGET_S = 1.5
+
+
+# ----------------------------------------------------------------------------------------------------------------
+class LiveRegistry:
+    """Live sessions by Gradio session hash; at most `max_sessions` at a time."""
+
+    def __init__(self, max_sessions: int):
+        self.max_sessions = max_sessions
+        self._sessions: dict[str, LiveSession] = {}
+        self._lock = threading.Lock()
+
+    def start(self, key: str, analyzer: LiveAnalyzer) -> LiveSession:
+        with self._lock:
+            old = self._sessions.pop(key, None)
+            if old is not None:
+                old.close()
+            if len(self._sessions) >= self.max_sessions:
+                raise gr.Error(f"Live mode is busy: {len(self._sessions)} people are using it on this server, the "
+                               "most it serves at once. Try again in a few minutes.", title="Live mode is busy",
+                               print_exception=False)
+            session = analyzer.new_session(session_seconds=SESSION_SECONDS)
+            self._sessions[key] = session
+            return session
+
+    def get(self, key: str | None) -> LiveSession | None:
+        with self._lock:
+            return self._sessions.get(key) if key else None
+
+    def end(self, key: str | None) -> LiveSession | None:
+        with self._lock:
+            session = self._sessions.pop(key, None) if key else None
+        if session is not None:
+            session.close()
+        return session
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._sessions)
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return list(self._sessions)
+
+
+REGISTRY = LiveRegistry(MAX_SESSIONS)
+_TEMP = Path(tempfile.mkdtemp(prefix=f"fer_live_{os.getpid()}_"))
+atexit.register(shutil.rmtree, _TEMP, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# What the page shows
+def modalities_markdown(update: LiveUpdate | None) -> str:
+    if update is None:
+        return "Face: – · Speech: –"
+    m = update.modalities
+    face = (f"✅ used ({m['face_frames']} of {m['frames']} frames)" if m["video"] else f"❌ {m['video_reason']}")
+    speech = (f"✅ used ({m['audio_seconds']:.1f} s of sound)" if m["audio"] else f"❌ {m['audio_reason']}")
+    return f"**Face:** {face}  ·  **Speech:** {speech}"
+
+
+def status_markdown(session: LiveSession, note: str = "") -> str:
+    s = session.stats()
+    lines = [f"**Live** · {s['elapsed_s']:.0f} s of {session.session_seconds:.0f} s "
+             f"({s['time_left_s']:.0f} s left) · {s['updates']} updates"]
+    recent = session.recent_updates(10.0)
+    if recent:
+        lines[0] += f" · results until {recent[-1].end_s:.2f} s"
+    if len(recent) >= 2:
+        every = (recent[-1].produced_s - recent[0].produced_s) / (len(recent) - 1)
+        lines.append(f"Updating every {every:.2f} s; capture → result {s['latency_p50_s']:.2f} s "
+                     f"(p95 {s['latency_p95_s']:.2f} s)")
+        if every > SLOW_FACTOR * STEP_S or (s["latency_p95_s"] or 0) > LATENCY_TARGET_S:
+            lines.append(f"⚠️ **This machine cannot keep up**: results come every {every:.1f} s instead of every "
+                         f"{STEP_S:.2f} s. The windows in between are skipped (nothing is queued), so what you "
+                         "see is still the latest 3 s.")
+    lines.append(f"Camera: {s['frames_received']} frames received, {s['frames_kept']} kept (one per "
+                 f"{session.bin_s * 1000:.0f} ms) · Microphone: {s['audio_chunks']} chunks"
+                 + (f", {s['audio_gaps']} gap(s) of lost sound ({s['audio_gap_s']:.1f} s)" if s["audio_gaps"] else ""))
+    if note:
+        lines.append(note)
+    return "\n\n".join(lines)
+
+
+def chart_frame(session: LiveSession, labels: list[str]) -> pd.DataFrame:
+    """Long table for the line plot: one row per (update, emotion) over the last minute."""
+    rows = [(u.end_s, label, float(u.probabilities[label]))
+            for u in session.recent_updates(CHART_SECONDS) for label in labels]
+    return pd.DataFrame(rows, columns=["time_s", "emotion", "probability"])
+
+
+def chart_update(session: LiveSession, labels: list[str]):
+    frame = chart_frame(session, labels)
+    last = float(frame["time_s"].max()) if len(frame) else 0.0
+    return gr.LinePlot(value=frame, x_lim=[max(0.0, last - CHART_SECONDS), max(CHART_SECONDS, last)])
+
+
+def session_report(session: LiveSession, labels: list[str], model_info: dict | None) -> dict:
+    """The whole session as plain data: one entry per update (window bounds on the session clock, probabilities,
+    modalities and why, latency), the streams' counters and the model."""
+    return {
+        "source": "live",
+        "labels": labels,
+        "model": model_info or {},
+        "window_seconds": session.clip_seconds,
+        "session": {k: v for k, v in session.stats().items() if k != "time_left_s"},
+        "windows": [u.to_dict() for u in session.updates],
+    }
+
+
+def report_csv(report: dict) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    labels = report["labels"]
+    writer.writerow(["window", "start_s", "end_s", "top_label", *labels, "audio_used", "video_used",
+                     "audio_reason", "video_reason", "latency_s"])
+    for w in report["windows"]:
+        m = w["modalities"]
+        writer.writerow([w["index"], w["start_s"], w["end_s"], w["top_label"],
+                         *(round(w["probabilities"][label], 6) for label in labels),
+                         m["audio"], m["video"], m["audio_reason"], m["video_reason"], w["latency_s"]])
+    return out.getvalue()
+
+
+def write_downloads(session: LiveSession, labels: list[str], model_info: dict | None) -> list[str] | None:
+    if not session.updates:
+        return None
+    folder = Path(tempfile.mkdtemp(dir=_TEMP))
+    report = session_report(session, labels, model_info)
+    json_path, csv_path = folder / "live_session.json", folder / "live_session.csv"
+    json_path.write_text(json.dumps(report, indent=1))
+    csv_path.write_text(report_csv(report))
+    return [str(json_path), str(csv_path)]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The tab
+# The streams are started by clicking the components' own buttons, so the person presses one Start button.
+_START_JS = """
+async () => {
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const cam = document.querySelector('#live-camera');
+  const access = [...cam.querySelectorAll('button')].find((b) =>
+      !b.classList.contains('upload-container') && !b.classList.contains('capture-button') &&
+      !b.getAttribute('aria-label'));
+  if (access) access.click();
+  const mic = document.querySelector('#live-microphone button.record-button');
+  if (mic) mic.click();
+  for (let i = 0; i < 100; i++) {
+    const rec = cam.querySelector('button.capture-button');
+    if (rec && !rec.querySelector("[title='stop recording']")) { rec.click(); break; }
+    if (rec) break;
+    await sleep(100);
+  }
+}
+"""
+_STOP_JS = """
+() => {
+  const cam = document.querySelector('#live-camera button.capture-button');
+  if (cam && cam.querySelector("[title='stop recording']")) cam.click();
+  const mic = document.querySelector('#live-microphone button.stop-button');
+  if (mic) mic.click();
+}
+"""
+
+
+def add_live_tab(demo: gr.Blocks, model, processor, model_info: dict | None = None) -> dict:
+    """Build the Live tab inside `demo` (call it within `with gr.Blocks() as demo:`). Returns its components."""
+    analyzer = LiveAnalyzer(model, processor)
+    labels = [model.config.id2label[i] for i in range(len(model.config.id2label))]
+    trained = bool((model_info or {}).get("trained", False))
+
+    @live_gpu
+    def analyse(session: LiveSession, window):
+        return analyzer.analyze(session, window)
+
+    def on_start(request: gr.Request):
+        REGISTRY.start(request.session_hash, analyzer)
+        logger.info("live session started (%d running)", len(REGISTRY))
+        return (gr.Timer(active=True), gr.Button(interactive=False), gr.Button(interactive=True),
+                "Starting the camera and the microphone…", None, None, modalities_markdown(None),
+                gr.LinePlot(value=chart_frame_empty()))
+
+    def chart_frame_empty():
+        return pd.DataFrame({"time_s": [], "emotion": [], "probability": []})
+
+    def on_frame(image, request: gr.Request):
+        session = REGISTRY.get(request.session_hash)
+        if session is None or image is None:
+            return
+        try:
+            session.push_frame(image)
+        except FERInputError as exc:
+            logger.warning("live: camera frame refused: %s", exc)
+
+    def on_audio(chunk, request: gr.Request):
+        session = REGISTRY.get(request.session_hash)
+        if session is None or chunk is None:
+            return
+        rate, samples = chunk
+        try:
+            session.push_audio(samples, rate)
+        except FERInputError as exc:
+            session.audio_errors += 1
+            logger.warning("live: microphone chunk refused: %s", exc)
+
+    def finish(request: gr.Request, note: str):
+        session = REGISTRY.end(request.session_hash)
+        files = write_downloads(session, labels, model_info) if session is not None else None
+        status = status_markdown(session, note) if session is not None else note
+        return gr.Timer(active=False), gr.Button(interactive=True), gr.Button(interactive=False), status, files
+
+    def on_tick(request: gr.Request):
+        skip = gr.skip()
+        session = REGISTRY.get(request.session_hash)
+        if session is None:
+            return (skip,) * 3 + (skip, gr.Timer(active=False), skip, skip, skip)
+        if session.expired:
+            timer, start, stop, status, files = finish(
+                request, f"The session reached its {SESSION_SECONDS:.0f} s limit and stopped. Press Start for a "
+                         "new one; download this one below.")
+            return skip, skip, skip, status, timer, start, stop, files
+        window = session.next_window(STEP_S)
+        if window is None:
+            if session.updates_total == 0:
+                waiting = "Waiting for the camera and the microphone (the first result needs 1 s of both)…"
+                return skip, skip, skip, status_markdown(session, waiting), skip, skip, skip, skip
+            return (skip,) * 8
+        started = time.perf_counter()
+        try:
+            update = analyse(session, window)
+        except Exception:  # keep the session alive; the server log has the details
+            logger.exception("live analysis failed")
+            return skip, skip, skip, status_markdown(session, "⚠️ The last analysis failed; retrying."), \
+                skip, skip, skip, skip
+        if update is None:
+            face = window.camera_reason if window.camera_reason != "ok" else "no face found"
+            note = f"Nothing to analyse in the last 3 s: face: {face}; speech: {window.audio_reason}."
+            return skip, skip, skip, status_markdown(session, note), skip, skip, skip, skip
+        logger.debug("live update %d in %.2f s", update.index, time.perf_counter() - started)
+        return (update.probabilities, modalities_markdown(update), chart_update(session, labels),
+                status_markdown(session), skip, skip, skip, skip)
+
+    def on_stop(request: gr.Request):
+        return finish(request, "Stopped. Download the session below, or press Start again.")
+
+    def on_unload(request: gr.Request):
+        if REGISTRY.end(request.session_hash) is not None:
+            logger.info("live session closed with its page (%d running)", len(REGISTRY))
+
+    with gr.Tab("Live", id="live-tab", elem_id="live-tab"):
+        gr.Markdown(
+            "Press **Start** and allow the camera and the microphone: while you talk, the model looks at the last "
+            f"{model.config.clip_seconds:.0f} s of your face and voice and updates the emotions about every "
+            f"{STEP_S:.2f} s. A session lasts at most **{SESSION_SECONDS:.0f} s**; leaving the page ends it. "
+            "Browsers give camera access only on https:// pages or on localhost. "
+            "Nothing is recorded: frames and sound are kept only for the current window."
+            + ("" if trained else "\n\n⚠️ **Untrained model: the live probabilities are meaningless.**")
+        )
+        with gr.Row():
+            with gr.Column(scale=2):
+                camera = gr.Image(sources=["webcam"], streaming=True, type="numpy", label="Camera",
+                                  elem_id="live-camera", webcam_options=gr.WebcamOptions(mirror=False))
+                microphone = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Microphone",
+                                      elem_id="live-microphone")
+                with gr.Row():
+                    start = gr.Button("Start", variant="primary", elem_id="live-start")
+                    stop = gr.Button("Stop", interactive=False, elem_id="live-stop")
+                status = gr.Markdown("Press Start, then allow the camera and the microphone.", elem_id="live-status")
+            with gr.Column(scale=3):
+                probabilities = gr.Label(num_top_classes=len(labels), label="Emotions in the last 3 s",
+                                         elem_id="live-probabilities")
+                modalities = gr.Markdown(modalities_markdown(None), elem_id="live-modalities")
+                chart = gr.LinePlot(value=chart_frame_empty(), x="time_s", y="probability", color="emotion",
+                                    y_lim=[0, 1], x_lim=[0, CHART_SECONDS], x_title="seconds since Start",
+                                    y_title="probability", label="The last minute", elem_id="live-chart")
+                files = gr.File(label="This session (JSON / CSV)", file_count="multiple", interactive=False,
+                                elem_id="live-downloads")
+        timer = gr.Timer(TICK_S, active=False)
+
+    ingest = dict(outputs=None, time_limit=int(SESSION_SECONDS), concurrency_limit=None,
+                  concurrency_id="live-ingest", show_progress="hidden", api_name=False)
+    camera.stream(on_frame, inputs=[camera], stream_every=FRAME_EVERY_S, **ingest)
+    microphone.stream(on_audio, inputs=[microphone], stream_every=AUDIO_EVERY_S, **ingest)
+    start.click(on_start, None, [timer, start, stop, status, files, probabilities, modalities, chart],
+                api_name=False).success(None, js=_START_JS)
+    stop.click(on_stop, None, [timer, start, stop, status, files], api_name=False).then(None, js=_STOP_JS)
+    timer.tick(on_tick, None, [probabilities, modalities, chart, status, timer, start, stop, files],
+               concurrency_limit=1, concurrency_id="live-model", show_progress="hidden", api_name=False)
+    demo.unload(on_unload)
+    return {"camera": camera, "microphone": microphone, "start": start, "stop": stop, "status": status,
+            "probabilities": probabilities, "modalities": modalities, "chart": chart, "files": files,
+            "timer": timer}
+
+
+__all__ = ["REGISTRY", "LiveRegistry", "add_live_tab", "report_csv", "session_report"]
+
+
+if __name__ == "__main__":  # a quick look at the tab alone: python app_live.py [--preset tiny]
+    import argparse
+
+    import torch
+
+    from fer_hf import FERConfig, FERForEmotionClassification, FERProcessor
+
+    parser = argparse.ArgumentParser(description="The Live tab on its own, with an untrained model.")
+    parser.add_argument("--preset", default="realtime")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    torch.manual_seed(0)
+    config = FERConfig.from_preset(args.preset)
+    with gr.Blocks(title="Live emotions") as live_demo:
+        add_live_tab(live_demo, FERForEmotionClassification(config).eval(), FERProcessor.from_model_config(config),
+                     {"trained": False})
+    live_demo.queue().launch()

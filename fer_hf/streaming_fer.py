@@ -1,0 +1,639 @@
+"""Live mode's streaming layer: microphone chunks and webcam frames -> rolling, time-aligned model windows.
+
+A browser sends two independent streams (Gradio's streaming `gr.Audio` and `gr.Image`):
+
+- audio: contiguous PCM chunks cut by a WAV recorder every `stream_every` seconds. They reach the server with
+  jitter, sometimes late, sometimes several at once, and sometimes not at all (the recorder drops a chunk
+  while the page waits for the server);
+- frames: single camera snapshots, each sent once the previous one was received (so a slow server gets fewer).
+
+Neither carries a capture time, so both are placed on one **session clock** (seconds since the session
+started, on the server's monotonic clock) by this module:
+
+- `AudioChunkAligner`: the audio's own sample count is the authority inside the stream. The offset between the
+  sample clock and the session clock is the smallest "arrival time minus end of chunk" seen over the last
+  `baseline_s` seconds: network and queueing delays only ever add to it, so the minimum is the least-delayed
+  placement. A late chunk (or a burst of bundled chunks) raises that difference for a moment only; a dropped
+  chunk raises it for every chunk after it. When every chunk arriving over `drop_confirm_s` of wall time is
+  more than `drop_tolerance_s` behind, the missing span is inserted as a gap (zeros, marked not covered).
+- `FrameTimeline`: each frame is placed at its arrival time and competes for the frame bin it falls in
+  (bins of `clip_seconds / num_frames`, the model's own frame spacing); only the frame nearest to each bin
+  centre is kept, so memory is a few frames whatever the camera rate.
+
+Both clocks are "arrival with the least delay", so their common transport delay cancels out; what remains
+is the jitter of frame arrivals (tens of milliseconds on a loaded machine), well inside a 375 ms frame bin.
+
+`LiveSession` holds one browser session's state (bounded: the last `keep_seconds` of audio, one frame per bin,
+one cached embedding per kept frame, at most `max_updates` results) and plans the next window: windows end
+on the frame-bin grid, so a frame sampled for one window is at the same place in the next ones, and its face
+crop and SigLIP embedding (`model.embed_frames`) are computed once and reused (cache keyed by capture time).
+`LiveAnalyzer` classifies a planned window: the processor's log-mel and pixel steps (`batch_rows`), the model
+with `frame_embeddings=`, the processor's `post_process`. The audio encoder runs on the current window only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .errors_fer import FERInputError
+from .faces_fer import crop_box, crop_face, resize_image, roi_weight_map, track_face
+from .processing_fer import MIN_AUDIO_SAMPLES
+
+try:
+    import av
+except ImportError:  # pragma: no cover - av is a payload requirement; only resampling needs it
+    av = None
+
+logger = logging.getLogger(__name__)
+
+MIN_WINDOW_CONTENT_S = 1.0  # the first update waits for this much of both streams
+STALE_STREAM_S = 2.0  # a stream silent for this long no longer holds the window back
+START_GRACE_S = 3.0  # after the first stream starts, the first update waits this long for the other one
+FACE_HOLD_S = 0.4  # a frame without a detected face reuses the face box of a frame at most this much older
+MIN_AUDIO_COVERAGE = 0.25  # a window whose received audio covers less than this share of its content has no audio
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Audio: chunks -> the session clock
+@dataclass
+class _AudioChunk:
+    stream_start_s: float  # position on the audio's own sample clock (gaps included)
+    samples: np.ndarray  # float32 (n,) at the aligner's rate
+    arrival_s: float
+    lag_s: float  # arrival - end on the sample clock (offset estimate from this chunk)
+    duration_s: float
+
+
+@dataclass
+class AudioPlacement:
+    """Where `AudioChunkAligner.push` put a chunk: session-clock bounds, and a gap inserted before it (s)."""
+
+    start_s: float
+    end_s: float
+    gap_inserted_s: float = 0.0
+
+
+class AudioChunkAligner:
+    """Places contiguous microphone chunks on the session clock (see the module docstring).
+
+    Args:
+        sampling_rate: rate of the stored audio (the model's, 16 kHz); other input rates are resampled with
+            PyAV's resampler, whose filter state runs across chunks (no seams).
+        keep_seconds: audio older than this (from the newest sample) is dropped.
+        drop_tolerance_s: lateness beyond which a chunk counts as "behind"; drops shorter than this go unnoticed.
+        drop_confirm_s: how long (wall time) chunks must keep arriving behind before the gap is inserted.
+        baseline_s: the offset is the smallest lag over this many seconds of arrivals (follows clock drift).
+    """
+
+    def __init__(self, sampling_rate: int = 16000, keep_seconds: float = 5.0, drop_tolerance_s: float = 0.2,
+                 drop_confirm_s: float = 0.75, baseline_s: float = 30.0):
+        self.sampling_rate = int(sampling_rate)
+        self.keep_seconds = float(keep_seconds)
+        self.drop_tolerance_s = float(drop_tolerance_s)
+        self.drop_confirm_s = float(drop_confirm_s)
+        self.baseline_s = float(baseline_s)
+        self._chunks: deque[_AudioChunk] = deque()
+        self._lags: deque[list] = deque()  # [arrival_s, lag_s] of recent chunks (mutable: gaps shift them)
+        self._behind: list[_AudioChunk] = []  # the current run of chunks arriving later than the offset allows
+        self._stream_pos_s = 0.0
+        self._resampler = None
+        self._input_rate = None
+        self.gaps_inserted = 0
+        self.gap_seconds = 0.0
+        self.chunks_received = 0
+
+    # ------------------------------------------------------------------------------------------------
+    @property
+    def offset_s(self) -> float | None:
+        """Session time of sample-clock zero (None before the first chunk)."""
+        return min(lag for _, lag in self._lags) if self._lags else None
+
+    @property
+    def latest_s(self) -> float | None:
+        """Session time of the end of the newest chunk."""
+        return None if not self._chunks else self._stream_pos_s + self.offset_s
+
+    @property
+    def last_arrival_s(self) -> float | None:
+        return self._chunks[-1].arrival_s if self._chunks else None
+
+    @property
+    def first_s(self) -> float | None:
+        """Session time of the first sample received (None before any)."""
+        return None if self.offset_s is None else self.offset_s
+
+    def _to_rate(self, samples: np.ndarray, rate: int) -> np.ndarray:
+        if rate == self.sampling_rate:
+            return samples
+        if av is None:
+            raise ImportError("resampling microphone audio needs PyAV: `pip install av`")
+        if self._resampler is None or rate != self._input_rate:
+            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.sampling_rate)
+            self._input_rate = rate
+        frame = av.AudioFrame.from_ndarray(samples[None], format="flt", layout="mono")
+        frame.sample_rate = rate
+        out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
+
+    def push(self, samples: np.ndarray, sampling_rate: int, arrival_s: float) -> AudioPlacement:
+        """Add one chunk: mono float32 `(n,)` in [-1, 1] at `sampling_rate`, received at `arrival_s` (session)."""
+        if sampling_rate <= 0:
+            raise FERInputError(f"the microphone chunk has an invalid sampling rate {sampling_rate!r}")
+        samples = self._to_rate(np.ascontiguousarray(samples, np.float32), int(sampling_rate))
+        self.chunks_received += 1
+        start = self._stream_pos_s
+        self._stream_pos_s = start + len(samples) / self.sampling_rate
+        chunk = _AudioChunk(start, samples, float(arrival_s), float(arrival_s) - self._stream_pos_s,
+                            len(samples) / self.sampling_rate)
+        self._chunks.append(chunk)
+        offset = self.offset_s
+        self._lags.append([chunk.arrival_s, chunk.lag_s])
+        while self._lags and self._lags[0][0] < chunk.arrival_s - self.baseline_s and len(self._lags) > 1:
+            self._lags.popleft()
+        gap = 0.0
+        if offset is not None and chunk.lag_s - offset > self.drop_tolerance_s:
+            self._behind.append(chunk)
+            if len(self._behind) >= 2 and chunk.arrival_s - self._behind[0].arrival_s >= self.drop_confirm_s:
+                gap = min(c.lag_s for c in self._behind) - offset
+                self._insert_gap(gap)
+        else:
+            self._behind.clear()
+        self._trim()
+        end = self.latest_s
+        return AudioPlacement(end - len(samples) / self.sampling_rate, end, gap)
+
+    def _insert_gap(self, gap: float) -> None:
+        """Samples were lost before the first chunk of the current late run: move that run later by `gap`."""
+        moved = {id(c) for c in self._behind}
+        for c in self._behind:
+            c.stream_start_s += gap
+            c.lag_s -= gap
+        for entry in list(self._lags)[-len(self._behind):]:
+            entry[1] -= gap
+        self._stream_pos_s += gap
+        self.gaps_inserted += 1
+        self.gap_seconds += gap
+        logger.info("microphone: %.2f s of audio never arrived; left as a gap (%d moved chunks)", gap, len(moved))
+        self._behind.clear()
+
+    def _trim(self) -> None:
+        horizon = self._stream_pos_s - self.keep_seconds
+        while len(self._chunks) > 1 and self._chunks[0].stream_start_s + self._chunks[0].duration_s < horizon:
+            self._chunks.popleft()
+
+    def read(self, start_s: float, end_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Audio between two session times: float32 `(n,)` (zeros where nothing arrived) and bool `(n,)` covered."""
+        n = max(0, round((end_s - start_s) * self.sampling_rate))
+        audio = np.zeros(n, np.float32)
+        covered = np.zeros(n, bool)
+        if not self._chunks or n == 0:
+            return audio, covered
+        offset = self.offset_s
+        for c in self._chunks:
+            first = round((c.stream_start_s + offset - start_s) * self.sampling_rate)  # index of its 1st sample
+            lo, hi = max(0, first), min(n, first + len(c.samples))
+            if hi > lo:
+                audio[lo:hi] = c.samples[lo - first: hi - first]
+                covered[lo:hi] = True
+        return audio, covered
+
+    @property
+    def stored_samples(self) -> int:
+        return sum(len(c.samples) for c in self._chunks)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Frames: one per frame bin, with the work done on it cached
+@dataclass
+class LiveFrame:
+    """A kept camera frame and what was computed from it (once; reused by every window that contains it).
+
+    Attributes:
+        capture_s: session time of the frame (its arrival; see the module docstring).
+        image: uint8 RGB `(h, w, 3)` (long side <= the processor's `decode_max_side`), dropped once embedded.
+        face_found: a face was detected on this frame (or held from one at most `FACE_HOLD_S` before it).
+        face_box, crop_box: `[x0, y0, x1, y1]` in frame pixels, None without a face.
+        crop: uint8 `(S, S, 3)` face crop; roi: float32 `(N,)` ROI weights.
+        embedding: float32 `(Dv,)` from `model.embed_frames` (None until computed, or without a face).
+        roi_patch_scores: float32 `(N,)` the model's patch scores for this frame.
+    """
+
+    capture_s: float
+    image: np.ndarray | None
+    face_found: bool | None = None
+    face_box: list | None = None
+    crop_box: list | None = None
+    crop: np.ndarray | None = None
+    roi: np.ndarray | None = None
+    landmarks: dict | None = None
+    embedding: torch.Tensor | None = None
+    roi_patch_scores: np.ndarray | None = None
+
+    @property
+    def prepared(self) -> bool:
+        return self.face_found is not None
+
+
+class FrameTimeline:
+    """Frames by frame bin: bin `m` covers `[m * bin_s, (m + 1) * bin_s)` and keeps the frame nearest its centre.
+
+    Args:
+        bin_s: the model's frame spacing, `clip_seconds / num_frames`.
+        keep_seconds: bins older than this (from the newest frame) are dropped.
+        max_side: frames are downscaled to this long side on arrival.
+    """
+
+    def __init__(self, bin_s: float, keep_seconds: float = 5.0, max_side: int = 640):
+        if bin_s <= 0:
+            raise FERInputError(f"the frame spacing must be positive, got {bin_s!r}")
+        self.bin_s = float(bin_s)
+        self.keep_seconds = float(keep_seconds)
+        self.max_side = int(max_side)
+        self._bins: dict[int, LiveFrame] = {}
+        self.latest_s: float | None = None
+        self.first_s: float | None = None
+        self.frames_received = 0
+        self.frames_kept = 0
+
+    def push(self, image: np.ndarray, capture_s: float) -> bool:
+        """Add a frame (uint8 RGB `(h, w, 3)`); True when it is kept as its bin's best frame."""
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[-1] not in (3, 4) or image.dtype != np.uint8:
+            raise FERInputError(f"a camera frame must be uint8 RGB (h, w, 3), got {image.dtype} {image.shape}")
+        self.frames_received += 1
+        self.latest_s = capture_s if self.latest_s is None else max(self.latest_s, capture_s)
+        self.first_s = capture_s if self.first_s is None else min(self.first_s, capture_s)
+        m = math.floor(capture_s / self.bin_s)
+        centre = (m + 0.5) * self.bin_s
+        held = self._bins.get(m)
+        if held is not None and abs(held.capture_s - centre) <= abs(capture_s - centre):
+            return False
+        h, w = image.shape[:2]
+        scale = min(1.0, self.max_side / max(h, w))
+        frame = np.ascontiguousarray(image[..., :3])
+        if scale < 1.0:
+            frame = resize_image(frame, (max(1, round(w * scale)), max(1, round(h * scale))))
+        self._bins[m] = LiveFrame(float(capture_s), frame)
+        self.frames_kept += 1
+        horizon = math.floor((self.latest_s - self.keep_seconds) / self.bin_s)
+        for old in [k for k in self._bins if k < horizon]:
+            del self._bins[old]
+        return True
+
+    def frame_for(self, target_s: float) -> LiveFrame | None:
+        """The kept frame of the bin holding `target_s` (a bin centre), or None when that bin got no frame."""
+        return self._bins.get(math.floor(target_s / self.bin_s))
+
+    def __len__(self) -> int:
+        return len(self._bins)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One browser session
+@dataclass
+class LiveWindow:
+    """A planned window: `[start_s, start_s + window_s)` with content up to `end_s` (session clock)."""
+
+    start_s: float
+    end_s: float
+    window_s: float
+    frame_times_s: np.ndarray  # (T,) bin centres
+    frames: list  # T LiveFrame | None (repeated objects when a bin is reused)
+    audio: np.ndarray | None  # float32 (n,) from start_s to end_s, zeros where nothing arrived
+    audio_covered_s: float
+    audio_reason: str
+    camera_reason: str
+
+
+@dataclass
+class LiveUpdate:
+    """One result shown to the person (plain data: numbers, strings)."""
+
+    index: int
+    start_s: float
+    end_s: float
+    probabilities: dict
+    top_label: str
+    modalities: dict
+    latency_s: float
+    compute_s: float
+    new_frames: int
+    reused_frames: int
+    produced_s: float
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass
+class LiveSession:
+    """The state of one live session (thread-safe pushes; one analysis at a time).
+
+    Args:
+        clip_seconds, num_frames: the model's window (from its config).
+        sampling_rate: the model's audio rate.
+        session_seconds: the session stops accepting data after this long.
+        max_updates: results kept for the download (oldest dropped first).
+        clock: monotonic clock in seconds (a test or a benchmark may pass its own).
+    """
+
+    clip_seconds: float
+    num_frames: int
+    sampling_rate: int = 16000
+    session_seconds: float = 300.0
+    max_updates: int = 2000
+    decode_max_side: int = 640
+    clock: object = time.monotonic
+    started_at: float = field(init=False)
+    audio: AudioChunkAligner = field(init=False)
+    frames: FrameTimeline = field(init=False)
+    updates: deque = field(init=False)
+    stopped: bool = False
+
+    def __post_init__(self):
+        self.started_at = self.clock()
+        keep = self.clip_seconds + 2.0
+        self.audio = AudioChunkAligner(self.sampling_rate, keep_seconds=keep)
+        self.frames = FrameTimeline(self.bin_s, keep_seconds=keep, max_side=self.decode_max_side)
+        self.updates = deque(maxlen=self.max_updates)
+        self._lock = threading.Lock()
+        self._last_end_s: float | None = None
+        self._last_face: LiveFrame | None = None
+        self.audio_errors = 0
+
+    @property
+    def bin_s(self) -> float:
+        return self.clip_seconds / self.num_frames
+
+    def now_s(self) -> float:
+        return self.clock() - self.started_at
+
+    @property
+    def expired(self) -> bool:
+        return self.now_s() >= self.session_seconds
+
+    # ------------------------------------------------------------------------------------------------
+    def push_audio(self, samples, sampling_rate: int, arrival_s: float | None = None) -> AudioPlacement | None:
+        """A microphone chunk: int16 or float `(n,)` / `(n, channels)` at `sampling_rate` Hz."""
+        if self.stopped or self.expired:
+            return None
+        a = np.asarray(samples)
+        if a.ndim == 2:
+            a = a.mean(axis=1) if a.shape[1] <= 8 else a.mean(axis=0)
+        if a.ndim != 1:
+            raise FERInputError(f"a microphone chunk must be (samples,) or (samples, channels), got {a.shape}")
+        if np.issubdtype(a.dtype, np.integer):
+            a = a.astype(np.float32) / float(np.iinfo(a.dtype).max + 1)
+        a = a.astype(np.float32, copy=False)
+        if a.size == 0:
+            return None
+        with self._lock:
+            return self.audio.push(a, sampling_rate, self.now_s() if arrival_s is None else arrival_s)
+
+    def push_frame(self, image, arrival_s: float | None = None) -> bool:
+        """A camera frame (uint8 RGB `(h, w, 3)`), placed at its arrival time."""
+        if self.stopped or self.expired:
+            return False
+        with self._lock:
+            return self.frames.push(image, self.now_s() if arrival_s is None else arrival_s)
+
+    # ------------------------------------------------------------------------------------------------
+    def next_window(self, min_step_s: float) -> LiveWindow | None:
+        """The newest window whose content has arrived, if it ends at least `min_step_s` after the last one.
+
+        The content end is the earlier of the two streams' newest data (a stream silent for `STALE_STREAM_S`
+        does not hold it back), rounded down to the frame-bin grid. Until both streams have started, the first
+        window waits up to `START_GRACE_S` for the late one. Windows start no earlier than the first data.
+        """
+        with self._lock:
+            now = self.now_s()
+            audio_end, frame_end = self.audio.latest_s, self.frames.latest_s
+            if audio_end is None and frame_end is None:
+                return None
+            firsts = [t for t in (self.audio.first_s, self.frames.first_s) if t is not None]
+            if len(firsts) == 1 and self._last_end_s is None and now - firsts[0] < START_GRACE_S:
+                return None
+            audio_live = audio_end is not None and now - self.audio.last_arrival_s < STALE_STREAM_S
+            camera_live = frame_end is not None and now - frame_end < STALE_STREAM_S
+            ends = []
+            if audio_live:
+                ends.append(audio_end)
+            if camera_live:
+                ends.append(frame_end + self.bin_s / 2)  # the last bin's frame is final once past its centre
+            if not ends:
+                return None
+            end = math.floor(min(ends) / self.bin_s + 1e-6) * self.bin_s
+            origin = math.floor(min(firsts) / self.bin_s) * self.bin_s  # on the grid, so frames keep their bins
+            if end - origin < MIN_WINDOW_CONTENT_S:
+                return None
+            if self._last_end_s is not None and end < self._last_end_s + min_step_s:
+                return None
+            start = max(origin, end - self.clip_seconds)
+            times = start + (np.arange(self.num_frames) + 0.5) * self.bin_s
+            frames = [self.frames.frame_for(t) if t < end else None for t in times]
+            audio, covered = self.audio.read(start, end) if audio_end is not None else (None, None)
+            self._last_end_s = end
+        covered_s = 0.0 if covered is None else float(covered.sum()) / self.sampling_rate
+        if audio is None:
+            audio_reason = "the microphone is not streaming"
+        elif covered_s < MIN_AUDIO_COVERAGE * (end - start) or audio.size < MIN_AUDIO_SAMPLES:
+            audio_reason = f"only {covered_s:.1f} s of sound arrived for this window"
+        else:
+            audio_reason = "ok"
+        if frame_end is None:
+            camera_reason = "the camera is not streaming"
+        elif not any(f is not None for f in frames):
+            camera_reason = "no camera frame arrived for this window"
+        else:
+            camera_reason = "ok"
+        return LiveWindow(start, end, self.clip_seconds, times, frames, audio if audio_reason == "ok" else None,
+                          covered_s, audio_reason, camera_reason)
+
+    def record(self, update: LiveUpdate) -> None:
+        with self._lock:
+            self.updates.append(update)
+
+    def recent_updates(self, seconds: float) -> list[LiveUpdate]:
+        with self._lock:
+            if not self.updates:
+                return []
+            last = self.updates[-1].end_s
+            return [u for u in self.updates if u.end_s >= last - seconds]
+
+    def stats(self, seconds: float = 10.0) -> dict:
+        """Update rate and latency over the last `seconds` of results, and the streams' counters."""
+        recent = self.recent_updates(seconds)
+        now = self.now_s()
+        recent_time = [u for u in recent if u.produced_s >= now - seconds]
+        span = min(seconds, max(now, 1e-6))
+        latencies = sorted(u.latency_s for u in recent)
+        pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] if latencies else None
+        return {
+            "updates": self.updates_total,
+            "updates_per_s": len(recent_time) / span if now > 0 else 0.0,
+            "latency_p50_s": pick(0.5), "latency_p95_s": pick(0.95),
+            "frames_received": self.frames.frames_received, "frames_kept": self.frames.frames_kept,
+            "audio_chunks": self.audio.chunks_received, "audio_gaps": self.audio.gaps_inserted,
+            "audio_gap_s": round(self.audio.gap_seconds, 3), "elapsed_s": now,
+            "time_left_s": max(0.0, self.session_seconds - now),
+        }
+
+    @property
+    def updates_total(self) -> int:
+        return self.updates[-1].index + 1 if self.updates else 0
+
+    def stored_bytes(self) -> int:
+        """Bytes held by the buffers (audio samples, kept frames, crops, embeddings): bounded by construction."""
+        with self._lock:
+            total = self.audio.stored_samples * 4
+            for f in self.frames._bins.values():
+                for arr in (f.image, f.crop, f.roi, f.roi_patch_scores):
+                    total += 0 if arr is None else arr.nbytes
+                total += 0 if f.embedding is None else f.embedding.numel() * f.embedding.element_size()
+        return total
+
+    def close(self) -> None:
+        """Stop accepting data and free the buffers (the results stay for the download)."""
+        with self._lock:
+            self.stopped = True
+            self.frames._bins.clear()
+            self.audio._chunks.clear()
+            self._last_face = None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Classification of a planned window
+class LiveAnalyzer:
+    """Runs the face front-end on new frames, embeds them once, and classifies a `LiveWindow`.
+
+    Args:
+        model: a `FERForEmotionClassification` in eval mode (any device; int8 allowed).
+        processor: the matching `FERProcessor` (face detector, margins, log-mel, normalisation, labels).
+    """
+
+    def __init__(self, model, processor):
+        self.model = model
+        self.processor = processor
+        cfg = model.config
+        if abs(processor.clip_seconds - cfg.clip_seconds) > 1e-6 or processor.num_frames != cfg.num_frames:
+            raise FERInputError(
+                f"the processor's window ({processor.num_frames} frames in {processor.clip_seconds} s) does not "
+                f"match the model's ({cfg.num_frames} frames in {cfg.clip_seconds} s)"
+            )
+
+    def new_session(self, **kwargs) -> LiveSession:
+        cfg = self.model.config
+        return LiveSession(cfg.clip_seconds, cfg.num_frames, sampling_rate=self.processor.sampling_rate,
+                           decode_max_side=self.processor.decode_max_side, **kwargs)
+
+    # ------------------------------------------------------------------------------------------------
+    def _prepare_frame(self, session: LiveSession, frame: LiveFrame) -> None:
+        """Face detection on this frame alone (largest confident face), crop and ROI map; causal face hold."""
+        p = self.processor
+        track = track_face([frame.image], p.face_detector, 1)
+        box, landmarks = track.boxes[0], track.landmarks[0]
+        held = session._last_face
+        if box is None and held is not None and 0 <= frame.capture_s - held.capture_s <= FACE_HOLD_S:
+            box, landmarks = tuple(held.face_box), held.landmarks
+        frame.face_found = box is not None
+        if box is not None:
+            frame.face_box = [round(float(v), 1) for v in box]
+            frame.crop_box = [round(float(v), 1) for v in crop_box(box, p.face_margin)]
+            frame.crop = crop_face(frame.image, box, p.face_margin, p.image_size)
+            frame.roi = roi_weight_map(p.image_size, p.patch_size, p.face_margin, landmarks)
+            frame.landmarks = landmarks
+            if track.found:
+                session._last_face = frame
+
+    def analyze(self, session: LiveSession, window: LiveWindow) -> LiveUpdate | None:
+        """Classify one window; None when it holds neither usable sound nor a face (the reasons are kept)."""
+        began = time.perf_counter()
+        p, model = self.processor, self.model
+        unique = []
+        for f in window.frames:
+            if f is not None and all(f is not u for u in unique):
+                unique.append(f)
+        for f in sorted(unique, key=lambda f: f.capture_s):
+            if not f.prepared:
+                self._prepare_frame(session, f)
+        t, s, n = len(window.frames), p.image_size, p.num_patches
+        face = np.array([f is not None and bool(f.face_found) for f in window.frames])
+        crops = np.zeros((t, s, s, 3), np.uint8)
+        roi = np.zeros((t, n), np.float32)
+        for k, f in enumerate(window.frames):
+            if face[k]:
+                crops[k], roi[k] = f.crop, f.roi
+        video_used = bool(face.any())
+        audio_used = window.audio is not None
+        if window.camera_reason != "ok":
+            video_reason = window.camera_reason
+        else:
+            video_reason = "ok" if video_used else f"no face found in any of {len(unique)} frames"
+        modalities = {
+            "audio": audio_used, "video": video_used, "audio_reason": window.audio_reason,
+            "video_reason": video_reason, "face_frames": int(face.sum()), "frames": int(sum(f is not None
+                                                                                           for f in window.frames)),
+            "audio_seconds": round(window.audio_covered_s, 3),
+        }
+        if not (audio_used or video_used):
+            return None
+        row = {"audio": window.audio, "crops": crops, "roi": roi, "frame_mask": face, "video_used": video_used,
+               "info": {"source": "live", "window_start_s": window.start_s, "window_end_s": window.end_s}}
+        batch = p.batch_rows([row], window_seconds=window.window_s, return_tensors="pt")
+        device = next(model.parameters()).device
+        todo = [k for k, f in enumerate(window.frames) if face[k] and f.embedding is None
+                and all(f is not window.frames[j] for j in range(k))]
+        with torch.inference_mode():
+            if todo:
+                emb = model.embed_frames(batch["pixel_values_videos"][0, todo].to(device),
+                                         batch["roi_weights"][0, todo].to(device))
+                for j, k in enumerate(todo):
+                    f = window.frames[k]
+                    f.embedding = emb.frame_embeddings[j].float().cpu()
+                    f.roi_patch_scores = emb.roi_patch_scores[j].float().cpu().numpy()
+                    f.image = None  # everything needed from the picture is now cached
+            dim = model.config.vision_config.hidden_size
+            vectors = torch.zeros(1, t, dim)
+            for k, f in enumerate(window.frames):
+                if face[k]:
+                    vectors[0, k] = f.embedding
+            outputs = model(
+                input_features=batch["input_features"].to(device),
+                audio_attention_mask=batch["audio_attention_mask"].to(device),
+                frame_embeddings=vectors.to(device),
+                video_frame_mask=batch["video_frame_mask"].to(device),
+                audio_mask=batch["audio_mask"].to(device),
+                video_mask=batch["video_mask"].to(device),
+            )
+        probabilities = p.post_process(outputs.logits.float().cpu())[0]
+        used = outputs.modalities_used[0].tolist()
+        modalities["audio"], modalities["video"] = bool(used[0]), bool(used[1])
+        produced = session.now_s()
+        update = LiveUpdate(
+            index=session.updates_total, start_s=round(window.start_s, 4), end_s=round(window.end_s, 4),
+            probabilities=probabilities, top_label=next(iter(probabilities)), modalities=modalities,
+            latency_s=round(produced - window.end_s, 4), compute_s=round(time.perf_counter() - began, 4),
+            new_frames=len(todo), reused_frames=int(face.sum()) - len(todo), produced_s=round(produced, 4),
+        )
+        session.record(update)
+        return update
+
+
+__all__ = [
+    "AudioChunkAligner",
+    "AudioPlacement",
+    "FrameTimeline",
+    "LiveAnalyzer",
+    "LiveFrame",
+    "LiveSession",
+    "LiveUpdate",
+    "LiveWindow",
+]

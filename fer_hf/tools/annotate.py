@@ -1,0 +1,347 @@
+"""`fer-annotate`: folders, globs or manifests of videos -> per-window emotion tables (resumable).
+
+    fer-annotate talks/ --model path/to/model --output results.parquet
+    fer-annotate corpus.csv "more/**/*.webm" --model user/fer-model --output results.csv --workers 3
+    fer-annotate corpus.jsonl --model /shared/model --output /shared/out/results.parquet --ray auto
+    python -m fer_hf.tools.annotate --help
+
+Writes `results.parquet` (one row per window; schema in docs/annotate.md) and `results.files.parquet` (one row
+per file), committed in parts under `results.parquet.parts/` so that a rerun of the same command skips what is
+done and an interrupted run (Ctrl-C, kill, crash) loses at most the uncommitted part. A file that cannot be read
+gives an error row with the processor's message; the exit status is 1 when any file failed, 0 otherwise.
+
+One machine: decoding and the face front-end run in `--workers` processes (one thread each), the model runs in
+the main process with the remaining cores, batched across the windows of different files (`--batch-size`).
+`--ray [ADDRESS]` runs the same steps on a Ray cluster (`pip install -r requirements-ray.txt`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import signal
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+from fer_hf.errors_fer import FERError, FERInputError
+
+logger = logging.getLogger("fer_hf.tools.annotate")
+
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+# ----------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fer-annotate",
+        description="Annotate media files with per-window emotion probabilities (one row per window).",
+        epilog="Table schema and cluster use: docs/annotate.md. Exit status: 0 all files done, 1 some files "
+               "failed (see the error rows), 2 bad arguments, 130 interrupted (rerun the command to resume).",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="media files, folders (searched recursively), quoted globs ('data/**/*.mp4') or manifests "
+                        "(.csv with a header / .jsonl; other columns are carried into the tables)")
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--model", help="saved model folder or Hugging Face repo id")
+    model.add_argument("--preset", help="build a preset with random weights (smoke tests, benchmarks)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights of --preset (default 0)")
+    p.add_argument("--output", "-o", default="annotations.parquet",
+                   help="window table; its suffix picks the format (.parquet, .csv, .jsonl); the per-file summary "
+                        "goes next to it as NAME.files.SUFFIX (default annotations.parquet)")
+    p.add_argument("--format", choices=("parquet", "csv", "jsonl"), help="table format (default: from --output)")
+    p.add_argument("--path-column", default="path", help="manifest column holding the media paths (default path)")
+    p.add_argument("--window-seconds", type=float, help="window length (default: the model's clip length)")
+    p.add_argument("--stride-seconds", type=float, help="window stride (default: half a window)")
+    p.add_argument("--max-windows", type=int,
+                   help="windows per file at most; beyond it the stride widens (default: the processor's, 20)")
+    p.add_argument("--max-duration", type=float, dest="max_duration_s",
+                   help="longer files get an error row (default: the processor's, 600 s)")
+    p.add_argument("--workers", type=int,
+                   help="decoding processes (0: decode in the main process). Default: cores - 1 with a GPU, "
+                        "half the cores on CPU; never more than the cores")
+    p.add_argument("--batch-size", type=int, default=16, help="windows per model call, across files (default 16)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when present)")
+    p.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
+                   help="auto: mixed precision (bf16/fp16) on CUDA, fp32 on CPU")
+    p.add_argument("--retry-errors", action="store_true", help="redo the files that failed in an earlier run")
+    p.add_argument("--part-files", type=int, default=256, help="commit a part every N files (default 256)")
+    p.add_argument("--part-seconds", type=float, default=60.0, help="... or every S seconds (default 60)")
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run on Ray: no value starts a local Ray (or joins RAY_ADDRESS); 'auto' joins the cluster "
+                        "of this node; 'ray://HEAD:10001' connects a client")
+    p.add_argument("--ray-actors", type=int, default=1, help="model actors (one model each; default 1)")
+    p.add_argument("--ray-gpus-per-actor", type=float,
+                   help="GPUs per model actor (default: 1 when the cluster has GPUs, else 0)")
+    p.add_argument("--ray-files-per-batch", type=int, default=4,
+                   help="files per model-actor call; their windows are batched by --batch-size (default 4)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
+    return p
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise FERInputError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    return device
+
+
+def plan_threads(workers: int | None, cores: int, device: str) -> tuple[int, int]:
+    """(decode workers, model threads): workers x 1 thread + model threads never exceed the cores."""
+    if workers is None:
+        workers = max(1, cores - 1) if device.startswith("cuda") else max(1, cores // 2)
+    if workers < 0:
+        raise FERInputError(f"--workers must be 0 or more, got {workers}")
+    if workers > cores:
+        logger.warning("--workers %d is more than the %d usable cores: using %d", workers, cores, cores)
+        workers = cores
+    return workers, max(1, cores - workers)
+
+
+# ----------------------------------------------------------------------------------------------
+_WORKER: dict = {}
+
+
+def _worker_init(processor, threads: int) -> None:
+    from fer_hf.tools.annotate_model import set_threads
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C and stops the pool
+    set_threads(threads)
+    _WORKER["processor"] = processor
+
+
+def _worker_decode(path: str) -> dict:
+    from fer_hf.tools.annotate_model import decode_file
+
+    return decode_file(_WORKER["processor"], path)
+
+
+class _Committer:
+    """Collects finished files' rows and commits them to the store in parts (every N files or S seconds)."""
+
+    def __init__(self, store, builder, part_files: int, part_seconds: float):
+        self.store, self.builder = store, builder
+        self.part_files, self.part_seconds = max(1, part_files), part_seconds
+        self.window_rows, self.file_rows = [], []
+        self.last = time.monotonic()
+        self.ok = self.failed = self.windows = 0
+
+    def add(self, file, key, decoded, probabilities=None) -> None:
+        if decoded["ok"]:
+            windows, summary = self.builder.rows(file, key, dict(decoded, probabilities=probabilities))
+            self.ok += 1
+            self.windows += len(probabilities)
+        else:
+            windows, summary = self.builder.error(file, key, decoded["error_type"], decoded["error"],
+                                                  decoded.get("seconds", 0.0))
+            self.failed += 1
+            logger.warning("failed: %s: %s", file.path, decoded["error"])
+        self.window_rows += windows
+        self.file_rows.append(summary)
+        if len(self.file_rows) >= self.part_files or time.monotonic() - self.last >= self.part_seconds:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.file_rows:
+            self.store.commit(self.window_rows, self.file_rows)
+        self.window_rows, self.file_rows = [], []
+        self.last = time.monotonic()
+
+
+class _Progress:
+    """tqdm bar over files with windows per second in the postfix (tqdm gives files/s and the ETA)."""
+
+    def __init__(self, total: int, enabled: bool):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, unit="file", disable=not enabled or None, dynamic_ncols=True)
+        self.start = time.monotonic()
+
+    def update(self, committer: _Committer) -> None:
+        rate = committer.windows / max(1e-9, time.monotonic() - self.start)
+        self.bar.set_postfix_str(f"{rate:.2f} windows/s, {committer.failed} failed", refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_local(pending, model, processor, committer, args, device: str) -> None:
+    """Decode in worker processes, classify in this one, commit as files complete."""
+    from fer_hf.tools.annotate_model import WindowBatcher, decode_file, set_threads, usable_cores
+
+    workers, model_threads = plan_threads(args.workers, usable_cores(), device)
+    logger.info("%d decoding worker(s) x 1 thread, model on %s with %d thread(s)", workers, device, model_threads)
+    batcher = WindowBatcher(model, processor, args.batch_size, device, args.precision)
+    progress = _Progress(len(pending), not args.no_progress)
+
+    def finish(done) -> None:
+        for (file, key), decoded, probs in done:
+            committer.add(file, key, decoded, probs)
+            progress.update(committer)
+
+    def accept(job, decoded) -> None:
+        if decoded["ok"]:
+            batcher.add(job, decoded)
+        else:
+            committer.add(*job, decoded)
+            progress.update(committer)
+        while batcher.pending_windows >= batcher.batch_size:
+            finish(batcher.step())
+
+    set_threads(model_threads)
+    try:
+        if workers == 0:
+            for job in pending:
+                accept(job, decode_file(processor, job[0].path))
+        else:
+            _run_pool(pending, processor, workers, accept)
+        finish(list(batcher.drain()))
+    finally:
+        progress.close()
+        committer.flush()
+
+
+def _run_pool(pending, processor, workers: int, accept) -> None:
+    """Feed `pending` to `workers` processes, at most `workers + 1` files in flight (bounded memory).
+
+    A worker that dies (a decoder crash, the out-of-memory killer) breaks the pool: it is restarted, the files in
+    flight are tried again, and a file in flight during two breaks gets an error row.
+    """
+    context = multiprocessing.get_context("fork")  # fork before the model's first forward: no OpenMP state yet
+    queue = list(reversed(pending))
+    attempts: dict[int, int] = {}
+    while queue:
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
+                                 initargs=(processor, 1)) as pool:
+            inflight = {}
+            try:
+                while queue or inflight:
+                    # `accept` runs the model whenever a batch is full, so the batcher holds under one batch here.
+                    while queue and len(inflight) < workers + 1:
+                        job = queue.pop()
+                        inflight[pool.submit(_worker_decode, job[0].path)] = job
+                    done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        job = inflight.pop(fut)
+                        accept(job, fut.result())
+            except BrokenProcessPool:
+                for job in inflight.values():
+                    n = attempts[id(job)] = attempts.get(id(job), 0) + 1
+                    if n >= 2:
+                        accept(job, {"ok": False, "error_type": "WorkerCrash",
+                                     "error": "the decoding process died twice while this file was in flight "
+                                              "(a decoder crash or out of memory)"})
+                    else:
+                        queue.append(job)
+                logger.warning("a decoding process died; restarting the pool (%d file(s) retried)", len(queue))
+                pool.shutdown(wait=False, cancel_futures=True)
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+
+
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class AnnotateSummary:
+    """What a run did: `exit_status`, this run's counts and time, and the tables' counts."""
+
+    exit_status: int
+    run_files: int
+    run_ok: int
+    run_failed: int
+    run_windows: int
+    run_seconds: float
+    table_files: int
+    table_ok: int
+    table_failed: int
+    table_windows: int
+    inputs: int
+
+
+def annotate(args) -> AnnotateSummary:
+    """Run `fer-annotate` with parsed `args` (see `build_parser`)."""
+    from fer_hf.tools.annotate_inputs import discover
+    from fer_hf.tools.annotate_model import config_hash, load_annotator, model_info
+    from fer_hf.tools.annotate_rows import RowBuilder, metadata_fields
+    from fer_hf.tools.annotate_store import PartStore, output_format, summary_path
+
+    fmt = output_format(args.output, args.format)
+    files = discover(args.inputs, path_column=args.path_column)
+    if not files:
+        raise FERInputError(f"no media files found in {args.inputs}")
+    device = resolve_device(args.device) if not args.ray else args.device
+    model, processor = load_annotator(
+        args.model, args.preset, args.seed, window_seconds=args.window_seconds, stride_seconds=args.stride_seconds,
+        max_windows=args.max_windows, max_duration_s=args.max_duration_s,
+    )
+    chash = config_hash(model, processor, args.model, args.preset, args.seed)
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    info = dict(model_info(model.config), config_hash=chash)
+    probe = RowBuilder(labels, ([], {}), info)
+    builder = RowBuilder(labels, metadata_fields(files, probe.reserved), info)
+    jobs = [(f, f.key(chash)) for f in files]
+    output = Path(args.output)
+    with PartStore(output.with_name(output.name + ".parts"), *builder.schemas()) as store:
+        ledger = store.ledger()
+        pending = [(f, k) for f, k in jobs
+                   if k not in ledger or (args.retry_errors and ledger[k]["status"] != "ok")]
+        logger.info("%d file(s): %d already done, %d to annotate (model: %s)", len(jobs), len(jobs) - len(pending),
+                    len(pending), info["model_summary"])
+        committer = _Committer(store, builder, args.part_files, args.part_seconds)
+        start = time.monotonic()
+        interrupted = False
+        try:
+            if pending and args.ray:
+                from fer_hf.tools.annotate_ray import run_ray
+
+                run_ray(pending, model, processor, committer, args)
+            elif pending:
+                run_local(pending, model, processor, committer, args, device)
+        except KeyboardInterrupt:
+            interrupted = True
+            logger.warning("interrupted: the committed parts are kept; rerun the same command to resume")
+        elapsed = time.monotonic() - start
+        counts = store.write_tables({k for _, k in jobs}, output, fmt)
+    logger.info("this run: %d file(s) done (%d ok, %d failed), %d windows in %.1f s",
+                committer.ok + committer.failed, committer.ok, committer.failed, committer.windows, elapsed)
+    logger.info("tables: %d of %d file(s) annotated: %d ok, %d failed; %d windows -> %s, %s",
+                counts["files"], len(jobs), counts["ok"], counts["failed"], counts["windows"], output,
+                summary_path(output, fmt))
+    status = EXIT_INTERRUPTED if interrupted else EXIT_FAILURES if counts["failed"] else EXIT_OK
+    return AnnotateSummary(status, committer.ok + committer.failed, committer.ok, committer.failed,
+                           committer.windows, elapsed, counts["files"], counts["ok"], counts["failed"],
+                           counts["windows"], len(jobs))
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # a polite kill commits like Ctrl-C
+    try:
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        with logging_redirect_tqdm():
+            return annotate(args).exit_status
+    except FERError as exc:
+        logger.error("%s", exc)
+        return EXIT_USAGE
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,229 @@
+"""The model side of `fer-annotate`: loading, the configuration hash, the decode step and batched inference.
+
+    model, processor = load_annotator("path/to/model")                 # or preset="realtime" (random weights)
+    decoded = decode_file(processor, "clip.mp4", settings)             # worker side: media -> model inputs
+    batcher = WindowBatcher(model, processor, batch_size=16, device="cpu")
+    batcher.add(item, decoded); done = batcher.step()                  # windows of several files per forward
+
+`decode_file` runs the processor (decoding, face front-end, log-mel, pixel normalisation) and is what the worker
+processes and the Ray CPU tasks run. `WindowBatcher` groups windows of different files into batches of
+`batch_size` for the model, so memory is bounded by the batch and by the files in flight, not by one long file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import traceback
+from collections import deque
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fer_hf.errors_fer import FERError, FERInputError
+
+logger = logging.getLogger(__name__)
+
+# Processor settings a run may override (their values enter the configuration hash through the processor JSON).
+PROCESSOR_OVERRIDES = ("max_windows", "max_duration_s", "window_seconds", "stride_seconds")
+
+
+def set_threads(threads: int) -> None:
+    """Limit torch, OpenCV and OpenMP in this process to `threads` threads."""
+    import cv2
+
+    threads = max(1, int(threads))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which containers and `taskset` restrict)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def load_annotator(source: str | None = None, preset: str | None = None, seed: int = 0, **overrides):
+    """The model (eval mode, CPU) and its processor, from a saved folder / Hub repo id, or a preset.
+
+    A preset gives random weights (seeded): for smoke runs and benchmarks only, and the tables say so through the
+    provenance columns. `overrides` set processor attributes (`PROCESSOR_OVERRIDES`).
+    """
+    from fer_hf.configuration_fer import FERConfig
+    from fer_hf.modeling_fer import FERForEmotionClassification
+    from fer_hf.processing_fer import FERProcessor
+
+    if (source is None) == (preset is None):
+        raise FERInputError("give either a model (--model DIR_OR_REPO) or a preset (--preset NAME)")
+    if preset is not None:
+        torch.manual_seed(seed)
+        model = FERForEmotionClassification(FERConfig.from_preset(preset))
+        processor = FERProcessor.from_model_config(model.config)
+        logger.warning("preset %r with random weights (seed %d): predictions are meaningless", preset, seed)
+    else:
+        folder = Path(source).expanduser()
+        if folder.exists() and not (folder / "config.json").is_file():
+            raise FERInputError(f"no model (config.json) in {str(folder)!r}; give a saved model folder or a repo id")
+        try:
+            model = FERForEmotionClassification.from_pretrained(str(folder) if folder.exists() else source)
+        except OSError as exc:
+            raise FERInputError(f"cannot load the model {source!r}: {exc}") from exc
+        try:
+            processor = FERProcessor.from_pretrained(str(folder) if folder.exists() else source)
+        except (OSError, ValueError):
+            logger.info("no processor saved with %s: building it from the model config", source)
+            processor = FERProcessor.from_model_config(model.config)
+    for name, value in overrides.items():
+        if name not in PROCESSOR_OVERRIDES:
+            raise FERInputError(f"unknown processor setting {name!r}")
+        if value is not None:
+            setattr(processor, name, value)
+    processor._validate()
+    return model.eval(), processor
+
+
+def _weights_fingerprint(source: str | None, preset: str | None, seed: int, config) -> str:
+    if preset is not None:
+        return f"preset={preset} seed={seed}"
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        files = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin", ".pt"))
+        return ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    return f"{source}@{getattr(config, '_commit_hash', None)}"
+
+
+def config_hash(model, processor, source: str | None, preset: str | None, seed: int = 0) -> str:
+    """Hash of everything that changes a row: model config (with provenance), weights, processor settings."""
+    text = json.dumps(
+        {"model": json.loads(model.config.to_json_string(use_diff=False)),
+         "processor": json.loads(processor.to_json_string()),
+         "weights": _weights_fingerprint(source, preset, seed, model.config)},
+        sort_keys=True, default=str,
+    )
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def model_info(config) -> dict:
+    """Provenance columns of every row (`config.provenance`; a model saved without it counts as untrained)."""
+    provenance = getattr(config, "provenance", None) or {}
+    summarise = getattr(config, "provenance_summary", None)
+    status = provenance.get("status", "untrained") if isinstance(provenance, dict) else "untrained"
+    summary = summarise() if callable(summarise) else "no provenance record: treat as untrained (random weights)"
+    return {"model_status": status, "model_summary": summary, "model_preset": getattr(config, "preset", None)}
+
+
+# ----------------------------------------------------------------------------------------------
+def decode_file(processor, path: str, settings: dict | None = None) -> dict:
+    """Media file -> model inputs of every window (never raises for a bad file).
+
+    Returns `{"ok": True, "inputs": {name: array (W, ...)}, "clip_info": [...], "skipped": [...], "seconds"}` or
+    `{"ok": False, "error_type", "error", "seconds"}` with the processor's message.
+    """
+    start = time.perf_counter()
+    settings = dict(settings or {})
+    try:
+        batch = processor(videos=path, sliding_window=True, return_tensors="np", **settings)
+    except FERError as exc:
+        return {"ok": False, "error_type": type(exc).__name__, "error": str(exc),
+                "seconds": time.perf_counter() - start}
+    except Exception as exc:  # a bug or a library error on a strange file: still one error row, never a stop
+        logger.debug("unexpected error on %s:\n%s", path, traceback.format_exc())
+        return {"ok": False, "error_type": type(exc).__name__, "error": f"{type(exc).__name__}: {exc}",
+                "seconds": time.perf_counter() - start}
+    inputs = {name: np.asarray(batch[name]) for name in processor.model_input_names if name in batch}
+    return {"ok": True, "inputs": inputs, "clip_info": batch.clip_info, "skipped": batch.skipped_windows,
+            "seconds": time.perf_counter() - start}
+
+
+def autocast_dtype(device: str, precision: str) -> torch.dtype | None:
+    """Mixed-precision dtype for `precision` ("auto", "fp32", "fp16", "bf16") on `device`; None = fp32."""
+    if precision == "fp32" or (precision == "auto" and not device.startswith("cuda")):
+        return None  # bf16 is far slower than fp32 on CPUs without a bf16 path
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16":
+        return torch.bfloat16
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+class WindowBatcher:
+    """Runs the model on windows of many files in batches of at most `batch_size` windows.
+
+    Files are added whole (`add`); `step` runs one forward over the oldest pending windows, which may come from
+    several files, and returns the files whose windows are all classified, in the order they were added, as
+    `(item, decoded, probabilities)` with one `{label: p}` per window from `processor.post_process`.
+    """
+
+    def __init__(self, model, processor, batch_size: int = 16, device: str = "cpu", precision: str = "auto"):
+        if batch_size < 1:
+            raise FERInputError(f"--batch-size must be at least 1, got {batch_size}")
+        self.model = model.to(device).eval()
+        self.processor = processor
+        self.batch_size = int(batch_size)
+        self.device = device
+        self.amp = autocast_dtype(device, precision)
+        self._queue: deque = deque()  # entries [item, decoded, windows, next_window, logits_parts]
+        self.pending_windows = 0
+        self.windows_done = 0
+
+    def add(self, item, decoded: dict) -> None:
+        n = len(decoded["clip_info"])
+        self._queue.append([item, decoded, n, 0, []])
+        self.pending_windows += n
+
+    def _forward(self, inputs: dict) -> torch.Tensor:
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in inputs.items()}
+        with torch.inference_mode():
+            if self.amp is not None:
+                with torch.autocast(device_type=self.device.split(":")[0], dtype=self.amp):
+                    logits = self.model(**tensors).logits
+            else:
+                logits = self.model(**tensors).logits
+        return logits.float().cpu()  # (B, C)
+
+    def step(self) -> list[tuple]:
+        """One forward over up to `batch_size` pending windows; returns the files it completed."""
+        if not self._queue:
+            return []
+        chunks, owners, room = [], [], self.batch_size
+        for entry in self._queue:
+            if room == 0:
+                break
+            take = min(room, entry[2] - entry[3])
+            if take == 0:
+                continue
+            chunks.append({k: v[entry[3]: entry[3] + take] for k, v in entry[1]["inputs"].items()})
+            owners.append((entry, take))
+            entry[3] += take
+            room -= take
+        if chunks:
+            logits = self._forward({k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]})
+            offset = 0
+            for entry, take in owners:
+                entry[4].append(logits[offset: offset + take])
+                offset += take
+            self.pending_windows -= offset
+            self.windows_done += offset
+        done = []
+        while self._queue and self._queue[0][3] == self._queue[0][2]:
+            item, decoded, _, _, parts = self._queue.popleft()
+            decoded.pop("inputs", None)  # the model inputs are no longer needed: free them now
+            done.append((item, decoded, self.processor.post_process(torch.cat(parts))))
+        return done
+
+    def drain(self):
+        """Classify everything pending; yields completed files."""
+        while self._queue:
+            yield from self.step()
+
+
+__all__ = ["WindowBatcher", "autocast_dtype", "config_hash", "decode_file", "load_annotator", "model_info",
+           "set_threads", "usable_cores", "PROCESSOR_OVERRIDES"]

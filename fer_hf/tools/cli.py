@@ -1,0 +1,36 @@
+"""Command-line error handling shared by the tools: a refusal is one clear line, the trace only with `--debug`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+
+from fer_hf.errors_fer import FERError
+
+logger = logging.getLogger("fer_hf.tools")
+
+EXIT_REFUSED = 2
+
+
+@contextlib.contextmanager
+def refusals_as_one_line(debug: bool = False):
+    """Turn the package's own errors (and missing files) into one `ERROR` log line and exit status 2.
+
+    Anything else is a bug and keeps its traceback. With `debug=True` every error keeps its traceback.
+    """
+    try:
+        yield
+    except (FERError, FileNotFoundError) as err:
+        if debug:
+            raise
+        logger.error("%s (add --debug for the full trace)", err)
+        sys.exit(EXIT_REFUSED)
+
+
+def setup_logging(debug: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+__all__ = ["EXIT_REFUSED", "refusals_as_one_line", "setup_logging"]

@@ -1,0 +1,275 @@
+"""`fer-annotate`: folders / globs / manifests of generated clips (some bad) -> window and summary tables."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from media_factory import astronaut_face, copy_as, make_clip, make_empty_file, make_text_file  # noqa: E402
+
+from fer_hf import FERConfig, FERForEmotionClassification, FERProcessor  # noqa: E402
+from fer_hf.errors_fer import FERInputError  # noqa: E402
+from fer_hf.pipeline_fer import FEREmotionRecognitionPipeline  # noqa: E402
+from fer_hf.tools.annotate import build_parser, main, plan_threads  # noqa: E402
+from fer_hf.tools.annotate_inputs import discover  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+LABELS = list(FERConfig.from_preset("tiny").id2label.values())
+PROBS = [f"prob_{label}" for label in LABELS]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("annotate")
+    torch.manual_seed(3)
+    model = FERForEmotionClassification(FERConfig.from_preset("tiny")).eval()
+    processor = FERProcessor.from_model_config(model.config)
+    model.save_pretrained(root / "model")
+    processor.save_pretrained(root / "model")
+    clips = root / "clips"
+    (clips / "session2").mkdir(parents=True)
+    good = {
+        "face_tone": make_clip(clips / "face_tone.mp4", seconds=4.0, face_image=astronaut_face())["path"],
+        "audio_only": make_clip(clips / "session2" / "audio_only.mp4", seconds=2.5, video=False)["path"],
+        "busy_face_silent": make_clip(clips / "session2" / "busy.webm", seconds=3.0, audio="silence",
+                                      background="noise", face_image=astronaut_face(),
+                                      face_box=(200, 130, 290, 220))["path"],
+    }
+    bad = {
+        "text": make_text_file(clips / "notes.mp4"),
+        "empty": make_empty_file(clips / "empty.mov"),
+        # music-like noise, no face: neither modality is usable -> the processor's NoUsableModalityError
+        "nothing": make_clip(clips / "plain_silent.mp4", seconds=2.0, audio="silence", background="plain")["path"],
+    }
+    (clips / "readme.txt").write_text("not media: a folder search skips it")
+    return dict(root=root, model=model, processor=processor, model_dir=str(root / "model"), clips=clips, good=good,
+                bad=bad)
+
+
+def run(args, expect=None):
+    rc = main([*map(str, args), "--no-progress"])
+    if expect is not None:
+        assert rc == expect
+    return rc
+
+
+def read(path):
+    return pq.read_table(path).to_pylist()
+
+
+@pytest.fixture(scope="module")
+def folder_run(corpus):
+    out = corpus["root"] / "folder" / "results.parquet"
+    rc = run([corpus["clips"], "--model", corpus["model_dir"], "--output", out, "--workers", "1", "--batch-size", "3"])
+    return dict(rc=rc, out=out, windows=read(out), files=read(out.with_name("results.files.parquet")))
+
+
+def test_folder_run_rows_schema_and_exit_status(corpus, folder_run):
+    assert folder_run["rc"] == 1  # some files failed
+    schema = pq.read_schema(folder_run["out"])
+    assert schema.names[:6] == ["source", "person_id", "window_index", "start_s", "end_s", "status"]
+    assert schema.names[6:14] == PROBS
+    assert {"top_label", "audio_used", "video_used", "audio_reason", "video_reason", "face_frames", "frames",
+            "error_type", "error", "model_status", "model_summary", "model_preset", "config_hash",
+            "file_key"} <= set(schema.names)
+    assert str(schema.field("window_index").type) == "int32" and str(schema.field("prob_happy").type) == "double"
+    files = {Path(r["source"]).name: r for r in folder_run["files"]}
+    assert set(files) == {Path(p).name for p in [*corpus["good"].values(), *corpus["bad"].values()]}
+    assert "readme.txt" not in files
+    for name in ("face_tone.mp4", "audio_only.mp4", "busy.webm"):
+        assert files[name]["status"] == "ok" and files[name]["windows"] >= 1
+        assert abs(sum(files[name][c] for c in PROBS) - 1) < 1e-5
+    assert files["face_tone.mp4"]["windows"] == 2  # 4 s in 3 s windows: 0-3 and 1-4 (the last ends at the end)
+    for row in folder_run["windows"]:
+        assert row["model_status"] == "untrained" and row["model_preset"] == "tiny"
+        if row["status"] == "ok":
+            assert abs(sum(row[c] for c in PROBS) - 1) < 1e-5
+            assert row["top_label"] == max(LABELS, key=lambda label: row[f"prob_{label}"])
+            assert row["end_s"] > row["start_s"] >= 0
+    by_file = {}
+    for row in folder_run["windows"]:
+        by_file.setdefault(Path(row["source"]).name, []).append(row)
+    audio_only = by_file["audio_only.mp4"]
+    assert all(r["audio_used"] and not r["video_used"] and r["video_reason"] == "no video stream" for r in audio_only)
+    busy = by_file["busy.webm"]
+    assert all(r["video_used"] and not r["audio_used"] and r["audio_reason"] == "silent audio track" for r in busy)
+    assert all(r["face_frames"] > 0 for r in busy)
+
+
+def test_error_rows_carry_the_processors_message(corpus, folder_run):
+    rows = {Path(r["source"]).name: r for r in folder_run["windows"] if r["status"] == "error"}
+    assert set(rows) == {"notes.mp4", "empty.mov", "plain_silent.mp4"}
+    for name, path in (("notes.mp4", corpus["bad"]["text"]), ("empty.mov", corpus["bad"]["empty"]),
+                       ("plain_silent.mp4", corpus["bad"]["nothing"])):
+        with pytest.raises(FERInputError) as raised:
+            corpus["processor"](videos=path, sliding_window=True)
+        assert rows[name]["error"] == str(raised.value)
+        assert rows[name]["error_type"] == type(raised.value).__name__
+        assert rows[name]["window_index"] is None and rows[name]["prob_happy"] is None
+    assert rows["plain_silent.mp4"]["error_type"] == "NoUsableModalityError"
+
+
+def test_rows_equal_the_pipelines_per_window_output(corpus, folder_run):
+    processor, model = corpus["processor"], corpus["model"]
+    for path in corpus["good"].values():
+        inputs = processor(videos=path, sliding_window=True, return_tensors="pt")
+        with torch.no_grad():
+            logits = model(**{k: inputs[k] for k in processor.model_input_names}).logits
+        expected = logits.softmax(-1).numpy()
+        rows = sorted((r for r in folder_run["windows"] if r["source"] == path and r["status"] == "ok"),
+                      key=lambda r: r["window_index"])
+        assert [r["window_index"] for r in rows] == [i["window_index"] for i in inputs.clip_info]
+        assert [(r["start_s"], r["end_s"]) for r in rows] == [(i["window_start_s"], i["window_end_s"])
+                                                               for i in inputs.clip_info]
+        got = np.array([[r[c] for c in PROBS] for r in rows])
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+        # the per-file answer is the pipeline's clip answer (sliding windows)
+        ranked = FEREmotionRecognitionPipeline(model=model, processor=processor, device=-1)(path, sliding_window=True)
+        summary = next(r for r in folder_run["files"] if r["source"] == path)
+        for item in ranked:
+            assert abs(summary[f"prob_{item['label']}"] - item["score"]) < 1e-5
+        assert summary["top_label"] == ranked[0]["label"]
+
+
+def test_rerun_is_idempotent_and_a_changed_file_is_redone(corpus, tmp_path, caplog):
+    clips = tmp_path / "c"
+    clips.mkdir()
+    a = copy_as(corpus["good"]["face_tone"], clips / "a.mp4")
+    copy_as(corpus["good"]["audio_only"], clips / "b.mp4")
+    out = tmp_path / "out.parquet"
+    args = [clips, "--model", corpus["model_dir"], "--output", out, "--workers", "0"]
+    run(args, expect=0)
+    first = out.read_bytes(), out.with_name("out.files.parquet").read_bytes()
+    caplog.clear()
+    with caplog.at_level("INFO", logger="fer_hf.tools.annotate"):
+        run(args, expect=0)
+    assert "2 already done, 0 to annotate" in caplog.text
+    assert (out.read_bytes(), out.with_name("out.files.parquet").read_bytes()) == first
+    os.utime(a, ns=(time.time_ns(), time.time_ns() + 10**9))  # the file changed: its key changes
+    caplog.clear()
+    with caplog.at_level("INFO", logger="fer_hf.tools.annotate"):
+        run(args, expect=0)
+    assert "1 already done, 1 to annotate" in caplog.text
+    files = read(out.with_name("out.files.parquet"))
+    assert len(files) == 2 and len({r["file_key"] for r in files}) == 2
+    # another window setting is another configuration: everything is redone, old rows leave the tables
+    run([*args, "--window-seconds", "2.0"], expect=0)
+    windows = read(out)
+    assert {r["end_s"] - r["start_s"] for r in windows} == {2.0}
+    assert len({r["config_hash"] for r in windows}) == 1
+
+
+def test_manifest_metadata_globs_and_text_formats(corpus, tmp_path):
+    manifest = tmp_path / "corpus.csv"
+    rel = os.path.relpath(corpus["good"]["face_tone"], tmp_path)
+    manifest.write_text(f"path,speaker,session,status\n{rel},s01,1,keep\nmissing.mp4,s02,2,x\n")
+    out = tmp_path / "out.jsonl"
+    glob = str(corpus["clips"] / "session2" / "*.mp4")
+    rc = run([manifest, glob, "--model", corpus["model_dir"], "--output", out, "--workers", "1"])
+    assert rc == 1
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    files = {Path(r["source"]).name: r for r in map(json.loads, out.with_name("out.files.jsonl").read_text()
+                                                     .splitlines())}
+    assert set(files) == {"face_tone.mp4", "missing.mp4", "audio_only.mp4"}
+    tone = [r for r in rows if r["source"].endswith("face_tone.mp4")]
+    assert tone and all(r["speaker"] == "s01" and r["session"] == 1 and r["meta_status"] == "keep" for r in tone)
+    assert files["missing.mp4"]["error_type"] == "MediaNotFoundError" and files["missing.mp4"]["speaker"] == "s02"
+    assert files["audio_only.mp4"]["speaker"] is None
+    csv_out = tmp_path / "out.csv"
+    run([manifest, "--model", corpus["model_dir"], "--output", csv_out, "--workers", "0"], expect=1)
+    header = csv_out.read_text().splitlines()[0]
+    assert header.startswith('"source","speaker","session","meta_status","person_id"')
+
+
+def test_batching_and_workers_do_not_change_the_rows(corpus, folder_run, tmp_path):
+    out = tmp_path / "inline.parquet"
+    run([*corpus["good"].values(), "--model", corpus["model_dir"], "--output", out, "--workers", "0",
+         "--batch-size", "1"], expect=0)
+    key = lambda r: (r["source"], r["window_index"])  # noqa: E731
+    inline = sorted(read(out), key=key)
+    pooled = sorted((r for r in folder_run["windows"] if r["source"] in corpus["good"].values()), key=key)
+    assert [key(r) for r in inline] == [key(r) for r in pooled]
+    np.testing.assert_allclose([[r[c] for c in PROBS] for r in inline], [[r[c] for c in PROBS] for r in pooled],
+                               atol=1e-5)
+
+
+def test_resume_after_a_kill_gives_the_uninterrupted_tables(corpus, tmp_path):
+    clips = tmp_path / "many"
+    clips.mkdir()
+    for i in range(8):
+        copy_as(corpus["good"]["face_tone"] if i % 2 else corpus["good"]["audio_only"], clips / f"clip{i}.mp4")
+    out = tmp_path / "killed.parquet"
+    cmd = [sys.executable, "-m", "fer_hf.tools.annotate", str(clips), "--model", corpus["model_dir"], "--output",
+           str(out), "--workers", "1", "--part-files", "1", "--batch-size", "2", "--no-progress"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    parts = out.with_name(out.name + ".parts")
+    deadline = time.monotonic() + 300
+    while not (parts / "files-000002.parquet").exists():
+        assert proc.poll() is None, proc.stderr.read()[-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    committed = sorted(parts.glob("files-*.parquet"))
+    assert 2 <= len(committed) < 8, "the kill did not land midway"
+    assert not out.exists()  # tables are only written at the end of a run, never half
+    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"8 file(s): {len(committed)} already done, {8 - len(committed)} to annotate" in resumed.stderr
+    reference = tmp_path / "clean.parquet"
+    run([clips, "--model", corpus["model_dir"], "--output", reference, "--workers", "0"], expect=0)
+    key = lambda r: (r["source"], r["window_index"])  # noqa: E731
+    got, want = sorted(read(out), key=key), sorted(read(reference), key=key)
+    assert [key(r) for r in got] == [key(r) for r in want] and len(got) == 4 * 2 + 4 * 1
+    np.testing.assert_allclose([[r[c] for c in PROBS] for r in got], [[r[c] for c in PROBS] for r in want],
+                               atol=1e-5)
+    assert len(read(out.with_name("killed.files.parquet"))) == 8
+
+
+def test_discover_folders_globs_and_missing_paths(corpus, tmp_path):
+    found = discover([str(corpus["clips"]), str(corpus["clips"] / "*.mp4"), str(tmp_path / "gone.mp4")])
+    names = [Path(f.path).name for f in found]
+    assert len(names) == len(set(names)) and "readme.txt" not in names and names[-1] == "gone.mp4"
+    assert found[-1].size_bytes == -1
+    bad = tmp_path / "m.jsonl"
+    bad.write_text('{"file": "a.mp4"}\n')
+    with pytest.raises(FERInputError, match="no 'path' column"):
+        discover([str(bad)])
+
+
+def test_usage_errors_exit_2(corpus, tmp_path, caplog):
+    assert run([tmp_path / "nothing_here", "--model", corpus["model_dir"], "--output", tmp_path / "o.parquet",
+                "--workers", "0"]) == 1  # an explicit missing file is an error row, not a stop
+    empty = tmp_path / "empty_dir"
+    empty.mkdir()
+    assert run([empty, "--model", corpus["model_dir"], "--output", tmp_path / "o2.parquet"]) == 2
+    assert run([corpus["good"]["face_tone"], "--model", str(tmp_path), "--output", tmp_path / "o3.parquet"]) == 2
+    assert "no model (config.json)" in caplog.text
+
+
+def test_threads_never_exceed_the_cores():
+    for cores in (1, 2, 4, 16):
+        for workers in (None, 0, 1, 2, 3, 32):
+            for device in ("cpu", "cuda"):
+                w, model_threads = plan_threads(workers, cores, device)
+                assert w <= cores and model_threads >= 1
+                assert w + model_threads <= max(cores, w + 1)
+
+
+def test_console_script_and_help():
+    """`fer-annotate` is installed as a console script (`python -m fer_hf.tools.annotate` runs in the resume test)."""
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["fer-annotate"] == "fer_hf.tools.annotate:main"
+    text = build_parser().format_help()
+    assert all(option in text for option in ("--ray", "--batch-size", "--workers", "--device", "--retry-errors"))
