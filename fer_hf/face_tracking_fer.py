@@ -9,9 +9,9 @@
   there. The detector's whole-frame pass runs on every analysed frame to catch new faces; detections that no track
   explains are confirmed by the face mesh (no mesh, no face: this rejects e.g. a cat's face, scored 0.55; a
   region rotated by the detector's eye points is retried upright once). A detection scored at least
-  `TRUSTED_DETECTION` is kept with its own 6 key points even when the mesh rejects it (a strongly tinted face). and start a new track,
-  or continue a lost track whose last box they overlap. The finer tiled pass runs only while no face is tracked,
-  at most every `fine_every_s`.
+  `TRUSTED_DETECTION` is kept with its own 6 key points even when the mesh rejects it (a strongly tinted face).
+  Confirmed faces start a new track, or continue a lost track whose last box they overlap. The finer tiled pass
+  runs only while no face is tracked, at most every `fine_every_s`.
 - Where a face appears or disappears between two analysed frames, the frames in between are followed one by one
   by landmarks from the side where it is seen, so the edge of a cut is known to the frame.
 - A frame between two analysed frames where the face was found is interpolated (box and landmarks). A face missing
@@ -40,8 +40,8 @@ FINE_EVERY_S = 0.5  # the tiled small-face pass runs at most this often while no
 MATCH_IOU = 0.3  # a detection overlapping a tracked face this much is that face
 REID_IOU = 0.2  # a new face overlapping a lost track's last box this much continues it
 REID_GAP_S = 10.0  # ... if the track was seen at most this long ago
-DUPLICATE_IOU = 0.6
-TRUSTED_DETECTION = 0.85  # a detection this sure is kept even when the mesh rejects it (strong tints, occlusions)  # two tracks on the same face: the younger one's observation is dropped
+DUPLICATE_IOU = 0.6  # two tracks on the same face: the younger one's observation is dropped
+TRUSTED_DETECTION = 0.85  # a detection this sure is kept even when the mesh rejects it (strong tints, occlusions)
 
 
 @dataclass
