@@ -473,6 +473,8 @@ class FERProcessor(ProcessorMixin):
                 raise FERInputError("the given audio / frames are empty")
             check_duration(duration, self.max_duration_s, media.fps, "the given clip")
         rows = []
+        faces = self.video_processing.face_session()  # one per clip: clip-wide face-track ids
+        speech = self.audio_processing.speech_session()  # one per clip: overlapping windows share VAD scores
         windows = plan_windows(duration, window_s, sliding, stride_s, self.max_windows)
         for window_index, (start, end) in enumerate(windows):
             if clip["kind"] == "file":
@@ -483,28 +485,36 @@ class FERProcessor(ProcessorMixin):
                 window = window_from_arrays(m.audio, m.frames, m.fps, origin + start, origin + end, self.num_frames,
                                             duration, self.sampling_rate, self.video_processing.decode_max_side,
                                             frame_times_s=m.frame_times_s, origin_s=origin)
-            row = self.window_row(window, no_audio, no_video, return_face_frames)
+            row = self.window_row(window, no_audio, no_video, return_face_frames, faces=faces, speech=speech)
             row["info"].update(source=source, clip_index=clip_index, window_index=window_index,
                                duration_s=round(float(duration), 6))
             rows.append(row)
         return rows
 
     def window_row(self, media, no_audio: str = "no audio stream", no_video: str = "no video stream",
-                   return_face_frames: bool = False, faces=None) -> dict:
-        """One window's row from its decoded media (`media_fer.WindowMedia`); `faces` reuses a face session."""
+                   return_face_frames: bool = False, faces=None, speech=None) -> dict:
+        """One window's row from its decoded media (`media_fer.WindowMedia`); `faces` reuses a face session and
+        `speech` a clip's speech session (`audio_processing.speech_session()`; None: a fresh one)."""
+        audio_used, audio_reason = self.audio_processing.check(media.audio, no_audio)
+        speech_fraction = None
+        if audio_used:
+            session = speech if speech is not None else self.audio_processing.speech_session()
+            audio_used, audio_reason, speech_fraction = self.audio_processing.check_speech(
+                media.audio, session, float(media.start_s))
         if media.frames is None:
             found, video_reason = None, no_video
         elif not media.frame_valid.any():
             found, video_reason = None, "no video frames inside the window"
         else:
-            found = (faces or self.video_processing.face_session()).process(media.frames, media.frame_times_s,
-                                                                            media.scale)
+            faces = faces or self.video_processing.face_session()
+            found = faces.process(
+                media.frames, media.frame_times_s, media.scale, audio=media.audio, audio_start_s=float(media.start_s),
+                speech=audio_used)
             video_reason = found.reason()
         T, S, N = self.num_frames, self.image_size, self.num_patches  # noqa: N806
         video_used = found is not None and found.any_found
         crops = found.crops if video_used else np.zeros((T, S, S, 3), np.uint8)
         roi = found.roi if video_used else np.zeros((T, N), np.float32)
-        audio_used, audio_reason = self.audio_processing.check(media.audio, no_audio)
         source_times = media.source_times_s if media.source_times_s is not None else np.full(T, np.nan)
         info = dict(
             window_start_s=float(media.start_s), window_end_s=float(media.end_s),
@@ -513,11 +523,17 @@ class FERProcessor(ProcessorMixin):
             audio_used=audio_used, audio_reason=audio_reason, video_used=bool(video_used), video_reason=video_reason,
             face_boxes=found.face_boxes if video_used else [None] * T,
             crop_boxes=found.crop_boxes if video_used else [None] * T,
+            speech_fraction=speech_fraction,
+            face_found=[bool(v) for v in found.found] if video_used else [False] * T,
+            person=dict(found.person) if found is not None else {"track_id": None, "reason": video_reason},
+            tracks=faces.track_summaries() if found is not None else [],
         )
         if return_face_frames:
             info["face_frames"] = crops.copy()
         return {"info": info, "audio": media.audio if audio_used else None, "crops": crops, "roi": roi,
-                "frame_mask": media.frame_valid.copy(), "video_used": bool(video_used)}
+                # frames without the chosen face are masked, like padding: no stale crop reaches the model
+                "frame_mask": media.frame_valid & found.found if video_used else media.frame_valid.copy(),
+                "video_used": bool(video_used)}
 
     def _batch(self, rows: list[dict], return_tensors, window_s: float) -> BatchFeature:
         n_samples = round(float(window_s) * self.sampling_rate)
@@ -564,7 +580,7 @@ class FERProcessor(ProcessorMixin):
             windows = [build_window_result(out, r, info.windows[r], labels, self.geometry, margin)
                        for r in clip.rows]
             results.append(build_clip_result(windows, clip.skipped, clip.source, clip.duration_s, labels, margin,
-                                             summary))
+                                             summary, [info.windows[r] for r in clip.rows]))
         return results
 
     def _bare_info(self, out: dict) -> FERBatchInfo:

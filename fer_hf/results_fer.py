@@ -268,11 +268,33 @@ def track_summaries(windows: list) -> tuple[list, dict]:
     return [track], {"track_id": 0, "reason": "the largest face in each frame (single-face front-end)"}
 
 
+def clip_faces(window_infos: list) -> tuple[list, dict] | None:
+    """Tracks and person of a clip from the processor's window infos (`tracks`: the clip's face tracks so far,
+    `person`: that window's choice); None when the infos carry no tracks (e.g. a bare batch)."""
+    infos = [i for i in window_infos if "tracks" in i]
+    if not infos:
+        return None
+    last = max(infos, key=lambda i: (len(i["tracks"]), i.get("window_index", 0)))
+    tracks = [FaceTrackSummary(**t) for t in last["tracks"]]
+    chosen = [i["person"] for i in infos if i.get("video_used") and i.get("person", {}).get("track_id") is not None]
+    if not chosen:
+        reasons = [i.get("person", {}).get("reason") for i in infos]
+        return tracks, {"track_id": None, "reason": next((r for r in reasons if r), "no face found in any window")}
+    ids = [p["track_id"] for p in chosen]
+    best = max(set(ids), key=lambda t: (ids.count(t), -ids.index(t)))
+    reason = next(p["reason"] for p in chosen if p["track_id"] == best)
+    if len(infos) > 1:
+        reason = f"{reason} (chosen in {ids.count(best)} of {len(infos)} windows)"
+    return tracks, {"track_id": best, "reason": reason}
+
+
 def build_clip_result(windows: list, skipped: list, source: str, duration_s: float, labels: list, margin: float,
-                      model_summary: dict | None = None) -> FERClipResult:
-    """A `FERClipResult` from its classified windows and the skipped ones."""
+                      model_summary: dict | None = None, window_infos: list | None = None) -> FERClipResult:
+    """A `FERClipResult` from its classified windows and the skipped ones (`window_infos`: the processor's window
+    dicts, for the face tracks and the chosen person)."""
     probabilities, top, confident = aggregate_windows(windows, labels, margin)
-    tracks, person = track_summaries(windows)
+    faces = clip_faces(window_infos or [])
+    tracks, person = faces if faces is not None else track_summaries(windows)
     return FERClipResult(
         source=str(source), duration_s=_r(duration_s), labels=list(labels), probabilities=probabilities,
         top_label=top, confident=confident, confidence_margin=float(margin), windows=list(windows),
@@ -307,6 +329,7 @@ __all__ = [
     "aggregate_windows",
     "build_clip_result",
     "build_window_result",
+    "clip_faces",
     "decide",
     "model_summary",
     "outputs_to_numpy",

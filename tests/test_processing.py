@@ -48,7 +48,8 @@ def config():
 
 @pytest.fixture(scope="module")
 def processor(config):
-    return FERProcessor.from_model_config(config)
+    # generated tones are not speech; speech detection has its own tests (test_frontend_*)
+    return FERProcessor.from_model_config(config, min_speech_fraction=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +119,7 @@ def test_model_inputs_carry_no_metadata(face_clip_out):
 
 
 def test_seed_size_crops(face_clip):
-    proc = FERProcessor.from_model_config(FERConfig.from_preset("realtime"))
+    proc = FERProcessor.from_model_config(FERConfig.from_preset("realtime"), min_speech_fraction=0.0)
     out = proc(videos=face_clip["path"])
     assert out["pixel_values_videos"].shape == (1, 8, 3, 224, 224)
     assert out["roi_weights"].shape == (1, 8, 196)
@@ -303,8 +304,12 @@ def test_pluggable_detector_with_landmarks(config, tmp_path):
     out, info = proc.prepare(videos={"frames": np.zeros((20, 240, 320, 3), np.uint8), "fps": 10})
     assert out["video_mask"].item()
     assert info.windows[0]["face_boxes"][0] == [100.0, 50.0, 200.0, 150.0]
+    # the crop is aligned on the key points (centred between the eyes), so they sit at their canonical places and
+    # the map painted from them is close to the canonical one
+    x0, _, x1, _ = info.windows[0]["crop_boxes"][0]
+    assert (x0 + x1) / 2 == pytest.approx(150, abs=1)
     canonical = roi_weight_map(32, 8, proc.video_processing.face_margin)
-    assert not np.allclose(out["roi_weights"][0, 0].numpy(), canonical)  # the map follows the landmarks
+    assert np.abs(out["roi_weights"][0, 0].numpy() - canonical).max() < 0.2
     proc.save_pretrained(tmp_path / "with_detector")  # the runtime detector is not serialised
     assert "FixedDetector" not in (tmp_path / "with_detector" / "processor_config.json").read_text()
     with pytest.raises(TypeError, match="detect"):
