@@ -172,7 +172,6 @@ def train_fold(args, fold: int | None, index, folds, release: dict | None = None
 
     Returns the summary written to `final/training_info.json`.
     """
-    from fer_hf.processing_fer import FERProcessor
 
     started = time.time()
     rank, world = rank_and_world()
@@ -180,7 +179,7 @@ def train_fold(args, fold: int | None, index, folds, release: dict | None = None
     split = release_split(folds) if release is not None else fold_split(fold, folds, args.validation)
     name = "release" if release is not None else f"fold {fold}"
     config = make_config(args)
-    processor = FERProcessor.from_model_config(config)
+    processor = training_processor(config, index)
     subsets = {key: index.for_actors(actors) for key, actors in
                (("train", split.train), ("val", split.val), ("test", split.test))}
     if not subsets["train"]:
@@ -310,11 +309,21 @@ def train_fold(args, fold: int | None, index, folds, release: dict | None = None
     return info
 
 
-def prepare_cache(args, index) -> dict:
-    """`--prepare-only`: build the cache of every indexed clip (rank 0, `--workers` processes) and stop."""
+def training_processor(config, index):
+    """The processor the cache is built with: the model's own settings, with speech detection off for a
+    synthetic set (its voices are gated tones, which the speech detector rightly rejects as not speech)."""
     from fer_hf.processing_fer import FERProcessor
 
-    processor = FERProcessor.from_model_config(make_config(args))
+    if index.synthetic:
+        logger.info("synthetic set: its tones are not speech, so speech detection is off for this run")
+        return FERProcessor.from_model_config(config, min_speech_fraction=0.0)
+    return FERProcessor.from_model_config(config)
+
+
+def prepare_cache(args, index) -> dict:
+    """`--prepare-only`: build the cache of every indexed clip (rank 0, `--workers` processes) and stop."""
+
+    processor = training_processor(make_config(args), index)
     report = _cache(args, index.clips, processor)
     logger.info("cache ready: %s", report.summary())
     return {"cache_dir": report.cache_dir, "clips": len(index.clips), "usable": len(report.entries),
