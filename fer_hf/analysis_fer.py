@@ -255,6 +255,7 @@ class _TimelineState:
         self.last_valid_frame = int(np.sum(targets < duration_s)) - 1  # grid frames past the clip end never come
         self.store = _FrameStore()
         self.faces = analyzer.processor.video_processing.face_session()  # THE face front-end, one per clip
+        self.speech = analyzer.processor.audio_processing.speech_session()  # one VAD session: windows share scores
         self.next_window = 0
 
     def run(self, events):
@@ -345,6 +346,9 @@ class _TimelineState:
         a1 = round(min(end, self.duration_s) * self.sr) - self.audio_offset
         audio = self.audio()[max(0, a0):max(0, a1)] if self.any_audio else None
         audio_used, audio_reason = proc.audio_processing.check(audio, self.no_audio or "no audio stream")
+        speech_fraction = None
+        if audio_used:  # the same speech decision as the processor's window path
+            audio_used, audio_reason, speech_fraction = proc.audio_processing.check_speech(audio, self.speech, start)
         if self.no_video:
             video_reason = self.no_video
         elif not valid.any():
@@ -358,6 +362,7 @@ class _TimelineState:
             audio_used=audio_used, audio_reason=audio_reason, video_used=bool(face.any()), video_reason=video_reason,
             face_boxes=[e["face_box"] if f else None for e, f in zip(entries, face)],
             crop_boxes=[e["crop_box"] if f else None for e, f in zip(entries, face)],
+            speech_fraction=speech_fraction,
         )
         row = {"audio": audio if audio_used else None, "vectors": vectors, "frame_mask": face,
                "roi_indices": roi_indices, "roi_patch_scores": roi_scores}

@@ -136,6 +136,7 @@ class FERFrameEmbeddings(ModelOutput):
 # Every top-level `*_fer.py` file of the package: the Hub payload. `save_pretrained` copies all of them (a folder
 # then also loads the processor and the pipeline), and tests/test_layout.py checks this list against the files.
 PAYLOAD_MODULES = (
+    "analysis_fer.py",
     "audio_processing_fer.py",
     "configuration_fer.py",
     "errors_fer.py",
@@ -144,7 +145,9 @@ PAYLOAD_MODULES = (
     "faces_fer.py",
     "frontend_fer.py",
     "fusion_fer.py",
+    "live_analysis_fer.py",
     "media_fer.py",
+    "media_stream_fer.py",
     "modeling_fer.py",
     "modules_fer.py",
     "pipeline_fer.py",

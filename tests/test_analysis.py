@@ -26,7 +26,7 @@ def setup(tmp_path_factory):
     torch.manual_seed(0)
     config = FERConfig.from_preset("tiny")
     model = FERForEmotionClassification(config).eval()
-    processor = FERProcessor.from_model_config(config)
+    processor = FERProcessor.from_model_config(config, min_speech_fraction=0.0)  # the generated tone is not speech
     clip = make_clip(tmp_path_factory.mktemp("analysis") / "talk.mp4", seconds=7.0, fps=25, size=(320, 240),
                      face_image=astronaut_face())
     return dict(config=config, model=model, processor=processor, clip=clip["path"])
@@ -153,3 +153,16 @@ def test_live_session_reuses_cached_frames(setup):
     silent = session.classify(None, end_s=20.0)  # no audio and the camera stopped long ago
     assert silent.windows == [] and silent.skipped_windows[0].video_reason == "no camera frames in the window"
     assert silent.probabilities == {} and silent.top_label is None
+
+
+def test_timeline_applies_the_processors_speech_decision(setup):
+    """With speech detection on (the default), the tone of the generated clip is not speech: the timeline's windows
+    use no audio and say why, exactly as the processor's window path does."""
+    proc = FERProcessor.from_model_config(setup["config"])
+    result = FERAnalyzer(setup["model"], proc).analyze(setup["clip"])
+    inputs, info = proc.prepare(videos=setup["clip"], sliding_window=True)
+    assert not inputs["audio_mask"].any()
+    for window in result.windows:
+        assert not window.modalities["audio"] and window.modalities["video"]
+        assert window.modalities["audio_reason"].startswith("no speech found")
+        assert window.modalities["speech_fraction"] is not None
