@@ -237,17 +237,15 @@ def _request_folder() -> Path:
 
 # ----------------------------------------------------------------------------------------------------------------
 # Inference
-@gpu
-def run_model(inputs: dict) -> dict:
-    """One batch of windows through the model; numpy outputs by name."""
-    with torch.inference_mode():
-        out = MODEL(**{k: v.to(DEVICE) for k, v in inputs.items()})
-    return {name: app_analysis._numpy(getattr(out, name, None)) for name in app_analysis.OUTPUT_NAMES}
-
-
 def new_analysis() -> app_analysis.ClipAnalysis:
     return app_analysis.ClipAnalysis(MODEL, PROCESSOR, DEVICE, SETTINGS.batch_windows, SETTINGS.hop_seconds,
-                                     model_summary=MODEL_SUMMARY, run_model=run_model)
+                                     model_summary=MODEL_SUMMARY)
+
+
+@gpu
+def run_model(video: str):
+    """The analysis of one clip (the only part that needs the accelerator): yields `AnalysisStep`s."""
+    yield from new_analysis().run(video)
 
 
 def _is_user_error(exc: BaseException) -> bool:
@@ -303,7 +301,7 @@ def _analyse(video: str, progress) -> tuple[dict | None, float]:
     """Run the analysis with progress; yields the streamed outputs, returns (result, seconds) at the end."""
     started = time.perf_counter()
     result = None
-    for step in new_analysis().run(video):
+    for step in run_model(video):
         result = step.result
         progress((step.done, step.total), desc=f"Analysing: {step.stage}", unit="windows")
         yield _stream_outputs(result, step.done, step.total)
@@ -374,7 +372,7 @@ def analyze(video: str | None) -> dict:
         raise gr.Error("Give a video file.", title="No video", print_exception=False)
     try:
         result = None
-        for step in new_analysis().run(video):
+        for step in run_model(video):
             result = step.result
     except Exception as exc:  # noqa: BLE001
         title, text = explain_error(exc, video)

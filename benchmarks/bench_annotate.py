@@ -5,7 +5,9 @@
 
 Each configuration runs in its own process on the same clips, into a fresh output: clips and video-seconds per
 minute (annotation time only: model build and Ray start-up are reported apart), windows per second, and the peak
-RSS of the whole process tree (main + decode workers, or driver + Ray workers), sampled every 0.1 s. Clips are
+memory of the whole process tree (main + decode workers, or driver + Ray workers), sampled every 0.2 s: the sum
+of RSS (which counts the model pages a forked worker shares with its parent once per process) and PSS (which
+counts them once). Clips are
 the synthetic set's (`fer_hf.tools.synthetic.write_clip`: a real face, a tone, 320x240 at 25 fps).
 Weights are random (the model's cost does not depend on them). On a shared machine the figures are noisy; the
 ratios between configurations measured in one run are the robust part.
@@ -71,20 +73,22 @@ def run_config(name: str, clips: Path, out: Path, extra: list[str], cores: int, 
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     root = psutil.Process(proc.pid)
-    peak = 0
+    peak = peak_pss = 0
     while proc.poll() is None:
         try:
-            tree = [root, *root.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            tree = [p for p in (root, *root.children(recursive=True)) if p.is_running()]
+            peak = max(peak, sum(p.memory_info().rss for p in tree))
+            # PSS shares each page among the processes mapping it: forked workers' copy-on-write pages count once
+            peak_pss = max(peak_pss, sum(getattr(p.memory_full_info(), "pss", 0) for p in tree))
         except psutil.Error:
             pass
-        time.sleep(0.1)
+        time.sleep(0.2)
     stdout, stderr = proc.communicate()
     lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
     if proc.returncode not in (0, 1) or not lines:
         raise RuntimeError(f"{name} failed (exit {proc.returncode}):\n{stderr[-3000:]}")
     result = json.loads(lines[-1][len("RESULT "):])
-    result.update(name=name, peak_rss_gb=peak / 2**30)
+    result.update(name=name, peak_rss_gb=peak / 2**30, peak_pss_gb=peak_pss / 2**30)
     return result
 
 
@@ -118,12 +122,13 @@ def main(argv=None) -> None:
     load = os.getloadavg()
     print(f"\nfer-annotate, preset {args.preset} (random weights), {args.clips} clips, {video_s:.1f} s of video, "
           f"batch {args.batch_size}, {cores} cores, load average {load[0]:.1f} (shared machine: noisy figures)\n")
-    print("| configuration | annotation time | clips / min | video-s / min | windows / s | peak RSS (tree) |")
-    print("|---|---|---|---|---|---|")
+    print("| configuration | annotation time | clips / min | video-s / min | windows / s | peak RSS (tree sum) "
+          "| peak PSS (tree) |")
+    print("|---|---|---|---|---|---|---|")
     for r in results:
         minutes = r["run_seconds"] / 60
         print(f"| {r['name']} | {r['run_seconds']:.1f} s | {args.clips / minutes:.1f} | {video_s / minutes:.1f} | "
-              f"{r['windows'] / r['run_seconds']:.2f} | {r['peak_rss_gb']:.2f} GB |")
+              f"{r['windows'] / r['run_seconds']:.2f} | {r['peak_rss_gb']:.2f} GB | {r['peak_pss_gb']:.2f} GB |")
     base = results[0]["run_seconds"]
     for r in results[1:]:
         print(f"\n{r['name']}: {r['run_seconds'] / base:.2f}x the time of {results[0]['name']}", end="")

@@ -151,7 +151,7 @@ def run_worker(spec: dict) -> dict:
         preprocess = time.perf_counter() - start
         with torch.inference_mode():
             outputs = model(**inputs.to(device))
-        probs = processor.post_process(outputs)
+        probs = [r.probabilities for r in processor.post_process(outputs)]
         if device == "cuda":
             torch.cuda.synchronize()
         return preprocess, time.perf_counter() - start, probs, outputs

@@ -41,12 +41,15 @@ TARGET_ACCURACY = 0.90
 TARGET_SECONDS = 600.0
 
 
-def train_flags(work: Path, fold: str, epochs: int, workers: int) -> list[str]:
+def train_flags(work: Path, fold: str | None, epochs: int | None, workers: int) -> list[str]:
+    """The fold runs' flags; `fold=None, epochs=None`: the release run's (epochs chosen by the folds)."""
     return [
-        "--data-root", str(work / "data"), "--folds", str(work / "data" / "folds.json"), "--fold", fold,
+        "--data-root", str(work / "data"), "--folds", str(work / "data" / "folds.json"),
+        *(["--fold", fold] if fold is not None else ["--mode", "release"]),
         "--preset", "tiny", "--cache-dir", str(work / "cache"), "--output-dir", str(work / "checkpoints"),
-        "--epochs", str(epochs), "--batch-size", "16", "--lr", "1e-3", "--backbone-lr", "1e-3",
-        "--warmup-ratio", "0.1", "--workers", str(workers), "--logging-steps", "6", "--no-progress",
+        *(["--epochs", str(epochs)] if epochs is not None else []), "--batch-size", "16", "--lr", "1e-3",
+        "--backbone-lr", "1e-3", "--warmup-ratio", "0.1", "--workers", str(workers), "--logging-steps", "6",
+        "--no-progress",
     ]
 
 
@@ -54,8 +57,7 @@ def eval_flags(work: Path, fold: str, workers: int) -> list[str]:
     return [
         "--data-root", str(work / "data"), "--folds", str(work / "data" / "folds.json"), "--fold", fold,
         "--checkpoint", str(work / "checkpoints" / "fold{fold}" / "final"), "--cache-dir", str(work / "cache"),
-        "--workers", str(workers), "--out", str(work / "results"), "--dataset-name", "synthetic RAVDESS-named",
-        "--no-progress",
+        "--workers", str(workers), "--out", str(work / "results"), "--no-progress",
     ]
 
 
@@ -95,6 +97,8 @@ def main(argv=None) -> dict:
     p.add_argument("--workers", type=int, default=2, help="processes for generation and caching")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_train_synthetic.json"))
     p.add_argument("--cache-sizes", action="store_true", help="only measure the cache size per clip and preset")
+    p.add_argument("--release", action="store_true",
+                   help="also train the release model on every actor (epochs = median of the folds' best epochs)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("transformers").setLevel(logging.WARNING)
@@ -128,6 +132,11 @@ def main(argv=None) -> dict:
     logger.info("python -m fer_hf.tools.evaluate %s", shlex.join(eflags))
     results = fer_evaluate.run(fer_evaluate.parse_args(eflags))
     timings["evaluate"] = time.perf_counter() - t
+    release = None
+    if args.release:
+        t = time.perf_counter()
+        release = fer_train.run(fer_train.parse_args(train_flags(work, None, None, args.workers)))[0]
+        timings["release"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
 
     accuracies = [f["accuracy"] for f in results["folds"]]
@@ -142,6 +151,9 @@ def main(argv=None) -> dict:
         "per_fold": [{"fold": f["fold"], "test_actors": f["test_actors"], "accuracy": f["accuracy"], "uar": f["uar"],
                       "macro_f1": f["macro_f1"]} for f in results["folds"]],
         "train_seconds_per_fold": [i["seconds"] for i in infos],
+        "release": None if release is None else {"epochs": release["epochs_trained"],
+                                                 "best_epochs_of_folds": release["release"]["best_epochs"],
+                                                 "train_clips": release["num_train_clips"]},
         "accuracy": results["summary"]["accuracy"],
         "uar": results["summary"]["uar"],
         "macro_f1": results["summary"]["macro_f1"],

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-from fractions import Fraction
+import sys
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout: the repository root
+from fer_hf.tools.synthetic import encode_clip  # noqa: E402
 
 logger = logging.getLogger("make_examples")
 HERE = Path(__file__).resolve().parent
@@ -82,29 +84,10 @@ def panned_frames(image: np.ndarray, seconds: float, crop_h: int, zoom: float = 
 
 
 def write_clip(path: Path, frames, audio: np.ndarray | None) -> int:
-    """H.264 + AAC mp4 (browser-playable, index at the front); returns the file size in bytes."""
-    out = av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"})
-    video = out.add_stream("libx264", rate=FPS)
-    video.width, video.height = SIZE
-    video.pix_fmt = "yuv420p"
-    video.options = {"preset": "veryslow", "crf": "31", "tune": "stillimage"}
-    sound = out.add_stream("aac", rate=AUDIO_RATE, layout="mono") if audio is not None else None
-    if sound is not None:
-        sound.bit_rate = 32_000
-    for i, rgb in enumerate(frames):
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-        frame.pts = i
-        out.mux(video.encode(frame))
-    out.mux(video.encode())
-    if sound is not None:
-        chunk = sound.codec_context.frame_size or 1024
-        for start in range(0, len(audio), chunk):
-            frame = av.AudioFrame.from_ndarray(audio[None, start:start + chunk], format="flt", layout="mono")
-            frame.sample_rate, frame.pts, frame.time_base = AUDIO_RATE, start, Fraction(1, AUDIO_RATE)
-            out.mux(sound.encode(frame))
-        out.mux(sound.encode())
-    out.close()
-    return path.stat().st_size
+    """H.264 + AAC mp4 (browser-playable, index at the front) through the project's one clip writer; returns the
+    file size in bytes."""
+    return encode_clip(path, frames, FPS, audio, AUDIO_RATE, container="mp4", faststart=True, audio_bit_rate=32_000,
+                       video_options={"preset": "veryslow", "crf": "31", "tune": "stillimage"})
 
 
 def main(argv=None) -> None:

@@ -3,8 +3,9 @@
 `from fer_hf import FERConfig, FERForEmotionClassification, FERProcessor`
 """
 
-from .configuration_fer import RAVDESS_LABELS, FERConfig
+from .configuration_fer import RAVDESS_LABELS, FERConfig, make_backbones_provenance, make_training_provenance
 from .modeling_fer import (
+    PAYLOAD_MODULES,
     FEREmotionClassifierOutput,
     FERForEmotionClassification,
     FERFrameEmbeddings,
@@ -17,6 +18,9 @@ FERForEmotionClassification.register_for_auto_class("AutoModel")
 
 __all__ = [
     "RAVDESS_LABELS",
+    "PAYLOAD_MODULES",
+    "make_backbones_provenance",
+    "make_training_provenance",
     "FERConfig",
     "FERForEmotionClassification",
     "FERPreTrainedModel",

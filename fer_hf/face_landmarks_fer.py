@@ -29,7 +29,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .faces_fer import FaceBox, FaceDetector, require_cv2
+from .faces_fer import MESH_INDEX, FaceBox, FaceDetector, require_cv2  # MESH_INDEX lives there: no import cycle
 
 logger = logging.getLogger(__name__)
 
@@ -49,19 +49,6 @@ MESH_INPUT = 192  # px, side of the face-mesh input
 MESH_ROI_SCALE = 1.5  # the mesh region is this many times the face size
 NUM_MESH_POINTS = 468
 
-# Face-mesh indices (MediaPipe topology), image-left first.
-MESH_INDEX = {
-    "eye_left": (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246),
-    "eye_right": (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466),
-    "brow_left": (70, 63, 105, 66, 107, 55, 65, 52, 53, 46),
-    "brow_right": (300, 293, 334, 296, 336, 285, 295, 282, 283, 276),
-    "lips": (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185),
-    "nose": (168, 6, 197, 195, 5, 4, 1, 19, 94, 2, 98, 327, 129, 358, 49, 279),
-    "cheek_left": (50, 101, 118, 117, 123, 147, 187, 205, 36),
-    "cheek_right": (280, 330, 347, 346, 352, 376, 411, 425, 266),
-    "oval": (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148,
-             176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109),
-}
 MOUTH_INNER = (13, 14)  # upper and lower inner lip, centre
 MOUTH_CORNERS = (61, 291)
 

@@ -7,9 +7,11 @@
 - On an analysed frame, each face seen on the previous analysed frame is followed by its landmarks (the face mesh
   on the region its previous landmarks give); the model's face-presence score says whether the face is still
   there. The detector's whole-frame pass runs on every analysed frame to catch new faces; detections that no track
-  explains are confirmed by the face mesh (no mesh, no face: this rejects e.g. a cat's face) and start a new track,
-  or continue a lost track whose last box they overlap. The finer tiled pass runs only while no face is tracked,
-  at most every `fine_every_s`.
+  explains are confirmed by the face mesh (no mesh, no face: this rejects e.g. a cat's face, scored 0.55; a
+  region rotated by the detector's eye points is retried upright once). A detection scored at least
+  `TRUSTED_DETECTION` is kept with its own 6 key points even when the mesh rejects it (a strongly tinted face).
+  Confirmed faces start a new track, or continue a lost track whose last box they overlap. The finer tiled pass
+  runs only while no face is tracked, at most every `fine_every_s`.
 - Where a face appears or disappears between two analysed frames, the frames in between are followed one by one
   by landmarks from the side where it is seen, so the edge of a cut is known to the frame.
 - A frame between two analysed frames where the face was found is interpolated (box and landmarks). A face missing
@@ -27,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .face_landmarks_fer import FaceMesh, FaceMeshLandmarker, region_from_face, region_from_mesh
+from .face_landmarks_fer import FaceMesh, FaceMeshLandmarker, MeshRegion, region_from_face, region_from_mesh
 from .faces_fer import FaceBox, FaceDetector
 
 logger = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ MATCH_IOU = 0.3  # a detection overlapping a tracked face this much is that face
 REID_IOU = 0.2  # a new face overlapping a lost track's last box this much continues it
 REID_GAP_S = 10.0  # ... if the track was seen at most this long ago
 DUPLICATE_IOU = 0.6  # two tracks on the same face: the younger one's observation is dropped
+TRUSTED_DETECTION = 0.85  # a detection this sure is kept even when the mesh rejects it (strong tints, occlusions)
 
 
 @dataclass
@@ -173,10 +176,13 @@ def track_faces(frames: list, frame_times, detector: FaceDetector, landmarker: F
             if any(_iou(box, o.box) > MATCH_IOU for o in seen.values()):
                 continue  # a face already followed
             if landmarker is not None:
-                mesh = landmarker.landmarks(frame, region_from_face(face))
-                if mesh is None:
+                region = region_from_face(face)
+                mesh = landmarker.landmarks(frame, region)
+                if mesh is None and region.angle != 0.0:  # the detector's eye points can be off in dim light
+                    mesh = landmarker.landmarks(frame, MeshRegion(region.cx, region.cy, region.side, 0.0))
+                if mesh is None and face.score < TRUSTED_DETECTION:
                     continue  # not confirmed as a face
-                obs = _observation(mesh, None)
+                obs = _observation(mesh, face)  # a sure detection the mesh cannot fit keeps its own key points
             else:
                 obs = _observation(None, face)
             if any(_iou(obs.box, o.box) > MATCH_IOU for o in seen.values()):

@@ -369,7 +369,20 @@ def roi_weight_map(image_size: int, patch_size: int, margin: float, landmarks: d
     return _paint_roi(image_size, patch_size, margin, _regions_from_landmarks(landmarks))
 
 
-# Face-mesh regions (index names of `face_landmarks_fer.MESH_INDEX`) painted with their weight, and how much each
+# Face-mesh indices (MediaPipe topology), image-left first.
+MESH_INDEX = {
+    "eye_left": (33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246),
+    "eye_right": (263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466),
+    "brow_left": (70, 63, 105, 66, 107, 55, 65, 52, 53, 46),
+    "brow_right": (300, 293, 334, 296, 336, 285, 295, 282, 283, 276),
+    "lips": (61, 146, 91, 181, 84, 17, 314, 405, 321, 375, 291, 409, 270, 269, 267, 0, 37, 39, 40, 185),
+    "nose": (168, 6, 197, 195, 5, 4, 1, 19, 94, 2, 98, 327, 129, 358, 49, 279),
+    "cheek_left": (50, 101, 118, 117, 123, 147, 187, 205, 36),
+    "cheek_right": (280, 330, 347, 346, 352, 376, 411, 425, 266),
+    "oval": (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148,
+             176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109),
+}
+# Face-mesh regions (index names of `MESH_INDEX`) painted with their weight, and how much each
 # region's convex hull is enlarged about its centre (eye contours -> lids, lips -> the skin that moves with them).
 MESH_REGIONS = (
     ("face", ("oval",), 1.0),
@@ -392,7 +405,7 @@ def roi_weight_map_from_mesh(points: np.ndarray, image_size: int, patch_size: in
     """
     cv2 = require_cv2()
     if mesh_index is None:
-        from .face_landmarks_fer import MESH_INDEX as mesh_index
+        mesh_index = MESH_INDEX
     grid = image_size // patch_size
     n = grid * ROI_SAMPLES_PER_PATCH
     k = n / image_size  # crop pixels -> samples
@@ -436,6 +449,7 @@ def _paint_roi(image_size: int, patch_size: int, margin: float, regions: dict) -
 __all__ = [
     "CANONICAL_KEY_POINTS",
     "CANONICAL_REGIONS",
+    "MESH_INDEX",
     "MESH_REGIONS",
     "ROI_REGION_WEIGHTS",
     "FaceBox",

@@ -221,8 +221,11 @@ class FaceFrontEnd:
             if obs.mesh is not None:
                 pts = obs.mesh @ m[:, :2].T + m[:, 2]
                 weights = roi_weight_map_from_mesh(pts, size, self.patch_size)
-            else:
-                weights = roi_weight_map(size, self.patch_size, self.margin)
+            else:  # the detector's key points, in the crop's face-box coordinates
+                span = 1.0 + 2.0 * self.margin
+                box_kp = {k: tuple((np.asarray(v) @ m[:, :2].T + m[:, 2]) / size * span - self.margin)
+                          for k, v in kp.items()}
+                weights = roi_weight_map(size, self.patch_size, self.margin, box_kp)
             return crop, weights, crop_region(m, size)
         x0, y0, x1, y1 = obs.box
         side = max(x1 - x0, y1 - y0)

@@ -39,6 +39,7 @@ AV_TIME_BASE = 1_000_000  # container.duration / start_time / seek offsets are i
 _IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "gif_pipe", "svg_pipe")
 SEEK_SLACK_S = 0.05  # a seek may land this much after the window start before we try an earlier point
 LONG_GOP_S = 10.0  # second seek point: this much before the window start
+DEFAULT_FRAME_S = 1 / 25  # one frame, the duration tolerance when the frame rate is unknown (audio-only files)
 SCALE_THREADS = max(1, min(4, os.cpu_count() or 1))  # swscale threads for the RGB conversion + downscale
 
 
@@ -186,6 +187,23 @@ def _origin_s(container) -> float:
     return float(start) / AV_TIME_BASE if start not in (None, 0) and start > 0 else 0.0
 
 
+def check_duration(duration_s: float, max_duration_s: float | None, fps: float | None, name: str) -> None:
+    """Raise `MediaTooLongError` when a clip is longer than `max_duration_s` by more than one frame.
+
+    Containers report a nominal 10-minute recording as e.g. 600.02 s (the last frame's duration, audio priming):
+    that is accepted under a 600 s cap. Both figures are printed with two decimals, so a refused clip always reads
+    as longer than the cap.
+    """
+    if max_duration_s is None:
+        return
+    tolerance = 1.0 / fps if fps else DEFAULT_FRAME_S
+    if duration_s > max_duration_s + tolerance:
+        raise MediaTooLongError(
+            f"{name} lasts {duration_s:.2f} s, more than the {max_duration_s:.2f} s this processor accepts "
+            "(`max_duration_s`); trim the clip or raise the limit"
+        )
+
+
 def _duration_from_header(container) -> float | None:
     """Duration written in the container or stream headers, or None (e.g. webm from a browser's MediaRecorder)."""
     if container.duration is not None and container.duration > 0:
@@ -230,17 +248,13 @@ def probe_media(path: str | os.PathLike, max_duration_s: float | None = None) ->
             duration = _duration_from_packets(container, max_duration_s)
         if duration is None or duration <= 0:
             raise MediaDecodeError(f"{os.path.basename(path)!r} contains no decodable audio or video packets")
-        if max_duration_s is not None and duration > max_duration_s:
-            raise MediaTooLongError(
-                f"{os.path.basename(path)!r} lasts {duration:.1f} s, more than the {max_duration_s:.0f} s this "
-                "processor accepts (`max_duration_s`); trim the clip or raise the limit"
-            )
         width = height = fps = None
         if vstreams:
             ctx = vstreams[0].codec_context
             width, height = ctx.width or None, ctx.height or None
             rate = vstreams[0].average_rate or vstreams[0].guessed_rate
             fps = float(rate) if rate else None
+        check_duration(duration, max_duration_s, fps, repr(os.path.basename(path)))
         return MediaInfo(path, float(duration), bool(astreams), bool(vstreams), width, height, fps)
     finally:
         container.close()
@@ -435,6 +449,46 @@ def decode_window(
 
 # --------------------------------------------------------------------------------------
 # Arrays
+@dataclass
+class FERMedia:
+    """Decoded media for the processor and the analysis engine (`videos=FERMedia(...)` or the same keys as a dict).
+
+    Attributes:
+        audio: mono waveform `(n,)` float (or int16) at `sampling_rate`; stereo `(n, 2)` is averaged. None: no audio.
+        sampling_rate: rate of `audio` in Hz (must be the model's, 16 000; nothing is resampled for arrays).
+        frames: uint8 RGB frames `(F, H, W, 3)` (or a list of `(H, W, 3)`); None: no video.
+        fps: frame `i` is shown at `i / fps` seconds (give this or `frame_times_s`).
+        frame_times_s: presentation time of each frame `(F,)` in seconds, increasing (e.g. webcam timestamps).
+        start_s: time of the first audio sample and of t = 0 for the frames (live mode: seconds since the session
+            start); results are reported on this clock.
+    """
+
+    audio: np.ndarray | None = None
+    sampling_rate: int | None = None
+    frames: np.ndarray | list | None = None
+    fps: float | None = None
+    frame_times_s: np.ndarray | None = None
+    start_s: float = 0.0
+
+    @property
+    def duration_s(self) -> float:
+        """Length covered by the audio or the frames (the longer), from `start_s`."""
+        audio_s = len(self.audio) / self.sampling_rate if self.audio is not None and self.sampling_rate else 0.0
+        video_s = 0.0
+        if self.frames is not None and len(self.frames):
+            times = self.times_s()
+            step = float(np.median(np.diff(times))) if len(times) > 1 else (1.0 / self.fps if self.fps else 0.0)
+            video_s = float(times[-1]) - self.start_s + step
+        return max(audio_s, video_s)
+
+    def times_s(self) -> np.ndarray:
+        """float64 `(F,)` presentation times of the frames on the result clock."""
+        n = 0 if self.frames is None else len(self.frames)
+        if self.frame_times_s is not None:
+            return np.asarray(self.frame_times_s, np.float64)
+        return self.start_s + np.arange(n) / float(self.fps)
+
+
 def window_from_arrays(
     audio: np.ndarray | None,
     frames: np.ndarray | None,
@@ -445,24 +499,37 @@ def window_from_arrays(
     duration_s: float,
     sampling_rate: int = 16000,
     max_side: int = 640,
+    frame_times_s: np.ndarray | None = None,
+    origin_s: float = 0.0,
 ) -> WindowMedia:
     """The same as `decode_window` for decoded input.
 
     Args:
-        audio: float32 `(n,)` mono at `sampling_rate`, or None.
-        frames: uint8 `(F, H, W, 3)` RGB (or a list of `(H, W, 3)`), frame `i` shown at `i / fps`; or None.
+        audio: float32 `(n,)` mono at `sampling_rate` (first sample at `origin_s`), or None.
+        frames: uint8 `(F, H, W, 3)` RGB (or a list of `(H, W, 3)`), frame `i` shown at `frame_times_s[i]`
+            (default `origin_s + i / fps`); or None.
+        start_s, end_s, duration_s: window bounds and clip length on the same clock (`duration_s` from `origin_s`).
     """
     targets = frame_timestamps(start_s, end_s - start_s, num_frames)
+    clip_end = origin_s + duration_s
     window_audio = None
     if audio is not None:
-        a = round(start_s * sampling_rate)
-        b = round(min(end_s, duration_s) * sampling_rate)
+        a = max(0, round((start_s - origin_s) * sampling_rate))
+        b = max(a, round((min(end_s, clip_end) - origin_s) * sampling_rate))
         window_audio = np.asarray(audio[a:b], np.float32)
-    picked, valid, scale = None, np.zeros(num_frames, bool), 1.0
+        lead = round((origin_s - start_s) * sampling_rate)  # window starting before the audio: zero-fill
+        if lead > 0:
+            window_audio = np.concatenate([np.zeros(lead, np.float32), window_audio])
+    picked, valid, scale, source_times = None, np.zeros(num_frames, bool), 1.0, None
     if frames is not None and len(frames) > 0:
         n = len(frames)
-        idx = np.clip(np.rint(targets * fps - 1e-9).astype(int), 0, n - 1)  # nearest frame i/fps
-        valid = (targets < n / fps) & (targets < duration_s)
+        times = (np.asarray(frame_times_s, np.float64) if frame_times_s is not None
+                 else origin_s + np.arange(n) / float(fps))
+        step = float(np.median(np.diff(times))) if n > 1 else (1.0 / fps if fps else 1.0 / 30.0)
+        right = np.clip(np.searchsorted(times, targets - 1e-9), 0, n - 1)  # nearest presentation time
+        left = np.clip(right - 1, 0, n - 1)
+        idx = np.where(np.abs(times[left] - targets) <= np.abs(times[right] - targets), left, right)
+        valid = (targets < times[-1] + step) & (targets >= times[0] - step) & (targets < clip_end)
         cache: dict[int, np.ndarray] = {}
         picked = []
         for i, ok in zip(idx, valid):
@@ -472,7 +539,7 @@ def window_from_arrays(
             if i not in cache:
                 cache[i], scale = _downscale(np.asarray(frames[i]), max_side)
             picked.append(cache[i])
-    source_times = np.where(valid, idx / fps, np.nan) if picked is not None else None
+        source_times = np.where(valid, times[idx], np.nan)
     return WindowMedia(start_s, end_s, window_audio, picked, targets, valid, scale, source_times)
 
 
@@ -487,8 +554,10 @@ def _downscale(frame: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
 
 
 __all__ = [
+    "FERMedia",
     "MediaInfo",
     "WindowMedia",
+    "check_duration",
     "check_media_file",
     "decode_window",
     "frame_timestamps",

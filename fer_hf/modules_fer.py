@@ -14,20 +14,21 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
+from .configuration_fer import segment_step_ranges
+
 
 def segment_membership(length: int, num_segments: int, device=None) -> torch.Tensor:
     """Which of `length` time steps belong to each of `num_segments` contiguous segments.
 
-    Segment s covers steps [floor(s*length/S), ceil((s+1)*length/S)), so every segment holds at least one step
-    even when length < S (a step on a boundary belongs to both neighbours).
+    Segment s covers steps [floor(s*length/S), ceil((s+1)*length/S)) (`configuration_fer.segment_step_ranges`, the
+    rule `FERConfig.segment_bounds_seconds` turns into seconds), so every segment holds at least one step even when
+    length < S (a step on a boundary belongs to both neighbours).
 
     Returns: bool (S, length)
     """
+    bounds = torch.tensor(segment_step_ranges(length, num_segments), device=device)  # (S, 2)
     steps = torch.arange(length, device=device)
-    seg = torch.arange(num_segments, device=device)
-    start = torch.div(seg * length, num_segments, rounding_mode="floor")
-    end = torch.div((seg + 1) * length + num_segments - 1, num_segments, rounding_mode="floor")
-    return (steps[None, :] >= start[:, None]) & (steps[None, :] < end[:, None])
+    return (steps[None, :] >= bounds[:, :1]) & (steps[None, :] < bounds[:, 1:])
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -269,8 +270,48 @@ class FERMLPHead(nn.Module):
         return self.mlp(x)
 
 
+class FERLayerRecorder:
+    """Records, during one forward pass, what `output_hidden_states` / `output_attentions` return.
+
+    `hidden_states`: the input of the first of `layers`, then each layer's output (a tensor each).
+    `attentions`: the weights each of `attention_modules` returns as the second item of its output (only eager
+    attention computes them: under SDPA the list stays empty).
+    Use as a context manager around the forward: the hooks are removed on exit.
+    """
+
+    def __init__(self, layers, attention_modules=(), hidden_states: bool = True, attentions: bool = True):
+        self.layers = list(layers) if hidden_states else []
+        self.attention_modules = list(attention_modules) if attentions else []
+        self.hidden_states: list[torch.Tensor] = []
+        self.attentions: list[torch.Tensor] = []
+        self._handles = []
+
+    def __enter__(self):
+        if self.layers:
+            self._handles.append(self.layers[0].register_forward_pre_hook(self._record_input, with_kwargs=True))
+        self._handles += [layer.register_forward_hook(self._record_output) for layer in self.layers]
+        self._handles += [m.register_forward_hook(self._record_attention) for m in self.attention_modules]
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _record_input(self, module, args, kwargs):
+        self.hidden_states.append(args[0] if args else kwargs["hidden_states"])
+
+    def _record_output(self, module, args, output):
+        self.hidden_states.append(output[0] if isinstance(output, tuple) else output)
+
+    def _record_attention(self, module, args, output):
+        if isinstance(output, tuple) and len(output) > 1 and output[1] is not None:
+            self.attentions.append(output[1])
+
+
 __all__ = [
     "segment_membership",
+    "FERLayerRecorder",
     "masked_softmax",
     "FERQueryAttentionPool",
     "FERAudioSegmentAttentionPool",

@@ -1,46 +1,46 @@
 """A transformers pipeline for the audio-visual emotion model (Hub code: relative imports only).
 
-An exported folder's `config.json` names this class under `custom_pipelines`, so
+A saved model folder's `config.json` names this class under `custom_pipelines`, so
 
     from transformers import pipeline
     classifier = pipeline(model="user/fer-model", trust_remote_code=True)   # task read from config.json
     classifier("clip.mp4")
     # [{"label": "happy", "score": 0.41}, {"label": "neutral", "score": 0.17}, ...]   sorted high to low
+    result = classifier("clip.mp4", return_result=True)                   # the full FERClipResult
+    result.windows[0].modalities                                           # which modalities were used, and why
 
-`task="audio-visual-emotion-recognition"` may be given explicitly. Inputs are a media file path, or a dict
-`{"audio": wave, "sampling_rate": 16000, "video_frames": frames, "fps": 30.0}` of decoded arrays (either modality
-may be left out). Call options: `top_k`, `sliding_window=True` (classify every window of a long clip and average
-the probabilities), `window_seconds`, `stride_seconds`.
+`task="audio-visual-emotion-recognition"` may be given explicitly. Inputs are a media file path, or decoded arrays
+as a `FERMedia` or a dict `{"audio": wave, "sampling_rate": 16000, "frames": frames, "fps": 30.0}` (either modality
+may be left out; the older key `video_frames` is accepted for `frames`). Call options: `top_k`,
+`sliding_window=True` (classify every window of a long clip; the clip answer is the result's aggregate over the
+windows, see `FERClipResult.aggregation`), `window_seconds`, `stride_seconds`, `return_result`.
+A folder saved without a processor gets one built from the model config.
 """
 
 from __future__ import annotations
 
 import os
 
-import torch
 from transformers import Pipeline
 
 from .errors_fer import FERInputError
+from .media_fer import FERMedia
 
 FER_PIPELINE_TASK = "audio-visual-emotion-recognition"
-_ARRAY_KEYS = ("audio", "sampling_rate", "video_frames", "fps")
 
 
 class FEREmotionRecognitionPipeline(Pipeline):
-    """Media file (or decoded arrays) -> emotion labels with probabilities, sorted high to low.
+    """Media file (or decoded arrays) -> emotion labels with probabilities, sorted high to low, or the full
+    `FERClipResult` with `return_result=True`. Uses the model's processor (`FERProcessor`)."""
 
-    Uses the model's processor (`FERProcessor`, loaded with `AutoProcessor`) for decoding, face crops and
-    features. With `sliding_window=True` every window of the clip is classified and the window probabilities
-    are averaged; otherwise one window centred on the clip is used.
-    """
-
-    _load_processor = True
+    _load_processor = None  # optional: a folder without processor_config.json gets one from the model config
     _load_tokenizer = False
     _load_feature_extractor = False
     _load_image_processor = False
     _load_video_processor = False
 
-    def _sanitize_parameters(self, top_k=None, sliding_window=None, window_seconds=None, stride_seconds=None, **kwargs):
+    def _sanitize_parameters(self, top_k=None, sliding_window=None, window_seconds=None, stride_seconds=None,
+                             return_result=None, **kwargs):
         if kwargs:
             raise FERInputError(f"unexpected pipeline argument(s) {sorted(kwargs)}")
         preprocess = {}
@@ -51,32 +51,42 @@ class FEREmotionRecognitionPipeline(Pipeline):
         ):
             if value is not None:
                 preprocess[name] = value
-        postprocess = {} if top_k is None else {"top_k": int(top_k)}
+        postprocess = {"top_k": None if top_k is None else int(top_k), "return_result": bool(return_result)}
         return preprocess, {}, postprocess
 
-    def preprocess(self, inputs, **options):
+    @property
+    def fer_processor(self):
+        """The `FERProcessor` in use (built from the model config when the folder had none)."""
         if self.processor is None:
-            raise FERInputError("this pipeline needs the model's processor (AutoProcessor) to read media")
-        if isinstance(inputs, (str, os.PathLike)):
-            batch = self.processor(videos=inputs, return_tensors="pt", **options)
-        elif isinstance(inputs, dict) and set(inputs) <= set(_ARRAY_KEYS):
-            batch = self.processor(**inputs, return_tensors="pt", **options)
-        else:
+            from .processing_fer import FERProcessor
+
+            self.processor = FERProcessor.from_model_config(self.model.config)
+        return self.processor
+
+    def preprocess(self, inputs, **options):
+        if not isinstance(inputs, (str, os.PathLike, dict, FERMedia)):
             raise FERInputError(
-                "give a media file path, or a dict with some of "
-                f"{list(_ARRAY_KEYS)} (decoded audio and/or RGB frames), got {type(inputs).__name__}"
+                "give a media file path, or decoded arrays as a FERMedia or a dict with some of "
+                f"'audio', 'sampling_rate', 'frames', 'fps', got {type(inputs).__name__}"
             )
-        return {name: batch[name] for name in self.processor.model_input_names if name in batch}
+        processor = self.fer_processor
+        processor.check_model(self.model.config)
+        batch, info = processor.prepare(videos=inputs, return_tensors="pt", **options)
+        model_inputs = {name: batch[name] for name in processor.model_input_names if name in batch}
+        model_inputs["fer_info"] = info
+        return model_inputs
 
     def _forward(self, model_inputs):
-        return {"logits": self.model(**model_inputs).logits}  # (windows, num_labels)
+        info = model_inputs.pop("fer_info")
+        outputs = self.model(**model_inputs)
+        return {"logits": outputs.logits, "outputs": outputs, "fer_info": info}  # logits (windows, num_labels)
 
-    def postprocess(self, model_outputs, top_k=None):
-        # (windows, C) -> mean probability over the windows of the clip
-        probs = torch.softmax(model_outputs["logits"].float(), dim=-1).mean(0)
-        id2label = self.model.config.id2label
-        order = torch.argsort(probs, descending=True).tolist()[: top_k or len(probs)]
-        return [{"label": id2label[i], "score": round(float(probs[i]), 6)} for i in order]
+    def postprocess(self, model_outputs, top_k=None, return_result=False):
+        result = self.fer_processor.post_process(model_outputs["outputs"], model_outputs["fer_info"],
+                                                 self.model.config)[0]
+        if return_result:
+            return result
+        return [{"label": label, "score": score} for label, score in result.ranked(top_k)]
 
 
 def register_fer_pipeline():

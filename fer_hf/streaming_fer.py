@@ -613,7 +613,7 @@ class LiveAnalyzer:
                 audio_mask=batch["audio_mask"].to(device),
                 video_mask=batch["video_mask"].to(device),
             )
-        probabilities = p.post_process(outputs.logits.float().cpu())[0]
+        probabilities = dict(p.post_process(outputs.logits.float().cpu())[0].ranked())  # high to low
         used = outputs.modalities_used[0].tolist()
         modalities["audio"], modalities["video"] = bool(used[0]), bool(used[1])
         produced = session.now_s()

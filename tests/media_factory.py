@@ -1,4 +1,5 @@
-"""Generate test media with PyAV (no files are shipped with the tests, nothing is downloaded).
+"""Generate test media with the project's one clip writer (`fer_hf.tools.synthetic.encode_clip`, PyAV); no files
+are shipped with the tests, nothing is downloaded.
 
     info = make_clip(tmp_path / "a.mp4", seconds=2, fps=30, size=(1280, 720), audio="tone",
                      sample_rate=48000, channels=2, face_image=astronaut_face(), face_box=(400, 150, 780, 530))
@@ -13,11 +14,11 @@ from __future__ import annotations
 
 import os
 import shutil
-from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
+
+from fer_hf.tools.synthetic import encode_clip
 
 # Face box of the Haar frontal-face cascade on skimage's `data.astronaut()` (512 x 512): x0, y0, x1, y1.
 ASTRONAUT_FACE_BOX = (177, 66, 272, 161)
@@ -145,32 +146,9 @@ def make_clip(
     import cv2
 
     path = Path(path)
-    container = container or path.suffix.lstrip(".").lower()
     rng = np.random.default_rng(seed)
-    options = {}
-    if container == "mp4" and faststart:
-        options["movflags"] = "+faststart"
-    if container == "webm" and live:
-        options["live"] = "1"
-    out = av.open(str(path), mode="w", format=container, options=options)
-    vstream = astream = None
+    frame_times, frames = [], None
     if video:
-        vcodec = video_codec or ("libx264" if container == "mp4" else "libvpx")
-        vstream = out.add_stream(vcodec, rate=Fraction(fps).limit_denominator(1001))
-        vstream.width, vstream.height = size
-        vstream.pix_fmt = "yuv420p"
-        if vcodec == "libx264":
-            vstream.options = {"preset": "ultrafast", "crf": "23"}
-        elif vcodec.startswith("libvpx"):
-            vstream.options = {"deadline": "realtime", "cpu-used": "8", "b": "1M"}
-        if vfr:
-            vstream.codec_context.time_base = Fraction(1, 1000)
-    if audio is not None:
-        acodec = audio_codec or ("aac" if container == "mp4" else "libopus")
-        astream = out.add_stream(acodec, rate=sample_rate, layout="stereo" if channels == 2 else "mono")
-
-    frame_times = []
-    if vstream is not None:
         if vfr:
             intervals = rng.uniform(0.020, 0.070, int(seconds / 0.02) + 2)
             times = np.concatenate([[0.0], np.cumsum(intervals)])
@@ -186,44 +164,33 @@ def make_clip(
                 face_box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
             x0, y0, x1, y1 = (int(v) for v in face_box)
             paste = cv2.resize(face_image, (x1 - x0, y1 - y0), interpolation=cv2.INTER_AREA)
-        w, h = size
-        block = _index_block(w)
-        for i, t in enumerate(frame_times):
-            img = base.copy()
-            if paste is not None and (face_spans is None or any(a <= t < b for a, b in face_spans)):
-                img[y0:y1, x0:x1] = paste
-            bar_x = int((i * 7) % max(1, w - 16))
-            img[h - 12: h - 4, bar_x: bar_x + 16] = (255, 0, 0)
-            img[0:block, 0:block] = (i // 16 % 16) * 16 + 8  # frame index, high digit
-            img[0:block, block:2 * block] = (i % 16) * 16 + 8  # low digit
-            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
-            if vfr:
-                frame.pts = round(t * 1000)
-                frame.time_base = Fraction(1, 1000)
-            else:
-                frame.pts = i
-            for packet in vstream.encode(frame):
-                out.mux(packet)
-        for packet in vstream.encode():
-            out.mux(packet)
-    if astream is not None:
-        signal = _audio_signal(audio, seconds, sample_rate, channels, rng)  # (channels, n)
-        layout = "stereo" if channels == 2 else "mono"
-        chunk = astream.codec_context.frame_size or 1024
-        for start in range(0, signal.shape[1], chunk):
-            piece = np.ascontiguousarray(signal[:, start:start + chunk])
-            frame = av.AudioFrame.from_ndarray(piece, format="fltp", layout=layout)
-            frame.sample_rate = sample_rate
-            frame.pts = start
-            frame.time_base = Fraction(1, sample_rate)
-            for packet in astream.encode(frame):
-                out.mux(packet)
-        for packet in astream.encode():
-            out.mux(packet)
-    out.close()
+        frames = _frames(base, paste, face_box, frame_times, face_spans)
+    signal = _audio_signal(audio, seconds, sample_rate, channels, rng) if audio is not None else None
+    codec = video_codec or ("libvpx" if (container or path.suffix.lstrip(".")) == "webm" else "libx264")
+    x264 = {"preset": "ultrafast", "crf": "23"} if codec == "libx264" else None
+    encode_clip(path, frames, fps, signal, sample_rate, container=container, video_codec=video_codec,
+                audio_codec=audio_codec, video_options=x264,
+                frame_times_s=frame_times if vfr else None, faststart=faststart, live=live)
     info = {"path": str(path), "frame_times_s": frame_times, "duration_s": seconds, "paste_box": face_box,
             "face_box": expected_face_box(face_box) if face_image is not None and face_box is not None else None}
     return info
+
+
+def _frames(base: np.ndarray, paste: np.ndarray | None, face_box, frame_times, face_spans=None):
+    """Yield the clip's frames: background, pasted face (only inside `face_spans` when given), a moving bar,
+    the frame index in two grey blocks."""
+    h, w = base.shape[:2]
+    block = _index_block(w)
+    for i, t in enumerate(frame_times):
+        img = base.copy()
+        if paste is not None and (face_spans is None or any(a <= t < b for a, b in face_spans)):
+            x0, y0, x1, y1 = (int(v) for v in face_box)
+            img[y0:y1, x0:x1] = paste
+        bar_x = int((i * 7) % max(1, w - 16))
+        img[h - 12: h - 4, bar_x: bar_x + 16] = (255, 0, 0)
+        img[0:block, 0:block] = (i // 16 % 16) * 16 + 8  # frame index, high digit
+        img[0:block, block:2 * block] = (i % 16) * 16 + 8  # low digit
+        yield img
 
 
 def set_mp4_rotation(path, degrees: int) -> str:

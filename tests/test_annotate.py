@@ -33,7 +33,7 @@ def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("annotate")
     torch.manual_seed(3)
     model = FERForEmotionClassification(FERConfig.from_preset("tiny")).eval()
-    processor = FERProcessor.from_model_config(model.config)
+    processor = FERProcessor.from_model_config(model.config, min_speech_fraction=0.0)  # generated tones are not speech
     model.save_pretrained(root / "model")
     processor.save_pretrained(root / "model")
     clips = root / "clips"
@@ -122,15 +122,15 @@ def test_error_rows_carry_the_processors_message(corpus, folder_run):
 def test_rows_equal_the_pipelines_per_window_output(corpus, folder_run):
     processor, model = corpus["processor"], corpus["model"]
     for path in corpus["good"].values():
-        inputs = processor(videos=path, sliding_window=True, return_tensors="pt")
+        inputs, info = processor.prepare(videos=path, sliding_window=True, return_tensors="pt")
         with torch.no_grad():
             logits = model(**{k: inputs[k] for k in processor.model_input_names}).logits
         expected = logits.softmax(-1).numpy()
         rows = sorted((r for r in folder_run["windows"] if r["source"] == path and r["status"] == "ok"),
                       key=lambda r: r["window_index"])
-        assert [r["window_index"] for r in rows] == [i["window_index"] for i in inputs.clip_info]
+        assert [r["window_index"] for r in rows] == [i["window_index"] for i in info.windows]
         assert [(r["start_s"], r["end_s"]) for r in rows] == [(i["window_start_s"], i["window_end_s"])
-                                                               for i in inputs.clip_info]
+                                                               for i in info.windows]
         got = np.array([[r[c] for c in PROBS] for r in rows])
         np.testing.assert_allclose(got, expected, atol=1e-5)
         # the per-file answer is the pipeline's clip answer (sliding windows)
@@ -249,8 +249,12 @@ def test_discover_folders_globs_and_missing_paths(corpus, tmp_path):
 
 
 def test_usage_errors_exit_2(corpus, tmp_path, caplog):
-    assert run([tmp_path / "nothing_here", "--model", corpus["model_dir"], "--output", tmp_path / "o.parquet",
-                "--workers", "0"]) == 1  # an explicit missing file is an error row, not a stop
+    missing = [tmp_path / "nothing_here", "--model", corpus["model_dir"], "--output", tmp_path / "o.parquet",
+               "--workers", "0"]
+    assert run(missing) == 1  # an explicit missing file is an error row, not a stop
+    with caplog.at_level("INFO", logger="fer_hf.tools.annotate"):
+        assert run(missing) == 1 and "1 already done, 0 to annotate" in caplog.text  # failures count as done
+        assert run([*missing, "--retry-errors"]) == 1 and "0 already done, 1 to annotate" in caplog.text
     empty = tmp_path / "empty_dir"
     empty.mkdir()
     assert run([empty, "--model", corpus["model_dir"], "--output", tmp_path / "o2.parquet"]) == 2

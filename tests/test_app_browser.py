@@ -142,7 +142,7 @@ def test_timeline_annotated_video_and_progress(page, long_clip):
         assert time.monotonic() < deadline and not page.query_selector("#app-message.fer-error"), (
             page.inner_text("#message-box"), seen)
         text = page.inner_text("body")
-        seen.update(int(m) for m in re.findall(r"(\d+)/23 windows", text))
+        seen.update(int(m) for m in re.findall(r"(\d+)/21 windows", text))  # 1.125 s hop
         page.wait_for_timeout(150)
     assert len(seen) >= 3 and max(seen) > min(seen), seen  # several steps, not one jump
     page.wait_for_function("() => !document.querySelector('#analyse-button').disabled")

@@ -32,7 +32,7 @@ def analysed(tmp_path_factory):
     torch.manual_seed(0)
     config = FERConfig.from_preset("tiny")
     model = FERForEmotionClassification(config).eval()
-    processor = FERProcessor.from_model_config(config)
+    processor = FERProcessor.from_model_config(config, min_speech_fraction=0.0)  # generated tones are not speech
     folder = tmp_path_factory.mktemp("render")
     clip = make_clip(folder / "leaves.mp4", seconds=10, fps=15, size=(320, 240), face_image=astronaut_face(),
                      face_box=FACE_BOX, face_spans=FACE_SPANS)
@@ -60,7 +60,10 @@ def test_results_stream_window_by_window(analysed):
     _, steps, _, counts = analysed
     done = [s.done for s in steps]
     assert done == sorted(done) and done[-1] == steps[-1].total == 8 and len(steps) >= 3
-    assert counts == [0, 4, 8]  # partial results after each batch of 4 windows
+    assert counts == [0, 4, 8]  # partial results after each batch of 4 windows (the tone keeps every window)
+    final = steps[-1].result
+    assert final["schema_version"] == 1 and len(final["windows"]) + len(final["skipped_windows"]) == 8
+    assert abs(sum(final["probabilities"].values()) - 1.0) < 1e-4
 
 
 def test_annotated_video_plays_with_box_and_no_face_marker(analysed):
@@ -77,7 +80,9 @@ def test_annotated_video_plays_with_box_and_no_face_marker(analysed):
     for k, frame in enumerate(frames):
         if 3.0 <= k / 10 <= 8.7:
             continue  # the red no-face border covers the index blocks there
-        assert abs(frame_index_of(frame) / 15 - k / 10) <= 0.5 / 15 + 1e-6, k  # the source frame nearest k / 10 s
+        # the source frame nearest k / 10 s; one frame of slack: the index blocks pass two lossy encodes (the test
+        # clip's and the render's), and the red border's residue lingers a few frames after it ends
+        assert abs(frame_index_of(frame) / 15 - k / 10) <= 1.5 / 15 + 1e-6, k
     with_face = frames[int(np.argmin(np.abs(np.array(times) - 1.5)))]
     without_face = frames[int(np.argmin(np.abs(np.array(times) - 5.0)))]
     red = np.array(NO_FACE_RGB)

@@ -95,7 +95,9 @@ def test_all_three_backbones_land_and_the_report_accounts_for_every_key(ckpts):
         k.startswith(("model.layers.6.", "model.layers.7.")) for k in lfm2
     )
     assert reports["fusion"].casts == {"torch.bfloat16->torch.float32": len(reports["fusion"].loaded)}
-    assert model.config.backbone_sources["fusion"] == str(root / "lfm2")
+    assert model.config.provenance["status"] == "backbones"
+    assert model.config.provenance["backbones"]["fusion"] == str(root / "lfm2")
+    assert model.config.provenance_summary().startswith("pretrained backbones only")
     for name, folder in (("vision", "siglip"), ("audio", "parakeet_ctc"), ("fusion", "lfm2")):
         # every checkpoint key is either loaded or counted as ignored
         stored = load_file(root / folder / "model.safetensors")
@@ -265,7 +267,8 @@ def test_cli_writes_a_loadable_model_and_the_report(ckpts, tmp_path, capsys):
     assert torch.equal(
         reloaded.fusion.backbone.layers[5].feed_forward.w2.weight, lfm2["model.layers.5.feed_forward.w2.weight"].float()
     )
-    assert reloaded.config.backbone_sources == {"fusion": str(ckpts["root"] / "lfm2")}
+    assert reloaded.config.provenance["backbones"] == {"fusion": str(ckpts["root"] / "lfm2")}
+    assert reloaded.config.provenance_status == "backbones" and reloaded.config.provenance["training"] is None
     assert "fusion: 55 tensors loaded from" in capsys.readouterr().out
 
 

@@ -17,11 +17,18 @@ from media_factory import astronaut_face, make_clip  # noqa: E402
 import fer_hf  # noqa: E402
 import fer_hf.tools.export as export_mod  # noqa: E402
 from fer_hf import RAVDESS_LABELS, FERConfig, FERForEmotionClassification  # noqa: E402
+from fer_hf.configuration_fer import make_backbones_provenance, make_training_provenance  # noqa: E402
 from fer_hf.tools.backbones import save_model_with_report  # noqa: E402
 from fer_hf.tools.evaluate import aggregate  # noqa: E402
 from fer_hf.tools.export import ExportError, ExportVerificationError  # noqa: E402
 from fer_hf.tools.metrics import classification_metrics  # noqa: E402
-from fer_hf.tools.model_card import extract_python_snippets, normalise_eval_results, parse_front_matter  # noqa: E402
+from fer_hf.tools.model_card import (  # noqa: E402
+    extract_python_snippets,
+    normalise_eval_results,
+    parse_front_matter,
+    render_model_card,  # noqa: E402
+)
+from fer_hf.tools.requirements import install_command, no_deps_requirements, runtime_requirements  # noqa: E402
 
 
 class ForbiddenHfApi:
@@ -47,7 +54,13 @@ def checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     torch.manual_seed(0)
     model = FERForEmotionClassification(FERConfig.from_preset("tiny")).eval()
-    model.config.backbone_sources = {"vision": "google/siglip2-base-patch16-224", "fusion": "/local/lfm2"}
+    # the record fer-train writes (the weights here are random: the exporter trusts the record, it cannot check it)
+    model.config.provenance = make_training_provenance(
+        dataset="RAVDESS", synthetic=False, modality_layout="audio-video", mode="release", epochs=3,
+        train_actors=range(1, 25), metrics={"accuracy": 0.5, "uar": 0.5, "macro_f1": 0.4},
+        metrics_scope="cross-validated mean over 2 folds",
+        backbones={"vision": "google/siglip2-base-patch16-224", "fusion": "/local/lfm2"},
+    )
     save_model_with_report(model, {}, root / "ckpt")
     (root / "results.json").write_text(json.dumps(eval_results()))
     clip = make_clip(root / "clip.mp4", seconds=1.5, size=(320, 240), face_image=astronaut_face())["path"]
@@ -92,6 +105,7 @@ def test_folder_holds_safetensors_code_configs_and_card(exported):
         "media_fer.py",
         "faces_fer.py",
     } <= files
+    assert sorted(f for f in files if f.endswith(".py")) == sorted(fer_hf.PAYLOAD_MODULES)  # exactly the payload
     assert len([f for f in files if re.fullmatch(r"model-\d{5}-of-\d{5}\.safetensors", f)]) > 1  # sharded
     assert not any(f.endswith(export_mod.PICKLE_SUFFIXES) for f in files)
     config = json.loads((out / "config.json").read_text())
@@ -246,10 +260,12 @@ def test_eval_results_parsing_is_tolerant():
 
 
 def test_card_without_results_still_parses(checkpoint):
-    from fer_hf.tools.model_card import render_model_card
-
-    meta = parse_front_matter(render_model_card(checkpoint["model"], "a/b"))
+    untrained = FERForEmotionClassification(FERConfig.from_preset("tiny")).eval()  # no record, no figures
+    meta = parse_front_matter(render_model_card(untrained, "a/b"))
     assert "model-index" not in meta and meta["license"] == "cc-by-nc-sa-4.0"
+    # a release model's card claims the figures its provenance record holds, even without an evaluation JSON
+    meta = parse_front_matter(render_model_card(checkpoint["model"], "a/b"))
+    assert meta["model-index"][0]["results"][0]["metrics"][0]["value"] == 0.5
 
 
 def test_package_never_unpickles_without_weights_only():
@@ -272,3 +288,59 @@ def test_package_never_unpickles_without_weights_only():
         if re.search(r"\bpickle\.loads?\(|torch\.save\(", text):
             offenders.append(f"{path.name}: pickle.load / torch.save")
     assert offenders == []
+
+
+def test_export_names_its_pinned_requirements_and_the_card_installs_them(exported):
+    out = exported["out"]
+    lines = [line for line in (out / "requirements.txt").read_text().splitlines() if line and line[0] != "#"]
+    assert lines == runtime_requirements()
+    no_deps = [line for line in (out / "requirements-no-deps.txt").read_text().splitlines() if line[:1] not in "#"]
+    assert [line for line in no_deps if line] == no_deps_requirements()
+    card = (out / "README.md").read_text()
+    assert install_command() in card
+    assert "opencv-python-headless==4." in card and "pip install torch==" in card
+    assert card.index("pip install torch==") < card.index("transformers==")  # torch first: the CPU build
+
+
+def test_export_refuses_an_untrained_model_unless_told_and_then_says_what_it_is(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = FERForEmotionClassification(FERConfig.from_preset("tiny")).eval()
+    model.save_pretrained(tmp_path / "random")
+    with pytest.raises(ExportError, match="not a trained model.*--allow-untrained"):
+        export_mod.export(tmp_path / "random", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setattr(export_mod, "verify_export", lambda *args, **kwargs: {"skipped": "this test"})
+    summary = export_mod.export(tmp_path / "random", tmp_path / "out", repo_id="a/b", allow_untrained=True)
+    assert summary["provenance"]["status"] == "untrained"
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "**Untrained model.**" in card and "predictions are meaningless" in card
+    assert "Trained on RAVDESS" not in card
+    meta = parse_front_matter(card)
+    assert "datasets" not in meta and "untrained" in meta["tags"]
+
+
+def test_cards_say_exactly_what_the_weights_are(checkpoint):
+    config = FERConfig.from_preset("tiny")
+    model = FERForEmotionClassification(config).eval()
+    # pretrained backbones only
+    model.config.provenance = make_backbones_provenance({"vision": "google/siglip2-base-patch16-224"})
+    card = render_model_card(model, "a/b")
+    assert "**Not trained for emotions.**" in card and "Trained on RAVDESS" not in card
+    assert parse_front_matter(card)["base_model"] == ["google/siglip2-base-patch16-224"]
+    # trained on the synthetic set, with its (meaningless) figures
+    model.config.provenance = make_training_provenance(
+        dataset="synthetic", synthetic=True, modality_layout="audio-video", mode="fold", fold=0, epochs=2,
+        metrics={"accuracy": 1.0, "uar": 1.0, "macro_f1": 1.0}, metrics_scope="this fold's test actors",
+    )
+    card = render_model_card(model, "a/b", eval_results())
+    assert card.index("**Trained on synthetic data (not RAVDESS).**") < card.index("## Usage")  # said first
+    assert "**Synthetic data:**" in card and "Trained on RAVDESS" not in card
+    meta = parse_front_matter(card)
+    assert "datasets" not in meta and "synthetic-data" in meta["tags"]
+    (result,) = meta["model-index"][0]["results"]
+    assert result["dataset"]["type"] == "synthetic" and "synthetic" in result["dataset"]["name"]
+    # trained on RAVDESS: the record's own summary heads the card
+    card = render_model_card(checkpoint["model"], "a/b", eval_results())
+    assert "**Weights:** trained on RAVDESS (all actors, 3 epochs" in card and "Trained on RAVDESS (Livingstone" in card
+    assert "untrained" not in parse_front_matter(card)["tags"]
+    assert parse_front_matter(card)["datasets"] == ["RAVDESS"]

@@ -216,3 +216,24 @@ def test_too_long(tmp_path):
     clip = make_clip(tmp_path / "a.mp4", seconds=2.0, size=(160, 120))
     with pytest.raises(MediaTooLongError, match="max_duration_s"):
         probe_media(clip["path"], max_duration_s=1.0)
+
+
+def test_a_nominal_ten_minute_file_is_accepted():
+    """Containers report a 10-minute recording as e.g. 600.02 s: within one frame of a 600 s cap, accepted."""
+    media_fer.check_duration(600.02, 600.0, 29.97, "'talk.mp4'")
+    media_fer.check_duration(600.03, 600.0, None, "'talk.m4a'")  # no frame rate: one 25 fps frame (40 ms)
+    with pytest.raises(MediaTooLongError) as info:
+        media_fer.check_duration(600.05, 600.0, 30.0, "'talk.mp4'")
+    assert "600.05 s, more than the 600.00 s" in str(info.value)  # the two figures never read as equal
+
+
+def test_duration_cap_tolerates_one_frame_of_a_real_file(tmp_path):
+    import re
+
+    clip = make_clip(tmp_path / "a.mp4", seconds=2.0, fps=25, size=(160, 120))
+    duration = probe_media(clip["path"]).duration_s
+    assert probe_media(clip["path"], max_duration_s=duration - 0.5 / 25).duration_s == duration
+    with pytest.raises(MediaTooLongError) as info:
+        probe_media(clip["path"], max_duration_s=duration - 1.5 / 25)
+    lasts, cap = (float(v) for v in re.findall(r"([0-9.]+) s", str(info.value))[:2])
+    assert lasts > cap

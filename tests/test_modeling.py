@@ -109,11 +109,20 @@ def test_absent_modality_input_is_never_read(model, config):
 
 
 def test_audio_only_and_video_only_without_the_other_tensor(model, config):
+    """Every output field is there for every batch: zeros / -1 / False where a modality is absent."""
     inputs = make_inputs(config)
+    full = model(**inputs)
     audio_only = model(input_features=inputs["input_features"], audio_attention_mask=inputs["audio_attention_mask"])
-    assert audio_only.modalities_used[:, 1].any().item() is False and audio_only.roi_indices is None
+    assert audio_only.modalities_used[:, 1].any().item() is False
+    assert audio_only.roi_indices.shape == full.roi_indices.shape and (audio_only.roi_indices == -1).all()
+    assert (audio_only.roi_patch_scores == 0).all() and (audio_only.roi_scores == 0).all()
     video_only = model(pixel_values_videos=inputs["pixel_values_videos"], roi_weights=inputs["roi_weights"])
-    assert video_only.modalities_used[:, 0].any().item() is False and video_only.audio_segment_attention is None
+    assert video_only.modalities_used[:, 0].any().item() is False
+    assert video_only.audio_segment_attention.shape == full.audio_segment_attention.shape
+    assert (video_only.audio_segment_attention == 0).all() and not video_only.audio_frame_mask.any()
+    # so the tuple positions never change with the batch content
+    assert [k for k in audio_only.keys()] == [k for k in video_only.keys()] == [k for k in full.keys()]
+    assert len(audio_only.to_tuple()) == len(video_only.to_tuple()) == len(full.to_tuple())
 
 
 def test_sample_with_neither_modality_is_a_clear_error(model, config):

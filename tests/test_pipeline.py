@@ -24,18 +24,23 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     torch.manual_seed(1)
     model = FERForEmotionClassification(FERConfig.from_preset("tiny")).eval()
-    processor = FERProcessor.from_model_config(model.config)
+    # generated tones are not speech; speech detection has its own tests (test_frontend_*)
+    processor = FERProcessor.from_model_config(model.config, min_speech_fraction=0.0)
     folder = write_export_folder(model, processor, root / "model", "someone/fer-tiny")
     clip = make_clip(root / "clip.mp4", seconds=4.0, size=(320, 240), face_image=astronaut_face())["path"]
     return dict(root=root, model=model, processor=processor, folder=folder, clip=clip)
 
 
 def expected_scores(setup, **options):
-    inputs = setup["processor"](videos=setup["clip"], return_tensors="pt", **options)
+    inputs, info = setup["processor"].prepare(videos=setup["clip"], return_tensors="pt", **options)
     with torch.no_grad():
-        logits = setup["model"](**{k: inputs[k] for k in setup["processor"].model_input_names}).logits
-    probs = logits.softmax(-1).mean(0)
-    return {setup["model"].config.id2label[i]: float(p) for i, p in enumerate(probs)}
+        outputs = setup["model"](**inputs)
+    probs = outputs.logits.softmax(-1)  # (windows, C); both modalities in every window: a plain mean
+    assert outputs.modalities_used.all()
+    expected = {setup["model"].config.id2label[i]: float(p) for i, p in enumerate(probs.mean(0))}
+    result = setup["processor"].post_process(outputs, info)[0]
+    assert result.probabilities == pytest.approx(expected, abs=1e-6)
+    return expected
 
 
 def check_ranked(result, expected, top_k=None):
@@ -88,12 +93,41 @@ def test_pipeline_on_an_in_memory_model_and_decoded_arrays(setup):
     assert len(result) == 2 and result[0]["score"] >= result[1]["score"]
     batch = classifier([setup["clip"], setup["clip"]])
     assert len(batch) == 2 and batch[0] == batch[1]
+    frames = np.zeros((20, 120, 160, 3), np.uint8)
+    old_keys = classifier({"audio": audio, "sampling_rate": 16000, "video_frames": frames, "fps": 10.0})
+    new_keys = classifier({"audio": audio, "sampling_rate": 16000, "frames": frames, "fps": 10.0})
+    assert old_keys == new_keys
+
+
+def test_pipeline_returns_the_full_result_with_modalities(setup):
+    from fer_hf.results_fer import FERClipResult
+
+    classifier = FEREmotionRecognitionPipeline(model=setup["model"], processor=setup["processor"], device=-1)
+    result = classifier(setup["clip"], return_result=True, sliding_window=True, stride_seconds=1.0)
+    assert isinstance(result, FERClipResult) and len(result.windows) == 2
+    assert result.windows[0].modalities["audio"] and result.windows[0].modalities["video"]
+    ranked = classifier(setup["clip"], sliding_window=True, stride_seconds=1.0)
+    assert [(r["label"], r["score"]) for r in ranked] == result.ranked()
+    rng = np.random.default_rng(0)
+    audio_only = classifier({"audio": (0.1 * rng.standard_normal(32000)).astype(np.float32),
+                             "sampling_rate": 16000}, return_result=True)
+    assert audio_only.windows[0].modalities["video_reason"] == "no video frames given"
+
+
+def test_pipeline_without_a_saved_processor_builds_one(setup):
+    classifier = FEREmotionRecognitionPipeline(model=setup["model"], processor=None, device=-1)
+    built = classifier.fer_processor
+    assert built.audio_processing.min_speech_fraction == 0.1  # the defaults, speech detection on
+    built.audio_processing.min_speech_fraction = 0.0  # the generated tone is not speech (as in `setup`)
+    check_ranked(classifier(setup["clip"]), expected_scores(setup))
 
 
 def test_pipeline_input_errors(setup):
     classifier = FEREmotionRecognitionPipeline(model=setup["model"], processor=setup["processor"], device=-1)
-    with pytest.raises(FERInputError, match="media file path"):
+    with pytest.raises(FERInputError, match="unknown media key"):
         classifier({"pixels": 1})
+    with pytest.raises(FERInputError, match="media file path"):
+        classifier(42)
     with pytest.raises(FERInputError, match="unexpected pipeline argument"):
         classifier(setup["clip"], temperature=2.0)
 

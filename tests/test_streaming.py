@@ -216,7 +216,7 @@ def test_cached_frames_give_the_same_answer_as_the_full_model(tiny):
                                     "frame_mask": np.ones(8, bool), "video_used": True, "info": {}}])
     with torch.inference_mode():
         reference = model(**{k: pixels[k] for k in pixels.keys()})
-    expected = processor.post_process(reference)[0]
+    expected = processor.post_process(reference)[0].probabilities
     for label, p in expected.items():
         assert last.probabilities[label] == pytest.approx(p, abs=1e-5)
 

@@ -34,7 +34,8 @@ def dataset(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def processor():
-    return FERProcessor.from_model_config(FERConfig.from_preset("tiny"))
+    # generated tones are not speech; speech detection has its own tests (test_frontend_*)
+    return FERProcessor.from_model_config(FERConfig.from_preset("tiny"), min_speech_fraction=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -133,6 +134,11 @@ def test_lr_groups_weight_decay_and_class_weights(tmp_path):
     weights = class_weights(labels, 8)
     assert weights[0] == pytest.approx(2 * weights[1]) and weights.mean().item() == pytest.approx(1.0, rel=0.1)
     assert class_weights([0, 0, 1], 3)[2] == 0.0
+    # Every group's learning rate is logged; `learning_rate` is the head's, not the first group's (backbone).
+    trainer.log({"learning_rate": 123.0, "loss": 1.0})
+    logged = trainer.state.log_history[-1]
+    assert (logged["learning_rate_head"], logged["learning_rate_backbone"], logged["learning_rate"]) == \
+           (1e-3, 1e-5, 1e-3)
     assert resolve_precision("fp32") == {"bf16": False, "fp16": False}
     if not torch.cuda.is_available():
         assert resolve_precision("auto") == {"bf16": False, "fp16": False}
@@ -185,13 +191,31 @@ def test_train_resume_and_evaluate(dataset, tmp_path):
     for name in ("model.safetensors", "config.json", "processor_config.json", "training_info.json"):
         assert (final / name).is_file(), name
     assert (fold_dir / "checkpoint-4" / "processor_config.json").is_file()
+    assert (fold_dir / "checkpoint-4" / "optimizer.pt").is_file()  # what --resume needs; measured disk use:
+    assert first["disk_bytes"]["last_checkpoint"] > (fold_dir / "checkpoint-4" / "model.safetensors").stat().st_size * 2
     assert set(first["val_metrics"]) >= {"eval_accuracy", "eval_uar", "eval_macro_f1"}
 
-    # Resume: a longer run picks up at step 4 instead of starting again.
+    # A fresh run into the same folder is refused (one line, before any training); so is a locked folder.
+    with pytest.raises(ValueError, match="earlier run.*--resume"):
+        train.run(_train_args(dataset, tmp_path, "--epochs", "3"))
+    from fer_hf.tools.run_dir import LOCK_NAME, RunLockedError
+
+    (tmp_path / "run" / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "another-host", "started": "then"}))
+    with pytest.raises(RunLockedError, match="pid 1 on another-host"):
+        train.run(_train_args(dataset, tmp_path, "--epochs", "3", "--resume"))
+    (tmp_path / "run" / LOCK_NAME).unlink()
+
+    # Resume: a longer run picks up at step 4 instead of starting again, and its record covers the whole run.
     second = train.run(_train_args(dataset, tmp_path, "--epochs", "3", "--resume"))[0]
     assert second["resumed_from"].endswith("checkpoint-4") and second["global_step"] == 6
     state = json.loads((fold_dir / "checkpoint-6" / "trainer_state.json").read_text())
     assert [round(e["epoch"]) for e in state["log_history"] if "eval_loss" in e] == [1, 2, 3]
+    assert [round(e["epoch"]) for e in second["eval_history"]] == [1, 2, 3]
+    assert second["total"]["sessions"] == 2 and second["total"]["global_step"] == 6
+    assert [(s["start_step"], s["end_step"]) for s in second["sessions"]] == [(0, 4), (4, 6)]
+    assert second["seconds"] == pytest.approx(first["seconds"] + second["session_seconds"], abs=0.2)
+    assert "learning_rate_head" in next(e for e in state["log_history"] if "loss" in e)
+    assert not (tmp_path / "run" / LOCK_NAME).exists()
 
     results = evaluate.run(evaluate.parse_args([
         "--data-root", str(dataset), "--folds", str(dataset / "folds.json"), "--fold", "0",
@@ -281,3 +305,53 @@ def test_release_model_card_says_what_was_trained_and_measured(dataset, tmp_path
     assert fold_values["recall"] == round(results["folds"][1]["uar"], 4)  # its own fold, not the mean
     assert "trained on actors [1]" in fold_card
     assert "an estimate of the recipe, not a score of these weights" in fold_card
+
+
+def test_refusals_validation_split_and_prepare_only(dataset, tmp_path, caplog):
+    from fer_hf.tools import train
+
+    # One clear line and exit status 2, not a traceback; --debug gives the trace.
+    with pytest.raises(SystemExit) as stop:
+        train.main(["--data-root", str(tmp_path / "missing"), "--preset", "tiny", "--output-dir", str(tmp_path)])
+    assert stop.value.code == 2
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "is not a directory" in errors[0].getMessage() and "--debug" in errors[0].getMessage()
+    with pytest.raises(FileNotFoundError):
+        train.main(["--data-root", str(tmp_path / "missing"), "--preset", "tiny", "--debug"])
+
+    # Validation actors without a usable clip: refused unless --validation none.
+    folds = tmp_path / "folds.json"
+    folds.write_text(json.dumps([[1], [4], [2, 3]]))  # fold 0 validates on actor 4, who has no clip
+    with pytest.raises(ValueError, match="no usable validation clips.*--validation none"):
+        train.run(_train_args(dataset, tmp_path, "--folds", str(folds), "--epochs", "1"))
+
+    # --prepare-only builds the cache of every clip and trains nothing.
+    (summary,) = train.run(_train_args(dataset, tmp_path, "--prepare-only", "--workers", "2",
+                                       "--output-dir", str(tmp_path / "prepared")))
+    assert summary["clips"] == summary["usable"] == 24 and not summary["failed"]
+    assert not (tmp_path / "prepared").exists()
+    assert not (tmp_path / "run" / ".fer-train.lock").exists()  # the refused run released its lock
+
+
+def test_drop_grads_freezing_holds_frozen_backbones_in_eval(cached, processor, tmp_path):
+    """Under DDP the frozen parts stay trainable (gradients dropped), so the trainer fixes their BatchNorm statistics
+    and dropout itself: a training forward while frozen leaves the FastConformer's running stats untouched."""
+    from transformers import TrainerState, TrainingArguments
+
+    model = FERForEmotionClassification(FERConfig.from_preset("tiny", modality_dropout=0.0))
+    freeze = BackboneFreezeCallback(epochs=1, mode="drop_grads")
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    trainer = FERTrainer(model=model, args=args, callbacks=[freeze])
+    batch = FERCollator(processor)([CachedClipDataset(cached.entries)[i] for i in range(4)])
+    norms = [m for m in model.audio_encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms
+    before = [m.running_mean.clone() for m in norms]
+    trainer.state = TrainerState(epoch=0.0)
+    model.train()
+    trainer.compute_loss(model, batch)
+    assert all(not m.training for m in model.audio_encoder.modules()) and model.classifier.training
+    assert all(torch.equal(m.running_mean, b) for m, b in zip(norms, before))
+    trainer.state.epoch = 1.0  # unfrozen: the statistics move again
+    model.train()
+    trainer.compute_loss(model, batch)
+    assert any(not torch.equal(m.running_mean, b) for m, b in zip(norms, before))

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fer_hf.errors_fer import FERError, FERInputError
+from fer_hf.tools.annotate_store import Progress as _Progress
 
 logger = logging.getLogger("fer_hf.tools.annotate")
 
@@ -154,24 +155,6 @@ class _Committer:
             self.store.commit(self.window_rows, self.file_rows)
         self.window_rows, self.file_rows = [], []
         self.last = time.monotonic()
-
-
-class _Progress:
-    """tqdm bar over files with windows per second in the postfix (tqdm gives files/s and the ETA)."""
-
-    def __init__(self, total: int, enabled: bool):
-        from tqdm.auto import tqdm
-
-        self.bar = tqdm(total=total, unit="file", disable=not enabled or None, dynamic_ncols=True)
-        self.start = time.monotonic()
-
-    def update(self, committer: _Committer) -> None:
-        rate = committer.windows / max(1e-9, time.monotonic() - self.start)
-        self.bar.set_postfix_str(f"{rate:.2f} windows/s, {committer.failed} failed", refresh=False)
-        self.bar.update(1)
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 def run_local(pending, model, processor, committer, args, device: str) -> None:

@@ -86,7 +86,7 @@ def load_annotator(source: str | None = None, preset: str | None = None, seed: i
             raise FERInputError(f"unknown processor setting {name!r}")
         if value is not None:
             setattr(processor, name, value)
-    processor._validate()
+    processor.validate()
     return model.eval(), processor
 
 
@@ -130,7 +130,7 @@ def decode_file(processor, path: str, settings: dict | None = None) -> dict:
     start = time.perf_counter()
     settings = dict(settings or {})
     try:
-        batch = processor(videos=path, sliding_window=True, return_tensors="np", **settings)
+        batch, info = processor.prepare(videos=path, sliding_window=True, return_tensors="np", **settings)
     except FERError as exc:
         return {"ok": False, "error_type": type(exc).__name__, "error": str(exc),
                 "seconds": time.perf_counter() - start}
@@ -139,7 +139,9 @@ def decode_file(processor, path: str, settings: dict | None = None) -> dict:
         return {"ok": False, "error_type": type(exc).__name__, "error": f"{type(exc).__name__}: {exc}",
                 "seconds": time.perf_counter() - start}
     inputs = {name: np.asarray(batch[name]) for name in processor.model_input_names if name in batch}
-    return {"ok": True, "inputs": inputs, "clip_info": batch.clip_info, "skipped": batch.skipped_windows,
+    skipped = [{"window_index": w.index, "window_start_s": w.start_s, "window_end_s": w.end_s,
+                "audio_reason": w.audio_reason, "video_reason": w.video_reason} for w in info.clips[0].skipped]
+    return {"ok": True, "inputs": inputs, "clip_info": info.windows, "skipped": skipped,
             "seconds": time.perf_counter() - start}
 
 
@@ -216,7 +218,9 @@ class WindowBatcher:
         while self._queue and self._queue[0][3] == self._queue[0][2]:
             item, decoded, _, _, parts = self._queue.popleft()
             decoded.pop("inputs", None)  # the model inputs are no longer needed: free them now
-            done.append((item, decoded, self.processor.post_process(torch.cat(parts))))
+            # one result per window row (each row read as a one-window clip): {label: p}, high to low
+            probabilities = [dict(r.ranked()) for r in self.processor.post_process(torch.cat(parts))]
+            done.append((item, decoded, probabilities))
         return done
 
     def drain(self):

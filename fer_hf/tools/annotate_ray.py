@@ -89,7 +89,7 @@ def run_ray(pending, model, processor, committer, args) -> None:
         raise FERInputError(
             "--ray needs Ray Data: pip install -r requirements-ray.txt (ray[data] and pyarrow)"
         ) from exc
-    from fer_hf.tools.annotate import _Progress
+    from fer_hf.tools.annotate_store import Progress as _Progress
 
     _connect(args.ray)
     context = ray.data.DataContext.get_current()

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import re
+import time
 from pathlib import Path
 
 from fer_hf.errors_fer import FERInputError
@@ -224,4 +225,29 @@ class _TableWriter:
             self.tmp.unlink()
 
 
-__all__ = ["FORMATS", "PartStore", "output_format", "summary_path"]
+class Progress:
+    """tqdm bar over files with windows per second in the postfix (tqdm gives files/s and the ETA); shared by the
+    local and the Ray runner (here, so that neither runner imports the other)."""
+
+    def __init__(self, total: int, enabled: bool):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, unit="file", disable=not enabled or None, dynamic_ncols=True)
+        self.start = time.monotonic()
+
+    def update(self, committer) -> None:
+        rate = committer.windows / max(1e-9, time.monotonic() - self.start)
+        self.bar.set_postfix_str(f"{rate:.2f} windows/s, {committer.failed} failed", refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+__all__ = [
+    "Progress",
+    "FORMATS",
+    "PartStore",
+    "output_format",
+    "summary_path",
+]

@@ -34,7 +34,7 @@ from safetensors import safe_open
 from torch import nn
 from transformers import Lfm2Config, ParakeetEncoderConfig, SiglipConfig, SiglipVisionConfig
 
-from fer_hf.configuration_fer import FERConfig
+from fer_hf.configuration_fer import FERConfig, make_backbones_provenance
 from fer_hf.modeling_fer import FERForEmotionClassification
 
 from .checkpoint_loading import (
@@ -373,7 +373,8 @@ def build_model_from_backbones(
 
     Each of `vision`, `audio`, `fusion` is a Hub id or a local path (`audio` may be a `.nemo` file), or None to keep
     that backbone random. Returns the model (in eval mode) and one `BackboneReport` per loaded backbone. The sources
-    are recorded in `model.config.backbone_sources` (the model card lists them as base models).
+    are recorded in `model.config.provenance` (status "backbones", or "untrained" when none was loaded); the model
+    card lists them as base models and says the head is untrained.
     """
     config = _as_config(config_or_preset)
     model = FERForEmotionClassification(config).eval()
@@ -386,7 +387,7 @@ def build_model_from_backbones(
         )
     if fusion is not None:
         reports["fusion"] = load_fusion_backbone(model.fusion.backbone, fusion, token=token)
-    model.config.backbone_sources = {name: report.source for name, report in reports.items()}
+    model.config.provenance = make_backbones_provenance({name: report.source for name, report in reports.items()})
     return model, reports
 
 

@@ -5,7 +5,10 @@
 
 The folder holds `model.safetensors` (sharded above `--max-shard-size`), `config.json` with `auto_map` and
 `custom_pipelines`, `processor_config.json` with `auto_map`, the code files (relative imports only), `README.md`
-(model card with Hub YAML, `model_card.py`) and `eval_results.json` when given. No pickle file is written.
+(model card with Hub YAML, `model_card.py`), `requirements.txt` + `requirements-no-deps.txt` (the pinned run-time
+list of `fer_hf/tools/runtime_requirements*.txt`, also the card's install line) and `eval_results.json` when given.
+No pickle file is written. The card says what the weights are from `config.provenance`: a model that is not trained
+is refused unless `--allow-untrained`, and a model trained on the synthetic set is called that.
 
 Before anything is pushed, the folder is loaded in a fresh Python process (another working directory, no
 `fer_hf` on the path, `HF_HUB_OFFLINE=1`) with `AutoModel` / `AutoProcessor` / `pipeline(..., trust_remote_code=True)`
@@ -38,6 +41,7 @@ from fer_hf.modeling_fer import FERForEmotionClassification
 from fer_hf.pipeline_fer import FER_PIPELINE_TASK, FEREmotionRecognitionPipeline, register_fer_pipeline
 
 from .model_card import render_model_card
+from .requirements import NO_DEPS_FILE_NAME, no_deps_requirements_text, requirements_text
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +140,8 @@ def write_export_folder(
         _strip_repo_prefixes(out / name)
     if eval_results is not None:
         (out / EVAL_FILE).write_text(json.dumps(eval_results, indent=1))
+    (out / "requirements.txt").write_text(requirements_text())  # the same pinned list as the card's install line
+    (out / NO_DEPS_FILE_NAME).write_text(no_deps_requirements_text())
     (out / "README.md").write_text(render_model_card(model, repo_id, eval_results))
     pickles = sorted(p.name for p in out.rglob("*") if p.suffix in PICKLE_SUFFIXES)
     if pickles:
@@ -227,14 +233,26 @@ def export(
     max_shard_size: str | int = "2GB",
     overwrite: bool = False,
     clip: str | Path | None = None,
+    allow_untrained: bool = False,
 ) -> dict:
-    """Write, verify and (with `push_to_hub`) upload; returns a summary dict."""
+    """Write, verify and (with `push_to_hub`) upload; returns a summary dict.
+
+    The checkpoint's `config.provenance` decides what the card says. A model that is not trained (no record,
+    "untrained" or "backbones") is refused unless `allow_untrained`; the card then says exactly what it is.
+    """
     if isinstance(eval_results, (str, Path)):
         eval_results = json.loads(Path(eval_results).read_text())
     model, processor = load_checkpoint(checkpoint)
+    if not model.config.is_trained and not allow_untrained:
+        raise ExportError(
+            f"{checkpoint} is not a trained model ({model.config.provenance_summary()}); its card would have to say "
+            "so. Export a model saved by fer-train, or pass --allow-untrained to publish it as what it is."
+        )
+    logger.info("exporting a model that is %s", model.config.provenance_summary())
     card_id = push_to_hub or repo_id or str(output_dir)
     folder = write_export_folder(model, processor, output_dir, card_id, eval_results, max_shard_size, overwrite)
-    summary = {"folder": str(folder), "files": sorted(p.name for p in folder.iterdir())}
+    summary = {"folder": str(folder), "files": sorted(p.name for p in folder.iterdir()),
+               "provenance": model.config.provenance_info()}
     summary["verification"] = verify_export(model, processor, folder, clip=clip)
     if push_to_hub:
         summary["pushed"] = push_folder(folder, push_to_hub, private=private)
@@ -253,6 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-shard-size", default="2GB", help="safetensors shard size, e.g. 2GB or 500MB")
     parser.add_argument("--overwrite", action="store_true", help="empty --output-dir first")
     parser.add_argument("--clip", help="media file for the verification (default: a generated 1 s clip)")
+    parser.add_argument(
+        "--allow-untrained",
+        action="store_true",
+        help="export a model that is not trained (random weights, or pretrained backbones only); the card says so",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     summary = export(
@@ -265,10 +288,12 @@ def main(argv: list[str] | None = None) -> int:
         max_shard_size=args.max_shard_size,
         overwrite=args.overwrite,
         clip=args.clip,
+        allow_untrained=args.allow_untrained,
     )
     check = summary["verification"]
     sys.stdout.write(
-        f"exported {summary['folder']} ({len(summary['files'])} files); fresh-process max |logit diff| "
+        f"exported {summary['folder']} ({len(summary['files'])} files; {summary['provenance']['summary']}); "
+        "fresh-process max |logit diff| "
         f"{check['max_abs_diff']:.2e}; pipeline top label {check['pipeline'][0]['label']!r}"
         + (f"; pushed {summary['pushed']}" if "pushed" in summary else "; not pushed")
         + "\n"

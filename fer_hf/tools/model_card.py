@@ -14,6 +14,8 @@ import yaml
 
 from fer_hf.pipeline_fer import FER_PIPELINE_TASK
 
+from .requirements import install_command
+
 LICENSE = "cc-by-nc-sa-4.0"  # RAVDESS is CC BY-NC-SA 4.0; weights trained on it inherit the terms
 PIPELINE_TAG = "video-classification"
 TAGS = [
@@ -124,17 +126,18 @@ def metric_claims(config, results: dict | None) -> dict:
             "training": training}
 
 
-def _front_matter(repo_id: str, claims: dict, results: dict | None, base_models: list[str]) -> dict:
+def _front_matter(repo_id: str, claims: dict, results: dict | None, base_models: list[str], status: str) -> dict:
     metrics = claims["metrics"]
     meta = {
         "license": LICENSE,
         "library_name": "transformers",
         "pipeline_tag": PIPELINE_TAG,
-        "tags": list(TAGS) + (["synthetic-data"] if claims["synthetic"] else []),
+        "tags": list(TAGS) + (["synthetic-data"] if claims["synthetic"] else []) + ([status] if status != "trained"
+                                                                                   else []),
         "metrics": ["accuracy", "recall", "f1"],
         "language": ["en"],
     }
-    if not claims["synthetic"]:
+    if status == "trained" and not claims["synthetic"]:  # the Hub links the data set only if the weights learned it
         meta["datasets"] = ["RAVDESS"]
     if base_models:
         meta["base_model"] = base_models
@@ -177,10 +180,11 @@ from transformers import AutoModel, AutoProcessor
 
 model = AutoModel.from_pretrained("{repo_id}", trust_remote_code=True).eval()
 processor = AutoProcessor.from_pretrained("{repo_id}", trust_remote_code=True)
-inputs = processor(videos="clip.mp4", return_tensors="pt")
+inputs, info = processor.prepare(videos="clip.mp4", return_tensors="pt")
 with torch.no_grad():
     outputs = model(**inputs)
-print(processor.post_process(outputs)[0])  # {{label: probability}}
+result = processor.post_process(outputs, info, model.config)[0]  # FERClipResult (windows, segments, modalities)
+print(result.top_label, result.probabilities)  # top_label is None when no emotion is clearly ahead
 print(outputs.segment_attention[0], outputs.modalities_used[0])  # weight of each segment; audio/video used
 '''
 
@@ -190,14 +194,29 @@ def _count(module) -> str:
     return f"{n / 1e6:.1f} M" if n >= 100_000 else f"{n:,}"
 
 
+def status_notice(config) -> str:
+    """The card's first paragraph: how the weights came to be, from `config.provenance` (never assumed)."""
+    status = config.provenance_status
+    if status == "trained" and not config.trained_on_synthetic_data:
+        return f"**Weights:** {config.provenance_summary()}."
+    warning = {
+        "untrained": "**Untrained model.** Its weights are random: the predictions are meaningless. It is published "
+        "to test the code, not to recognise emotions.",
+        "backbones": "**Not trained for emotions.** Only the pretrained backbones are loaded; the fusion and the "
+        "classifier are random, so the predictions are meaningless.",
+    }.get(status, "**Trained on synthetic data (not RAVDESS).** A smoke-test model: its predictions on real clips "
+       "are meaningless.")
+    return f"> {warning}\n>\n> Record (`config.provenance`): {config.provenance_summary()}."
+
+
 def render_model_card(model, repo_id: str, eval_results: dict | None = None) -> str:
     """The full `README.md` text for `model` (a `FERForEmotionClassification`)."""
     config = model.config
-    sources = dict(getattr(config, "backbone_sources", None) or {})
+    sources = dict((config.provenance or {}).get("backbones") or {})
     base_models = [s for s in sources.values() if _HUB_ID.match(str(s))]
     claims = metric_claims(config, eval_results)
     metrics = claims["metrics"]
-    meta = _front_matter(repo_id, claims, eval_results, base_models)
+    meta = _front_matter(repo_id, claims, eval_results, base_models, config.provenance_status)
     parts = model.backbone_modules()
     lines = [
         "---",
@@ -206,6 +225,8 @@ def render_model_card(model, repo_id: str, eval_results: dict | None = None) -> 
         "",
         f"# {repo_id.split('/')[-1]}: audio-visual emotion recognition",
         "",
+        status_notice(config),
+        "",
         "Classifies the emotion of a short talking-face clip into the 8 RAVDESS classes "
         f"({', '.join(config.id2label[i] for i in sorted(config.id2label))}) from its audio and its face frames. "
         f"One window is {config.clip_seconds:g} s: {config.num_frames} frames + 16 kHz audio. Either modality "
@@ -213,8 +234,16 @@ def render_model_card(model, repo_id: str, eval_results: dict | None = None) -> 
         "",
         "## Usage",
         "",
-        "Needs `pip install torch transformers av opencv-python-headless` (PyAV decodes the media, OpenCV finds "
-        "the face). The code is in this repository, hence `trust_remote_code=True`.",
+        "Install the pinned versions this model was exported with (also in this repository's `requirements.txt`; "
+        "torch goes first, so that a CPU machine gets the CPU build):",
+        "",
+        "```bash",
+        install_command(),
+        "```",
+        "",
+        "PyAV decodes the media, OpenCV (below 5: OpenCV 5 has no Haar cascades) and LiteRT find the face, "
+        "onnxruntime runs the voice activity detector. The code is in this repository, hence "
+        "`trust_remote_code=True`.",
         "",
         "```python",
         usage_snippet(repo_id).rstrip(),
@@ -238,6 +267,9 @@ def render_model_card(model, repo_id: str, eval_results: dict | None = None) -> 
         lines += ["Backbones initialised from: " + ", ".join(f"{k}: `{v}`" for k, v in sources.items()) + ".", ""]
     lines += ["## Evaluation", ""]
     if metrics:
+        if config.provenance_status != "trained":
+            lines += [f"**These weights are not trained** ({config.provenance_summary()}): the figures below were "
+                      "measured on them as they are.", ""]
         lines += [*claims["lines"], ""]
         lines += ["| metric | value |", "|---|---|"]
         for m in metrics:
@@ -253,7 +285,9 @@ def render_model_card(model, repo_id: str, eval_results: dict | None = None) -> 
         lines += ["", "**Synthetic data:** this model was trained on generated clips with RAVDESS-style names "
                       "(`fer_hf.tools.synthetic`), not on RAVDESS. It is a smoke-test model: its predictions on real "
                       "faces and voices are meaningless."]
-    if claims["synthetic"]:
+    if config.provenance_status != "trained":
+        data_line = f"- Not trained on any emotion data ({config.provenance_summary()}). "
+    elif claims["synthetic"]:
         data_line = "- Trained on generated clips, not on RAVDESS (see above). "
     else:
         data_line = ("- Trained on RAVDESS (Livingstone & Russo, 2018): 24 professional actors, North American "
@@ -293,6 +327,7 @@ def extract_python_snippets(text: str) -> list[str]:
 
 __all__ = [
     "LICENSE",
+    "status_notice",
     "metric_claims",
     "training_record",
     "extract_python_snippets",

@@ -25,11 +25,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import itertools
 import json
 import logging
 import os
 import wave
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -175,39 +177,93 @@ def render_audio(cls: int, style: dict, seconds: float, rng) -> np.ndarray:
     return (0.4 * sig / np.max(np.abs(sig))).astype(np.float32)
 
 
-def write_mp4(path: str | os.PathLike, frames: np.ndarray, audio: np.ndarray | None, fps: int) -> None:
-    """Encode `frames` uint8 `(F, H, W, 3)` RGB as H.264 and `audio` float32 `(n,)` 48 kHz mono as AAC."""
-    with av.open(str(path), mode="w") as container:
-        vstream = container.add_stream("libx264", rate=fps)
-        vstream.width, vstream.height = frames.shape[2], frames.shape[1]
-        vstream.pix_fmt = "yuv420p"
-        vstream.options = {"preset": "ultrafast", "crf": "20"}
-        astream = None
+def encode_clip(
+    path: str | os.PathLike,
+    frames=None,
+    fps: float = 25,
+    audio: np.ndarray | None = None,
+    sample_rate: int = AUDIO_RATE,
+    container: str | None = None,
+    video_codec: str | None = None,
+    audio_codec: str | None = None,
+    video_options: dict | None = None,
+    audio_bit_rate: int | None = None,
+    frame_times_s=None,
+    faststart: bool = False,
+    live: bool = False,
+) -> int:
+    """The project's one clip writer (tests, the synthetic set, the examples): encode RGB frames and audio with PyAV.
+
+    Args:
+        path: output file; the container comes from its suffix ("mp4", "webm", "ts") unless `container` is given.
+        frames: uint8 RGB frames `(H, W, 3)` (an array `(F, H, W, 3)` or any iterable), or None for audio only.
+        fps: nominal frame rate; frame i is at i / fps unless `frame_times_s` gives each frame's time (variable
+            frame rate, written with a 1 ms time base).
+        audio: float waveform in [-1, 1], `(n,)` mono or `(channels, n)` (1 or 2 channels), or None (no stream).
+        sample_rate: audio rate in Hz (Opus needs 48 kHz).
+        video_codec, audio_codec: default libx264 / aac (mp4, ts) and libvpx / libopus (webm).
+        video_options: encoder options (default: libx264 ultrafast crf 20; libvpx realtime 1 Mb/s).
+        audio_bit_rate: audio bits per second (encoder default when None).
+        faststart: mp4 index (moov) at the front; live: webm without duration or cues, as browsers record.
+
+    Returns: the file size in bytes.
+    """
+    path = Path(path)
+    container = container or {"ts": "mpegts"}.get(path.suffix.lstrip(".").lower(), path.suffix.lstrip(".").lower())
+    options = {}
+    if container == "mp4" and faststart:
+        options["movflags"] = "+faststart"
+    if container == "webm" and live:
+        options["live"] = "1"
+    frames_iter = iter(frames) if frames is not None else iter(())
+    first = next(frames_iter, None)
+    with av.open(str(path), mode="w", format=container, options=options) as out:
+        vstream = astream = None
+        if first is not None:
+            vcodec = video_codec or ("libvpx" if container == "webm" else "libx264")
+            vstream = out.add_stream(vcodec, rate=Fraction(fps).limit_denominator(1001))
+            vstream.height, vstream.width = np.asarray(first).shape[:2]
+            vstream.pix_fmt = "yuv420p"
+            defaults = ({"preset": "ultrafast", "crf": "20"} if vcodec == "libx264"
+                        else {"deadline": "realtime", "cpu-used": "8", "b": "1M"} if vcodec.startswith("libvpx")
+                        else {})
+            vstream.options = dict(video_options if video_options is not None else defaults)
+            if frame_times_s is not None:
+                vstream.codec_context.time_base = Fraction(1, 1000)
+        signal = None
         if audio is not None:
-            astream = container.add_stream("aac", rate=AUDIO_RATE)
-            astream.layout = "mono"
-        for frame in frames:
-            for packet in vstream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in vstream.encode():
-            container.mux(packet)
+            signal = np.asarray(audio, np.float32)
+            signal = np.ascontiguousarray(signal[None] if signal.ndim == 1 else signal)  # (channels, n)
+            layout = "stereo" if signal.shape[0] == 2 else "mono"
+            acodec = audio_codec or ("libopus" if container == "webm" else "aac")
+            astream = out.add_stream(acodec, rate=sample_rate, layout=layout)
+            if audio_bit_rate:
+                astream.bit_rate = int(audio_bit_rate)
+        if vstream is not None:
+            for i, rgb in enumerate(itertools.chain([first], frames_iter)):
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb, dtype=np.uint8), format="rgb24")
+                if frame_times_s is not None:
+                    frame.pts, frame.time_base = round(float(frame_times_s[i]) * 1000), Fraction(1, 1000)
+                else:
+                    frame.pts = i
+                out.mux(vstream.encode(frame))
+            out.mux(vstream.encode())
         if astream is not None:
-            for start in range(0, len(audio), AAC_FRAME):
-                chunk = audio[start:start + AAC_FRAME]
-                aframe = av.AudioFrame.from_ndarray(chunk[None, :], format="fltp", layout="mono")
-                aframe.sample_rate = AUDIO_RATE
-                aframe.pts = start
-                for packet in astream.encode(aframe):
-                    container.mux(packet)
-            for packet in astream.encode():
-                container.mux(packet)
+            chunk = astream.codec_context.frame_size or AAC_FRAME
+            for start in range(0, signal.shape[1], chunk):
+                piece = np.ascontiguousarray(signal[:, start:start + chunk])
+                aframe = av.AudioFrame.from_ndarray(piece, format="fltp", layout=layout)
+                aframe.sample_rate, aframe.pts, aframe.time_base = sample_rate, start, Fraction(1, sample_rate)
+                out.mux(astream.encode(aframe))
+            out.mux(astream.encode())
+    return path.stat().st_size
 
 
 def write_clip(path: str | os.PathLike, cls: int, actor: int, seconds: float, spec: SyntheticSpec, rng) -> None:
     """Render and encode one clip of class index `cls` in the style of `actor` (H.264 + AAC mp4)."""
     style = _actor_style(actor, spec)
     frames = render_frames(cls, style, spec, max(1, round(seconds * spec.fps)), rng)
-    write_mp4(path, frames, render_audio(cls, style, seconds, rng), spec.fps)
+    encode_clip(path, frames, spec.fps, render_audio(cls, style, seconds, rng), AUDIO_RATE, container="mp4")
 
 
 def write_wav(path: str | os.PathLike, audio: np.ndarray, rate: int = AUDIO_RATE) -> None:
@@ -240,7 +296,7 @@ def _write_clip(job: tuple[str, int, str, int, SyntheticSpec]) -> str:
         frames = render_frames(cls, style, spec, max(1, round(seconds * spec.fps)), rng)
         audio = render_audio(cls, style, seconds, rng)
         if modality == 2:
-            write_mp4(tmp, frames, None, spec.fps)
+            encode_clip(tmp, frames, spec.fps, None, container="mp4")
         else:
             write_wav(tmp, audio)
     os.replace(tmp, path)
@@ -325,4 +381,5 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["SyntheticSpec", "clip_names", "generate", "render_audio", "render_frames", "write_mp4", "write_wav"]
+__all__ = ["SyntheticSpec", "clip_names", "generate", "render_audio", "render_frames", "encode_clip",
+           "write_clip", "write_wav"]

@@ -134,7 +134,13 @@ def _cache(args, clips, processor):
 
 
 def _checkpoints(folder: Path) -> list[Path]:
-    return sorted(folder.glob("checkpoint-*")) if folder.is_dir() else []
+    """`checkpoint-<step>` folders, by step."""
+    found = folder.glob("checkpoint-*") if folder.is_dir() else []
+    return sorted((p for p in found if p.name.split("-")[-1].isdigit()), key=lambda p: int(p.name.split("-")[-1]))
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 def _prepare_run_dir(args, run_dir: Path) -> str | None:
@@ -166,7 +172,6 @@ def train_fold(args, fold: int | None, index, folds, release: dict | None = None
 
     Returns the summary written to `final/training_info.json`.
     """
-    from fer_hf.processing_fer import FERProcessor
 
     started = time.time()
     rank, world = rank_and_world()
@@ -174,7 +179,7 @@ def train_fold(args, fold: int | None, index, folds, release: dict | None = None
     split = release_split(folds) if release is not None else fold_split(fold, folds, args.validation)
     name = "release" if release is not None else f"fold {fold}"
     config = make_config(args)
-    processor = FERProcessor.from_model_config(config)
+    processor = training_processor(config, index)
     subsets = {key: index.for_actors(actors) for key, actors in
                (("train", split.train), ("val", split.val), ("test", split.test))}
     if not subsets["train"]:
@@ -292,6 +297,10 @@ def train_fold(args, fold: int | None, index, folds, release: dict | None = None
         world_size=world, ranks=ranks, args=dict(vars(args), world_size=world),
     )
     info["seconds"] = info["total"]["seconds"]
+    last = _checkpoints(run_dir)[-1:] if trainer.is_world_process_zero() else []
+    info["disk_bytes"] = {"last_checkpoint": _folder_bytes(last[0]) if last else None,
+                          "final": _folder_bytes(final_dir) if trainer.is_world_process_zero() else None,
+                          "save_only_model": args.save_only_model}
     if trainer.is_world_process_zero():
         processor.save_pretrained(str(final_dir))
         (final_dir / "training_info.json").write_text(json.dumps(info, indent=1, default=str))
@@ -300,11 +309,21 @@ def train_fold(args, fold: int | None, index, folds, release: dict | None = None
     return info
 
 
-def prepare_cache(args, index) -> dict:
-    """`--prepare-only`: build the cache of every indexed clip (rank 0, `--workers` processes) and stop."""
+def training_processor(config, index):
+    """The processor the cache is built with: the model's own settings, with speech detection off for a
+    synthetic set (its voices are gated tones, which the speech detector rightly rejects as not speech)."""
     from fer_hf.processing_fer import FERProcessor
 
-    processor = FERProcessor.from_model_config(make_config(args))
+    if index.synthetic:
+        logger.info("synthetic set: its tones are not speech, so speech detection is off for this run")
+        return FERProcessor.from_model_config(config, min_speech_fraction=0.0)
+    return FERProcessor.from_model_config(config)
+
+
+def prepare_cache(args, index) -> dict:
+    """`--prepare-only`: build the cache of every indexed clip (rank 0, `--workers` processes) and stop."""
+
+    processor = training_processor(make_config(args), index)
     report = _cache(args, index.clips, processor)
     logger.info("cache ready: %s", report.summary())
     return {"cache_dir": report.cache_dir, "clips": len(index.clips), "usable": len(report.entries),

@@ -51,7 +51,9 @@ class BackboneFreezeCallback(TrainerCallback):
       their gradient hooks once, when they wrap the model) and the frozen parameters' gradients are dropped before
       each optimizer step, so they do not move and their optimizer state stays empty.
     The state is a function of the epoch, so a resumed run freezes or unfreezes exactly as the original would.
-    (BatchNorm statistics and dropout of frozen backbones are the model's business: `freeze_backbones`.)
+    BatchNorm statistics and dropout of frozen backbones: in `"requires_grad"` mode the model keeps frozen parts in
+    eval mode itself (`freeze_backbones` / `train()`); in `"drop_grads"` mode the parameters stay trainable, so
+    `FERTrainer` puts the frozen parts in eval mode before each training forward (`frozen_parts`).
     """
 
     def __init__(self, epochs: int, parts=("vision", "audio", "fusion"), mode: str = "requires_grad"):
@@ -76,6 +78,10 @@ class BackboneFreezeCallback(TrainerCallback):
 
     def on_epoch_begin(self, args, state, control, model=None, **kwargs):
         self._apply(model, state)
+
+    def frozen_parts(self, epoch: float | None) -> tuple[str, ...]:
+        """The parts the model must hold in eval mode now (only `"drop_grads"`: the model cannot tell)."""
+        return self.parts if self.mode == "drop_grads" and self.frozen_at(epoch) else ()
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         if self.mode == "drop_grads" and self.frozen_at(state.epoch) and model is not None:
@@ -108,6 +114,7 @@ class FERTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.class_weights = class_weights
         self.backbone_lr = backbone_lr
+        self.freeze = next((c for c in self.callback_handler.callbacks if isinstance(c, BackboneFreezeCallback)), None)
 
     def create_optimizer(self, model=None):
         """AdamW over four groups: {backbone, head} x {decay, no decay}. Frozen parameters are included so that
@@ -152,6 +159,9 @@ class FERTrainer(Trainer):
         super().log(logs, start_time)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if model.training and self.freeze is not None:  # DDP freezing: BatchNorm / dropout of frozen parts fixed
+            for part in self.freeze.frozen_parts(self.state.epoch):
+                self.accelerator.unwrap_model(model).backbone_modules()[part].eval()
         inputs = dict(inputs)
         labels = inputs.pop("labels")
         outputs = model(**inputs)

@@ -1,0 +1,86 @@
+"""Timeline cost: seconds of work per second of video, with and without the frame-feature cache.
+
+    python benchmarks/bench_timeline.py                      # realtime preset, generated 30 s 720p clip
+    python benchmarks/bench_timeline.py --seconds 12 --threads 2
+
+With the cache: `FERAnalyzer.analyze` (one decode pass, each grid frame through the face front-end and SigLIP
+once, the audio encoder per window). Without it: the processor's window path over the same windows
+(`prepare(sliding_window=True, stride_seconds=hop)`: each window decoded, its faces found and its frames encoded
+on their own) and the model on those inputs, in the same batches. Random weights (timing only). Prints one
+line per path and their ratio; figures are noisy while other work shares the CPU, the ratio less so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fer_hf import FERConfig, FERForEmotionClassification  # noqa: E402
+from fer_hf.analysis_fer import FERAnalyzer  # noqa: E402
+from fer_hf.processing_fer import FERProcessor  # noqa: E402
+
+logger = logging.getLogger("bench_timeline")
+
+
+def make_clip(path: Path, seconds: float) -> str:
+    from tests.media_factory import astronaut_face
+    from tests.media_factory import make_clip as factory_make_clip
+
+    factory_make_clip(path, seconds=seconds, fps=30, size=(1280, 720), audio="tone", sample_rate=48000,
+                      channels=2, face_image=astronaut_face(), face_box=(450, 150, 830, 530))
+    return str(path)
+
+
+def without_cache(model, processor, clip: str, hop_s: float, batch_size: int) -> int:
+    inputs = processor(videos=clip, sliding_window=True, stride_seconds=hop_s)
+    rows = inputs["input_features"].shape[0]
+    with torch.inference_mode():
+        for start in range(0, rows, batch_size):
+            model(**{k: v[start:start + batch_size] for k, v in inputs.items()})
+    return rows
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="realtime")
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of the generated clip")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument("--clip", default=None, help="use this clip instead of generating one")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = FERForEmotionClassification(FERConfig.from_preset(args.preset)).eval()
+    processor = FERProcessor.from_model_config(model.config, max_windows=10_000)
+    analyzer = FERAnalyzer(model, processor, batch_size=args.batch_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        clip = args.clip or make_clip(Path(tmp) / "clip.mp4", args.seconds)
+        duration = processor.prepare(videos=clip)[1].clips[0].duration_s
+        analyzer.analyze(clip, timeline=False)  # warm-up: codec init, cascade load, first-call allocations
+        start = time.perf_counter()
+        result = analyzer.analyze(clip)
+        cached = time.perf_counter() - start
+        start = time.perf_counter()
+        rows = without_cache(model, processor, clip, analyzer.hop_s, args.batch_size)
+        uncached = time.perf_counter() - start
+    print(f"preset {args.preset}, clip {duration:.1f} s 1280x720 30 fps, {torch.get_num_threads()} torch threads, "
+          f"hop {analyzer.hop_s:.3f} s, batch {args.batch_size}")
+    print(f"with frame cache    : {len(result.windows) + len(result.skipped_windows)} windows, {cached:7.1f} s, "
+          f"{cached / duration:.2f} s of work per s of video")
+    print(f"without frame cache : {rows} windows, {uncached:7.1f} s, "
+          f"{uncached / duration:.2f} s of work per s of video")
+    print(f"speed-up            : {uncached / cached:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

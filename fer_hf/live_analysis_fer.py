@@ -1,0 +1,161 @@
+"""Live mode's entry point into the analysis engine: a rolling window of audio and timestamped frames.
+
+    session = FERAnalyzer(model, processor).live_session()
+    session.add_frame(time_s, rgb)                 # webcam frames as they arrive, on the session clock (seconds)
+    result = session.classify(audio, end_s)        # audio: the latest samples (16 kHz mono), ending at end_s
+    result.windows[0]                              # FERWindowResult of [end_s - clip_seconds, end_s]
+
+Each call classifies the window that ends at `end_s` (from 0 while less than `clip_seconds` have passed). Its
+`num_frames` sample times are matched to the nearest received frame (within one frame step); a frame goes through
+the face front-end and `model.embed_frames` once, the first time a window uses it, and its vector is reused by every
+later window that picks it. The audio encoder runs on the current window only. Frames older than the current
+window are dropped, so memory is bounded by one window's frames whatever the session length.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .errors_fer import FERInputError
+from .results_fer import FERSkippedWindow, build_clip_result, build_window_result, model_summary
+
+FRAME_KEY_RESOLUTION_S = 1e-3  # frames are keyed by their timestamp rounded to 1 ms
+
+
+class FERLiveSession:
+    """Per-session state of live mode (frames, their cached embeddings, the face front-end). Not thread-safe:
+    one session per person; `close()` (or dropping the object) frees everything."""
+
+    def __init__(self, analyzer):
+        self.analyzer = analyzer
+        self.geometry = analyzer.processor.geometry
+        self.frames: dict[int, dict] = {}  # key -> {"time_s", "image" (until embedded), entry fields}
+        self.faces = analyzer.processor.video_processing.face_session()
+        self.windows_done = 0
+        self.frames_embedded = 0  # how many frames went through the face front-end + embed_frames (for tests)
+
+    def add_frame(self, time_s: float, image: np.ndarray) -> None:
+        """A uint8 RGB frame `(H, W, 3)` shown at `time_s` (session clock, seconds)."""
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[-1] != 3:
+            raise FERInputError(f"a live frame must be an RGB image (H, W, 3), got shape {image.shape}")
+        key = round(float(time_s) / FRAME_KEY_RESOLUTION_S)
+        if key not in self.frames:
+            from .media_fer import _downscale
+
+            small, scale = _downscale(image.astype(np.uint8, copy=False),
+                                      self.analyzer.processor.video_processing.decode_max_side)
+            self.frames[key] = {"time_s": float(time_s), "image": small, "scale": scale}
+
+    def close(self) -> None:
+        self.frames.clear()
+
+    def classify(self, audio: np.ndarray | None, end_s: float, sampling_rate: int | None = None):
+        """`FERClipResult` (source "live", one window) for the window ending at `end_s`.
+
+        Args:
+            audio: the most recent mono samples at the model rate, the last one at `end_s` (None: no microphone).
+            end_s: session time of the window end, seconds.
+        Raises `NoUsableModalityError`-free: a window with neither modality comes back as a skipped window.
+        """
+        g, proc = self.geometry, self.analyzer.processor
+        if sampling_rate is not None and int(sampling_rate) != g.sampling_rate:
+            raise FERInputError(f"live audio must be at {g.sampling_rate} Hz, got {sampling_rate}")
+        start = max(0.0, float(end_s) - g.clip_seconds)
+        end = start + g.clip_seconds
+        targets = start + (np.arange(g.num_frames) + 0.5) * g.frame_step_s
+        self._forget_before(start - g.frame_step_s)
+        keys = self._pick(targets, float(end_s))
+        self._embed([k for k in keys if k is not None and "found" not in self.frames[k]])
+        window_audio = None
+        if audio is not None:
+            wave = proc.clean_media(_audio_media(audio, g.sampling_rate)).audio
+            first_s = float(end_s) - wave.size / g.sampling_rate  # time of wave[0]
+            a0 = max(0, round((start - first_s) * g.sampling_rate))
+            window_audio = wave[a0:]
+        audio_used, audio_reason = proc.audio_processing.check(window_audio, "no microphone audio")
+        entries = [self.frames.get(k) if k is not None else None for k in keys]
+        face = np.array([e is not None and e.get("found", False) for e in entries])
+        valid = np.array([e is not None for e in entries])
+        video_reason = ("no camera frames in the window" if not valid.any() else
+                        "ok" if face.any() else f"no face found in any of {int(valid.sum())} frames")
+        index = self.windows_done
+        self.windows_done += 1
+        meta = dict(window_index=index, window_start_s=round(start, 6), window_end_s=round(end, 6),
+                    frame_times_s=[round(float(t), 6) for t in targets],
+                    frame_source_times_s=[round(e["time_s"], 6) if e is not None else None for e in entries],
+                    audio_used=audio_used, audio_reason=audio_reason, video_used=bool(face.any()),
+                    video_reason=video_reason,
+                    face_boxes=[e["face_box"] if f else None for e, f in zip(entries, face)],
+                    crop_boxes=[e["crop_box"] if f else None for e, f in zip(entries, face)])
+        summary = model_summary(self.analyzer.model.config)
+        if not (audio_used or face.any()):
+            skipped = FERSkippedWindow(index, meta["window_start_s"], meta["window_end_s"], audio_reason,
+                                       video_reason)
+            return _skipped_result(skipped, end_s, proc, summary)
+        dim, k_top, n = (self.analyzer.model.config.vision_config.hidden_size, self.analyzer.model.config.roi_top_k,
+                         proc.num_patches)
+        row = {
+            "audio": window_audio if audio_used else None,
+            "vectors": torch.stack([e["vector"] if f else torch.zeros(dim) for e, f in zip(entries, face)]),
+            "frame_mask": face,
+            "roi_indices": np.stack([e["roi_indices"] if f else np.full(k_top, -1) for e, f in zip(entries, face)]),
+            "roi_patch_scores": np.stack([e["roi_patch_scores"] if f else np.zeros(n, np.float32)
+                                          for e, f in zip(entries, face)]),
+        }
+        out = self.analyzer.classify_rows([row])
+        window = build_window_result(out, 0, meta, proc.labels, g, proc.confidence_margin)
+        return build_clip_result([window], [], "live", float(end_s), proc.labels, proc.confidence_margin, summary)
+
+    # ------------------------------------------------------------------------------------------
+    def _forget_before(self, time_s: float) -> None:
+        for key in [k for k, f in self.frames.items() if f["time_s"] < time_s]:
+            del self.frames[key]
+
+    def _pick(self, targets: np.ndarray, end_s: float) -> list:
+        """For each target time, the key of the nearest received frame within one frame step (else None)."""
+        keys = sorted(self.frames)
+        if not keys:
+            return [None] * len(targets)
+        times = np.array([self.frames[k]["time_s"] for k in keys])
+        step = self.geometry.frame_step_s
+        out = []
+        for t in targets:
+            i = int(np.argmin(np.abs(times - t)))
+            out.append(keys[i] if abs(times[i] - t) <= step and t <= end_s + 1e-9 else None)
+        return out
+
+    def _embed(self, keys: list) -> None:
+        keys = sorted(set(keys))
+        if not keys:
+            return
+        frames = [self.frames[k]["image"] for k in keys]
+        found = self.faces.process(frames, [self.frames[k]["time_s"] for k in keys], self.frames[keys[0]]["scale"])
+        with_face = np.nonzero(found.found)[0]
+        vectors = dict(zip(with_face.tolist(), self.analyzer.embed(found.crops[with_face], found.roi[with_face])))
+        for i, key in enumerate(keys):
+            entry = self.frames[key]
+            entry.pop("image", None)  # embedded: the picture is no longer needed
+            entry.update(found=bool(found.found[i]) and i in vectors, face_box=found.face_boxes[i],
+                         crop_box=found.crop_boxes[i])
+            entry.update(vectors.get(i, {}))
+        self.frames_embedded += len(keys)
+
+
+def _audio_media(audio, rate):
+    from .media_fer import FERMedia
+
+    return FERMedia(audio=audio, sampling_rate=rate)
+
+
+def _skipped_result(skipped, end_s, proc, summary):
+    from .results_fer import FERClipResult
+
+    # Nothing was classified: no probabilities at all (never a made-up uniform answer).
+    return FERClipResult(source="live", duration_s=round(float(end_s), 6), labels=proc.labels,
+                         probabilities={}, top_label=None, confident=False,
+                         confidence_margin=proc.confidence_margin, skipped_windows=[skipped], model=summary)
+
+
+__all__ = ["FERLiveSession"]
