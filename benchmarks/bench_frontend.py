@@ -258,9 +258,9 @@ def window_times(runs: int) -> dict:
             times = []
             for _ in range(runs):
                 t = time.perf_counter()
-                inputs = processor(videos=str(clip))
+                inputs, batch_info = processor.prepare(videos=str(clip))
                 times.append(time.perf_counter() - t)
-            info = inputs.clip_info[0]
+            info = batch_info.windows[0]
             out[preset] = {"seconds_per_window_median": statistics.median(times), "min": min(times),
                            "audio_reason": info.get("audio_reason"), "video_reason": info.get("video_reason"),
                            "speech_fraction": info.get("speech_fraction")}
