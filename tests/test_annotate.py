@@ -212,14 +212,16 @@ def test_resume_after_a_kill_gives_the_uninterrupted_tables(corpus, tmp_path):
     cmd = [sys.executable, "-m", "fer_hf.tools.annotate", str(clips), "--model", corpus["model_dir"], "--output",
            str(out), "--workers", "1", "--part-files", "1", "--batch-size", "2", "--no-progress"]
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # its own process group, so the kill takes the decode worker with it (as a scheduler's kill of a job does)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     parts = out.with_name(out.name + ".parts")
     deadline = time.monotonic() + 300
     while not (parts / "files-000002.parquet").exists():
         assert proc.poll() is None, proc.stderr.read()[-2000:]
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     committed = sorted(parts.glob("files-*.parquet"))
     assert 2 <= len(committed) < 8, "the kill did not land midway"
