@@ -325,33 +325,48 @@ class _FramePicker:
         return float(np.median(diffs)) if diffs.size else default
 
 
-def _decode_pass(container, seek_s, end_s, targets, sampling_rate, max_side):
-    """One demux pass from `seek_s` (None: from the start); returns (picker or None, audio (n,) or None, audio t0)."""
-    origin = _origin_s(container)
+def demux_decoded(container):
+    """Open the first video and audio streams of `container` and decode them in file order.
+
+    Returns (video stream or None, audio stream or None, iterator of (stream, decoded frames)). A packet that
+    cannot be decoded (one corrupt packet) is skipped and logged; the rest of the file is still read.
+    """
     vstream = container.streams.video[0] if container.streams.video else None
     astream = container.streams.audio[0] if container.streams.audio else None
     if vstream is not None:
         vstream.thread_type = "AUTO"  # frame + slice threads: the decode is the main cost
-    if seek_s is not None:
-        container.seek(int((seek_s + origin) * AV_TIME_BASE), backward=True, any_frame=False)
-    picker = _FramePicker(targets, max_side) if vstream is not None else None
-    resampler = av.AudioResampler(format="flt", layout="mono", rate=sampling_rate) if astream is not None else None
-    chunks, t0, n_audio = [], None, 0
-    video_done, audio_done = vstream is None, astream is None
     streams = [s for s in (vstream, astream) if s is not None]
-    try:
+
+    def packets():
         for packet in container.demux(*streams):
             try:
                 frames = packet.decode()
             except Exception as exc:  # noqa: BLE001 - one corrupt packet: skip it, keep the rest
                 logger.debug("skipping undecodable %s packet: %s", packet.stream.type, exc)
                 continue
-            if packet.stream is vstream and not video_done:
+            yield packet.stream, frames
+
+    return vstream, astream, packets()
+
+
+def _decode_pass(container, seek_s, end_s, targets, sampling_rate, max_side):
+    """One demux pass from `seek_s` (None: from the start); returns (picker or None, audio (n,) or None, audio t0)."""
+    origin = _origin_s(container)
+    if seek_s is not None:
+        container.seek(int((seek_s + origin) * AV_TIME_BASE), backward=True, any_frame=False)
+    vstream, astream, packets = demux_decoded(container)
+    picker = _FramePicker(targets, max_side) if vstream is not None else None
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=sampling_rate) if astream is not None else None
+    chunks, t0, n_audio = [], None, 0
+    video_done, audio_done = vstream is None, astream is None
+    try:
+        for stream, frames in packets:
+            if stream is vstream and not video_done:
                 for frame in frames:
                     if frame.time is not None:
                         picker.push(frame.time - origin, frame)
                 video_done = picker.done
-            elif packet.stream is astream and not audio_done:
+            elif stream is astream and not audio_done:
                 for frame in frames:
                     if t0 is None:
                         t0 = (frame.time - origin) if frame.time is not None else 0.0

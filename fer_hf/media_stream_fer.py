@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors_fer import MediaDecodeError
-from .media_fer import _downscale, _origin_s, _require_av, _target_size, open_media
+from .media_fer import _downscale, _origin_s, _require_av, _target_size, demux_decoded, open_media
 
 logger = logging.getLogger(__name__)
 
@@ -89,22 +89,13 @@ def stream_file(path: str, targets_s: np.ndarray, sampling_rate: int = 16000, ma
     container = open_media(path)
     try:
         origin = _origin_s(container)
-        vstream = container.streams.video[0] if container.streams.video else None
-        astream = container.streams.audio[0] if container.streams.audio else None
-        if vstream is not None:
-            vstream.thread_type = "AUTO"
+        vstream, astream, packets = demux_decoded(container)
         picker = _GridPicker(np.asarray(targets_s, np.float64), max_side) if vstream is not None else None
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sampling_rate) if astream else None
         audio_started, last_t, times, decoded = False, None, [], False
-        streams = [s for s in (vstream, astream) if s is not None]
         try:
-            for packet in container.demux(*streams):
-                try:
-                    frames = packet.decode()
-                except Exception as exc:  # noqa: BLE001 - one corrupt packet: skip it, keep the rest
-                    logger.debug("skipping undecodable %s packet: %s", packet.stream.type, exc)
-                    continue
-                if packet.stream is vstream:
+            for stream, frames in packets:
+                if stream is vstream:
                     for frame in frames:
                         if frame.time is None:
                             continue
@@ -114,7 +105,7 @@ def stream_file(path: str, targets_s: np.ndarray, sampling_rate: int = 16000, ma
                         if len(times) < 64:
                             times.append(t)
                         yield from picker.push(t, frame)
-                elif packet.stream is astream:
+                elif stream is astream:
                     for frame in frames:
                         if not audio_started:
                             audio_started = True
