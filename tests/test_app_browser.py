@@ -10,7 +10,6 @@ the recording length itself.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import time
@@ -22,22 +21,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from browser_support import BROWSER_MARKS, CHROMIUM, LAUNCH_ARGS, TIMEOUT_MS  # noqa: E402
 from media_factory import astronaut_face  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed (apt-get install chromium)"),
-]
+pytestmark = BROWSER_MARKS
 playwright_sync = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
 from test_app import MAX_SECONDS, start_app, write_app_clips  # noqa: E402
 
-LAUNCH_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-TIMEOUT_MS = 30_000
 RECORD_MS = 3_000  # length of the webcam recording
 
 

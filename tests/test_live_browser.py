@@ -8,7 +8,6 @@ the streaming itself: results are sampled from the page until N have been seen o
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 import time
@@ -20,20 +19,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from browser_support import BROWSER_MARKS, CHROMIUM, LAUNCH_ARGS, TIMEOUT_MS  # noqa: E402
 from media_factory import astronaut_face  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed (apt-get install chromium)"),
-]
+pytestmark = BROWSER_MARKS
 playwright_sync = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
 
-LAUNCH_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-TIMEOUT_MS = 30_000
 STREAM_S = 30.0  # the most the test streams (M); an idle 2-core machine needs about 6 s for N results
 MIN_UPDATES = 5  # results the page must show in that time (N), each for a later window than the one before
 
