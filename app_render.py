@@ -237,6 +237,16 @@ def _output_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(2, round(width * s / 2) * 2), max(2, round(height * s / 2) * 2)
 
 
+def _mux_audio(out, aout, chunks, pts: int) -> int:
+    """Encode resampled audio `chunks` into `out` with consecutive timestamps from `pts`; returns the next pts."""
+    for chunk in chunks:
+        chunk.pts = pts
+        pts += chunk.samples
+        for packet in aout.encode(chunk):
+            out.mux(packet)
+    return pts
+
+
 def render_annotated_video(video_path, result, out_path, max_side: int = MAX_SIDE_PX,
                            max_fps: float = MAX_FPS) -> RenderInfo:
     """Render `video_path` with the annotations of `result` into `out_path` (H.264 + AAC in MP4).
@@ -307,11 +317,7 @@ def render_annotated_video(video_path, result, out_path, max_side: int = MAX_SID
                         frames_written += 1
                         next_index = max(next_index + 1, math.floor((t + 0.5 / src_fps) * float(fps)) + 1)
                     elif aout is not None:
-                        for chunk in resampler.resample(frame):
-                            chunk.pts = audio_pts
-                            audio_pts += chunk.samples
-                            for out_packet in aout.encode(chunk):
-                                out.mux(out_packet)
+                        audio_pts = _mux_audio(out, aout, resampler.resample(frame), audio_pts)
         except av.error.FFmpegError as exc:  # a truncated tail: keep what was rendered
             logger.warning("rendering stopped early (%s); the video ends there", exc)
         if vout is None:
@@ -319,11 +325,7 @@ def render_annotated_video(video_path, result, out_path, max_side: int = MAX_SID
         for out_packet in vout.encode():
             out.mux(out_packet)
         if aout is not None:
-            for chunk in resampler.resample(None):
-                chunk.pts = audio_pts
-                audio_pts += chunk.samples
-                for out_packet in aout.encode(chunk):
-                    out.mux(out_packet)
+            audio_pts = _mux_audio(out, aout, resampler.resample(None), audio_pts)  # the resampler's tail
             for out_packet in aout.encode():
                 out.mux(out_packet)
         out.close()
