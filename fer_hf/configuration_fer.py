@@ -241,6 +241,23 @@ def segment_step_ranges(length: int, num_segments: int) -> list[tuple[int, int]]
     return [(s * length // num_segments, -(-(s + 1) * length // num_segments)) for s in range(num_segments)]
 
 
+def window_segment_bounds(num_frames: int, clip_seconds: float, num_encoder_frames: int, encoder_frame_s: float,
+                          num_segments: int, kind: str = "fused") -> list[tuple[float, float]]:
+    """(start_s, end_s) from the window start of each segment, by `segment_step_ranges`: over the `num_frames`
+    frame bins (`kind="video"`), the encoder frames (`"audio"`, the last cut at the window end) or their union
+    (`"fused"`, what a fused segment sees). Used by `FERConfig` and the processor's geometry alike."""
+    if kind not in ("video", "audio", "fused"):
+        raise ValueError(f"`kind` must be 'video', 'audio' or 'fused', got {kind!r}")
+    bounds = {}
+    for name, length, step in (("video", num_frames, clip_seconds / num_frames),
+                               ("audio", num_encoder_frames, encoder_frame_s)):
+        bounds[name] = [(round(a * step, 6), round(min(b * step, clip_seconds), 6))
+                        for a, b in segment_step_ranges(length, num_segments)]
+    if kind != "fused":
+        return bounds[kind]
+    return [(min(v[0], a[0]), max(v[1], a[1])) for v, a in zip(bounds["video"], bounds["audio"])]
+
+
 class FERConfig(PretrainedConfig):
     r"""
     Configuration of [`FERForEmotionClassification`]. Defaults give the `"seed"` architecture of SPEC.md.
@@ -609,20 +626,8 @@ class FERConfig(PretrainedConfig):
         (80 ms each, the last one cut at the window end); `"fused"` (default): the union of the two, what a fused
         segment sees.
         """
-        if kind not in ("video", "audio", "fused"):
-            raise ValueError(f"`kind` must be 'video', 'audio' or 'fused', got {kind!r}")
-        bounds = {}
-        for name, length, step in (
-            ("video", self.num_frames, self.clip_seconds / self.num_frames),
-            ("audio", self.num_encoder_frames(), self.audio_frame_seconds),
-        ):
-            bounds[name] = [
-                (round(a * step, 6), round(min(b * step, self.clip_seconds), 6))
-                for a, b in segment_step_ranges(length, self.num_segments)
-            ]
-        if kind != "fused":
-            return bounds[kind]
-        return [(min(v[0], a[0]), max(v[1], a[1])) for v, a in zip(bounds["video"], bounds["audio"])]
+        return window_segment_bounds(self.num_frames, self.clip_seconds, self.num_encoder_frames(),
+                                     self.audio_frame_seconds, self.num_segments, kind)
 
     # ----------------------------------------------------------------------------------
     # Provenance

@@ -32,10 +32,9 @@ from transformers import BatchFeature, ParakeetFeatureExtractor
 from transformers.processing_utils import ProcessorMixin
 
 from .audio_processing_fer import MIN_AUDIO_SAMPLES, FERAudioProcessor
-from .configuration_fer import RAVDESS_LABELS
+from .configuration_fer import RAVDESS_LABELS, window_segment_bounds
 from .errors_fer import FERInputError, NoUsableModalityError, UnsupportedSampleRateError
 from .media_fer import FERMedia, check_duration, decode_window, plan_windows, probe_media, window_from_arrays
-from .modules_fer import segment_membership
 from .results_fer import (
     DEFAULT_CONFIDENCE_MARGIN,
     FERSkippedWindow,
@@ -56,7 +55,7 @@ class FERGeometry:
     """Timing and sizes of one model window, taken from `FERConfig` (the one source of truth).
 
     Frame k of a window starting at t0 is sampled at `t0 + (k + 0.5) * frame_step_s`; segment bounds follow the
-    model's own rule (`modules_fer.segment_membership`).
+    model's own rule (`configuration_fer.window_segment_bounds`, as `modules_fer.segment_membership` pools).
     """
 
     num_frames: int = 90
@@ -100,22 +99,8 @@ class FERGeometry:
 
     def segment_bounds_seconds(self, kind: str = "fused") -> list[tuple[float, float]]:
         """(start_s, end_s) of each segment from the window start, for "video", "audio" or "fused" (their union)."""
-        if kind not in ("video", "audio", "fused"):
-            raise ValueError(f"kind must be 'video', 'audio' or 'fused', got {kind!r}")
-
-        def bounds(length: int, step: float) -> list[tuple[float, float]]:
-            member = segment_membership(length, self.num_segments).numpy()  # (S, L)
-            out = []
-            for row in member:
-                steps = np.nonzero(row)[0]
-                out.append((steps[0] * step, min((steps[-1] + 1) * step, self.clip_seconds)))
-            return out
-
-        video = bounds(self.num_frames, self.frame_step_s)
-        audio = bounds(self.num_encoder_frames, self.encoder_frame_seconds)
-        chosen = {"video": video, "audio": audio,
-                  "fused": [(min(a[0], v[0]), max(a[1], v[1])) for a, v in zip(audio, video)]}[kind]
-        return [(round(float(a), 6), round(float(b), 6)) for a, b in chosen]
+        return window_segment_bounds(self.num_frames, self.clip_seconds, self.num_encoder_frames,
+                                     self.encoder_frame_seconds, self.num_segments, kind)
 
 
 @dataclass
