@@ -10,7 +10,8 @@ sends a camera snapshot every `FRAME_EVERY_S` (only once the previous one was re
 model: each tick classifies the newest window that has arrived, if it is at least `STEP_S` newer than the last
 one, with every event of that kind sharing one worker (`concurrency_limit=1`), so two sessions take turns and a
 slow machine updates less often instead of queueing work. Leaving the page (the Blocks `unload` event) or
-pressing Stop frees the session; the session's results can be downloaded as JSON and CSV.
+pressing Stop frees the session; the session's results can be downloaded as the upload result type
+(`FERClipResult` JSON, the same CSV as uploads) with a timing table.
 
 Settings (environment): FER_LIVE_SECONDS (session limit, default 300), FER_LIVE_MAX_SESSIONS (default 2),
 FER_LIVE_STEP_S (least time between two updates, default 0.75 s).
@@ -33,6 +34,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+import app_plots
 from fer_hf.errors_fer import FERInputError
 from fer_hf.streaming_fer import LiveAnalyzer, LiveSession, LiveUpdate
 
@@ -113,7 +115,9 @@ def modalities_markdown(update: LiveUpdate | None) -> str:
         return "Face: – · Speech: –"
     m = update.modalities
     face = (f"✅ used ({m['face_frames']} of {m['frames']} frames)" if m["video"] else f"❌ {m['video_reason']}")
-    speech = (f"✅ used ({m['audio_seconds']:.1f} s of sound)" if m["audio"] else f"❌ {m['audio_reason']}")
+    fraction = m.get("speech_fraction")
+    heard = "" if fraction is None else f"speech in {100 * fraction:.0f} % of the window"
+    speech = (f"✅ used ({heard})" if heard else "✅ used") if m["audio"] else f"❌ {m['audio_reason']}"
     return f"**Face:** {face}  ·  **Speech:** {speech}"
 
 
@@ -153,42 +157,32 @@ def chart_update(session: LiveSession, labels: list[str]):
     return gr.LinePlot(value=frame, x_lim=[max(0.0, last - CHART_SECONDS), max(CHART_SECONDS, last)])
 
 
-def session_report(session: LiveSession, labels: list[str], model_info: dict | None) -> dict:
-    """The whole session as plain data: one entry per update (window bounds on the session clock, probabilities,
-    modalities and why, latency), the streams' counters and the model."""
-    return {
-        "source": "live",
-        "labels": labels,
-        "model": model_info or {},
-        "window_seconds": session.clip_seconds,
-        "session": {k: v for k, v in session.stats().items() if k != "time_left_s"},
-        "windows": [u.to_dict() for u in session.updates],
-    }
-
-
-def report_csv(report: dict) -> str:
+def timing_csv(session: LiveSession) -> str:
+    """One row per update: window bounds on the session clock, capture -> result latency, compute, cache use."""
     out = io.StringIO()
     writer = csv.writer(out)
-    labels = report["labels"]
-    writer.writerow(["window", "start_s", "end_s", "top_label", *labels, "audio_used", "video_used",
-                     "audio_reason", "video_reason", "latency_s"])
-    for w in report["windows"]:
-        m = w["modalities"]
-        writer.writerow([w["index"], w["start_s"], w["end_s"], w["top_label"],
-                         *(round(w["probabilities"][label], 6) for label in labels),
-                         m["audio"], m["video"], m["audio_reason"], m["video_reason"], w["latency_s"]])
+    fields = ["index", "start_s", "end_s", "latency_s", "compute_s", "new_frames", "reused_frames", "produced_s"]
+    writer.writerow(fields)
+    for update in session.updates:
+        row = update.timing()
+        writer.writerow([row[f] for f in fields])
     return out.getvalue()
 
 
-def write_downloads(session: LiveSession, labels: list[str], model_info: dict | None) -> list[str] | None:
-    if not session.updates:
+def write_downloads(session: LiveSession) -> list[str] | None:
+    """The session as the upload result type: `live_session.json` (a `FERClipResult`, source "live", window
+    bounds on the session clock; per-patch grids left out), `live_session.csv` (the same long table as uploads)
+    and `live_session_timing.csv` (latency and compute per update)."""
+    result = session.result()
+    if result is None:
         return None
     folder = Path(tempfile.mkdtemp(dir=_TEMP))
-    report = session_report(session, labels, model_info)
-    json_path, csv_path = folder / "live_session.json", folder / "live_session.csv"
-    json_path.write_text(json.dumps(report, indent=1))
-    csv_path.write_text(report_csv(report))
-    return [str(json_path), str(csv_path)]
+    data = result.to_dict(compact=True)
+    paths = [folder / "live_session.json", folder / "live_session.csv", folder / "live_session_timing.csv"]
+    paths[0].write_text(json.dumps(data, indent=1))
+    paths[1].write_text(app_plots.report_csv(data))
+    paths[2].write_text(timing_csv(session))
+    return [str(p) for p in paths]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -264,7 +258,7 @@ def add_live_tab(demo: gr.Blocks, model, processor, model_info: dict | None = No
 
     def finish(request: gr.Request, note: str):
         session = REGISTRY.end(request.session_hash)
-        files = write_downloads(session, labels, model_info) if session is not None else None
+        files = write_downloads(session) if session is not None else None
         status = status_markdown(session, note) if session is not None else note
         return gr.Timer(active=False), gr.Button(interactive=True), gr.Button(interactive=False), status, files
 
@@ -292,8 +286,9 @@ def add_live_tab(demo: gr.Blocks, model, processor, model_info: dict | None = No
             return skip, skip, skip, status_markdown(session, "⚠️ The last analysis failed; retrying."), \
                 skip, skip, skip, skip
         if update is None:
-            face = window.camera_reason if window.camera_reason != "ok" else "no face found"
-            note = f"Nothing to analyse in the last 3 s: face: {face}; speech: {window.audio_reason}."
+            skipped = session.engine.skipped[-1]  # the reasons the engine gave for leaving the window out
+            note = (f"Nothing to analyse in the last 3 s: face: {skipped.video_reason}; "
+                    f"speech: {skipped.audio_reason}.")
             return skip, skip, skip, status_markdown(session, note), skip, skip, skip, skip
         logger.debug("live update %d in %.2f s", update.index, time.perf_counter() - started)
         return (update.probabilities, modalities_markdown(update), chart_update(session, labels),
@@ -332,8 +327,8 @@ def add_live_tab(demo: gr.Blocks, model, processor, model_info: dict | None = No
                 chart = gr.LinePlot(value=chart_frame_empty(), x="time_s", y="probability", color="emotion",
                                     y_lim=[0, 1], x_lim=[0, CHART_SECONDS], x_title="seconds since Start",
                                     y_title="probability", label="The last minute", elem_id="live-chart")
-                files = gr.File(label="This session (JSON / CSV)", file_count="multiple", interactive=False,
-                                elem_id="live-downloads")
+                files = gr.File(label="This session (result JSON / CSV, timing CSV)", file_count="multiple",
+                                interactive=False, elem_id="live-downloads")
         timer = gr.Timer(TICK_S, active=False)
 
     ingest = dict(outputs=None, time_limit=int(SESSION_SECONDS), concurrency_limit=None,
@@ -351,7 +346,7 @@ def add_live_tab(demo: gr.Blocks, model, processor, model_info: dict | None = No
             "timer": timer}
 
 
-__all__ = ["REGISTRY", "LiveRegistry", "add_live_tab", "report_csv", "session_report"]
+__all__ = ["REGISTRY", "LiveRegistry", "add_live_tab", "timing_csv", "write_downloads"]
 
 
 if __name__ == "__main__":  # a quick look at the tab alone: python app_live.py [--preset tiny]

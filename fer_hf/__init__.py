@@ -11,6 +11,7 @@ from .modeling_fer import (
     FERFrameEmbeddings,
     FERPreTrainedModel,
 )
+from .results_fer import FERClipResult, FERSkippedWindow, FERWindowResult
 
 # save_pretrained writes `auto_map` and copies the code files, so the folder loads with trust_remote_code.
 FERConfig.register_for_auto_class()
@@ -26,6 +27,9 @@ __all__ = [
     "FERPreTrainedModel",
     "FEREmotionClassifierOutput",
     "FERFrameEmbeddings",
+    "FERClipResult",
+    "FERWindowResult",
+    "FERSkippedWindow",
 ]
 
 from .pipeline_fer import FER_PIPELINE_TASK, FEREmotionRecognitionPipeline, register_fer_pipeline  # noqa: E402
@@ -34,9 +38,10 @@ register_fer_pipeline()  # pipeline(task=FER_PIPELINE_TASK, model=...) in this p
 __all__ += ["FER_PIPELINE_TASK", "FEREmotionRecognitionPipeline"]
 
 try:  # the processor needs the media stack (PyAV, OpenCV); the model does not
+    from .analysis_fer import FERAnalyzer  # noqa: F401
     from .processing_fer import FERProcessor  # noqa: F401
 
     FERProcessor.register_for_auto_class()
-    __all__.append("FERProcessor")
+    __all__ += ["FERProcessor", "FERAnalyzer"]
 except ImportError:  # pragma: no cover - processor not available
     pass

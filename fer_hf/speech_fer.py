@@ -154,6 +154,16 @@ class ClipSpeech:
         self._probs = np.concatenate([self._probs, probs[keep]])[order]
         self._end, self._state = begin + VAD_CHUNK * len(probs), state
 
+    def drop_before(self, time_s: float) -> None:
+        """Forget the scores of chunks starting before `time_s` (a live session keeps only its current window);
+        the stream's state is kept, so audio continuing the scored stretch is still scored seamlessly."""
+        keep = self._starts >= int(round(time_s * VAD_SAMPLING_RATE))
+        self._starts, self._probs = self._starts[keep], self._probs[keep]
+
+    @property
+    def scored_chunks(self) -> int:
+        return len(self._starts)
+
     def speech_fraction(self, start_s: float, end_s: float) -> float | None:
         """Share of the scored chunks inside [start_s, end_s) whose probability reaches the threshold; None when
         no chunk lies inside (no audio there)."""

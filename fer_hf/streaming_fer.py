@@ -24,11 +24,13 @@ Both clocks are "arrival with the least delay", so their common transport delay 
 is the jitter of frame arrivals (tens of milliseconds on a loaded machine), well inside a 375 ms frame bin.
 
 `LiveSession` holds one browser session's state (bounded: the last `keep_seconds` of audio, one frame per bin,
-one cached embedding per kept frame, at most `max_updates` results) and plans the next window: windows end
-on the frame-bin grid, so a frame sampled for one window is at the same place in the next ones, and its face
-crop and SigLIP embedding (`model.embed_frames`) are computed once and reused (cache keyed by capture time).
-`LiveAnalyzer` classifies a planned window: the processor's log-mel and pixel steps (`batch_rows`), the model
-with `frame_embeddings=`, the processor's `post_process`. The audio encoder runs on the current window only.
+at most `max_updates` results) and plans the next window: windows end on the frame-bin grid, so a frame sampled
+for one window is at the same place in the next ones. `LiveAnalyzer` hands each window to the analysis engine's
+live session (`live_analysis_fer.FERLiveSession`, one per `LiveSession`): each new frame goes through the face
+front-end (the same one as uploads: tracks with ids, the speaker choice, aligned crops, landmark ROI maps) and
+`model.embed_frames` once, cached by capture time and reused by every window that contains it; the window's audio
+gets the processor's usable-audio check and speech decision (Silero VAD); the audio encoder runs on the current
+window only. Every update is a `FERWindowResult`, and the session's download is a `FERClipResult` (source "live").
 """
 
 from __future__ import annotations
@@ -41,11 +43,11 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from .errors_fer import FERInputError
-from .faces_fer import crop_box, crop_face, resize_image, roi_weight_map, track_face
+from .faces_fer import resize_image
 from .processing_fer import MIN_AUDIO_SAMPLES
+from .results_fer import FERSkippedWindow
 
 try:
     import av
@@ -57,7 +59,6 @@ logger = logging.getLogger(__name__)
 MIN_WINDOW_CONTENT_S = 1.0  # the first update waits for this much of both streams
 STALE_STREAM_S = 2.0  # a stream silent for this long no longer holds the window back
 START_GRACE_S = 3.0  # after the first stream starts, the first update waits this long for the other one
-FACE_HOLD_S = 0.4  # a frame without a detected face reuses the face box of a frame at most this much older
 MIN_AUDIO_COVERAGE = 0.25  # a window whose received audio covers less than this share of its content has no audio
 
 
@@ -214,32 +215,18 @@ class AudioChunkAligner:
 # Frames: one per frame bin, with the work done on it cached
 @dataclass
 class LiveFrame:
-    """A kept camera frame and what was computed from it (once; reused by every window that contains it).
+    """A kept camera frame (the best of its frame bin).
 
     Attributes:
         capture_s: session time of the frame (its arrival; see the module docstring).
-        image: uint8 RGB `(h, w, 3)` (long side <= the processor's `decode_max_side`), dropped once embedded.
-        face_found: a face was detected on this frame (or held from one at most `FACE_HOLD_S` before it).
-        face_box, crop_box: `[x0, y0, x1, y1]` in frame pixels, None without a face.
-        crop: uint8 `(S, S, 3)` face crop; roi: float32 `(N,)` ROI weights.
-        embedding: float32 `(Dv,)` from `model.embed_frames` (None until computed, or without a face).
-        roi_patch_scores: float32 `(N,)` the model's patch scores for this frame.
+        image: uint8 RGB `(h, w, 3)` (long side <= the processor's `decode_max_side`); dropped once handed to the
+            analysis engine, which runs the face front-end and `embed_frames` on it once and caches the result.
+        sent: handed to the engine (`FERLiveSession.add_frame`).
     """
 
     capture_s: float
     image: np.ndarray | None
-    face_found: bool | None = None
-    face_box: list | None = None
-    crop_box: list | None = None
-    crop: np.ndarray | None = None
-    roi: np.ndarray | None = None
-    landmarks: dict | None = None
-    embedding: torch.Tensor | None = None
-    roi_patch_scores: np.ndarray | None = None
-
-    @property
-    def prepared(self) -> bool:
-        return self.face_found is not None
+    sent: bool = False
 
 
 class FrameTimeline:
@@ -315,22 +302,46 @@ class LiveWindow:
 
 @dataclass
 class LiveUpdate:
-    """One result shown to the person (plain data: numbers, strings)."""
+    """One result shown to the person: the window's `FERWindowResult` (the upload result type) and its timing.
+
+    Attributes:
+        window: the `FERWindowResult` (bounds on the session clock, probabilities, modalities and why, frames).
+        end_s: session time of the window's newest content (before the first 3 s: less than `window.end_s`).
+        latency_s: from the capture of the window's newest content to the result.
+        compute_s: time spent classifying it (face front-end on the new frames, embeddings, audio, fusion).
+        new_frames / reused_frames: frames embedded for this window / taken from the cache.
+        produced_s: session time when the result was ready.
+    """
 
     index: int
-    start_s: float
-    end_s: float
-    probabilities: dict
-    top_label: str
-    modalities: dict
+    window: object  # FERWindowResult
+    end_s: float  # session time of the window's newest content (the window spans start_s .. start_s + 3 s)
     latency_s: float
     compute_s: float
     new_frames: int
     reused_frames: int
     produced_s: float
 
-    def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+    @property
+    def start_s(self) -> float:
+        return self.window.start_s
+
+    @property
+    def probabilities(self) -> dict:
+        return self.window.probabilities
+
+    @property
+    def top_label(self) -> str | None:
+        return self.window.top_label
+
+    @property
+    def modalities(self) -> dict:
+        return self.window.modalities
+
+    def timing(self) -> dict:
+        return {"index": self.index, "start_s": self.start_s, "end_s": self.end_s, "latency_s": self.latency_s,
+                "compute_s": self.compute_s, "new_frames": self.new_frames, "reused_frames": self.reused_frames,
+                "produced_s": self.produced_s}
 
 
 @dataclass
@@ -366,7 +377,7 @@ class LiveSession:
         self.updates = deque(maxlen=self.max_updates)
         self._lock = threading.Lock()
         self._last_end_s: float | None = None
-        self._last_face: LiveFrame | None = None
+        self.engine = None  # the analysis engine's FERLiveSession (set by LiveAnalyzer.new_session)
         self.audio_errors = 0
 
     @property
@@ -491,14 +502,15 @@ class LiveSession:
         return self.updates[-1].index + 1 if self.updates else 0
 
     def stored_bytes(self) -> int:
-        """Bytes held by the buffers (audio samples, kept frames, crops, embeddings): bounded by construction."""
+        """Bytes held by the buffers (audio samples, kept frames, the engine's cached frames and vectors)."""
         with self._lock:
             total = self.audio.stored_samples * 4
-            for f in self.frames._bins.values():
-                for arr in (f.image, f.crop, f.roi, f.roi_patch_scores):
-                    total += 0 if arr is None else arr.nbytes
-                total += 0 if f.embedding is None else f.embedding.numel() * f.embedding.element_size()
-        return total
+            total += sum(0 if f.image is None else f.image.nbytes for f in self.frames._bins.values())
+        return total + (0 if self.engine is None else self.engine.stored_bytes())
+
+    def result(self):
+        """The session so far as one `FERClipResult` (source "live"); None before the first classified window."""
+        return None if self.engine is None else self.engine.result()
 
     def close(self) -> None:
         """Stop accepting data and free the buffers (the results stay for the download)."""
@@ -506,122 +518,61 @@ class LiveSession:
             self.stopped = True
             self.frames._bins.clear()
             self.audio._chunks.clear()
-            self._last_face = None
+            if self.engine is not None:
+                self.engine.close()
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Classification of a planned window
 class LiveAnalyzer:
-    """Runs the face front-end on new frames, embeds them once, and classifies a `LiveWindow`.
+    """Classifies a `LiveWindow` with the analysis engine's live session (`live_analysis_fer.FERLiveSession`):
+    the face front-end and `embed_frames` run once per new frame, the speech decision and the audio encoder on
+    the current window, and the result is the upload result type (`FERWindowResult`).
 
     Args:
         model: a `FERForEmotionClassification` in eval mode (any device; int8 allowed).
-        processor: the matching `FERProcessor` (face detector, margins, log-mel, normalisation, labels).
+        processor: the matching `FERProcessor` (face front-end, speech detection, log-mel, labels).
     """
 
     def __init__(self, model, processor):
-        self.model = model
-        self.processor = processor
+        from .analysis_fer import FERAnalyzer
+
         cfg = model.config
         if abs(processor.clip_seconds - cfg.clip_seconds) > 1e-6 or processor.num_frames != cfg.num_frames:
             raise FERInputError(
                 f"the processor's window ({processor.num_frames} frames in {processor.clip_seconds} s) does not "
                 f"match the model's ({cfg.num_frames} frames in {cfg.clip_seconds} s)"
             )
+        self.model, self.processor = model, processor
+        self.engine = FERAnalyzer(model, processor, batch_size=1)
 
     def new_session(self, **kwargs) -> LiveSession:
         cfg = self.model.config
-        return LiveSession(cfg.clip_seconds, cfg.num_frames, sampling_rate=self.processor.sampling_rate,
-                           decode_max_side=self.processor.decode_max_side, **kwargs)
-
-    # ------------------------------------------------------------------------------------------------
-    def _prepare_frame(self, session: LiveSession, frame: LiveFrame) -> None:
-        """Face detection on this frame alone (largest confident face), crop and ROI map; causal face hold."""
-        p = self.processor
-        track = track_face([frame.image], p.face_detector, 1)
-        box, landmarks = track.boxes[0], track.landmarks[0]
-        held = session._last_face
-        if box is None and held is not None and 0 <= frame.capture_s - held.capture_s <= FACE_HOLD_S:
-            box, landmarks = tuple(held.face_box), held.landmarks
-        frame.face_found = box is not None
-        if box is not None:
-            frame.face_box = [round(float(v), 1) for v in box]
-            frame.crop_box = [round(float(v), 1) for v in crop_box(box, p.face_margin)]
-            frame.crop = crop_face(frame.image, box, p.face_margin, p.image_size)
-            frame.roi = roi_weight_map(p.image_size, p.patch_size, p.face_margin, landmarks)
-            frame.landmarks = landmarks
-            if track.found:
-                session._last_face = frame
+        session = LiveSession(cfg.clip_seconds, cfg.num_frames, sampling_rate=self.processor.sampling_rate,
+                              decode_max_side=self.processor.decode_max_side, **kwargs)
+        session.engine = self.engine.live_session()
+        return session
 
     def analyze(self, session: LiveSession, window: LiveWindow) -> LiveUpdate | None:
-        """Classify one window; None when it holds neither usable sound nor a face (the reasons are kept)."""
+        """Classify one window; None when it holds neither usable sound nor a face (it is then kept in the
+        session's result as a skipped window, with the reasons)."""
         began = time.perf_counter()
-        p, model = self.processor, self.model
-        unique = []
+        engine = session.engine
         for f in window.frames:
-            if f is not None and all(f is not u for u in unique):
-                unique.append(f)
-        for f in sorted(unique, key=lambda f: f.capture_s):
-            if not f.prepared:
-                self._prepare_frame(session, f)
-        t, s, n = len(window.frames), p.image_size, p.num_patches
-        face = np.array([f is not None and bool(f.face_found) for f in window.frames])
-        crops = np.zeros((t, s, s, 3), np.uint8)
-        roi = np.zeros((t, n), np.float32)
-        for k, f in enumerate(window.frames):
-            if face[k]:
-                crops[k], roi[k] = f.crop, f.roi
-        video_used = bool(face.any())
-        audio_used = window.audio is not None
-        if window.camera_reason != "ok":
-            video_reason = window.camera_reason
-        else:
-            video_reason = "ok" if video_used else f"no face found in any of {len(unique)} frames"
-        modalities = {
-            "audio": audio_used, "video": video_used, "audio_reason": window.audio_reason,
-            "video_reason": video_reason, "face_frames": int(face.sum()), "frames": int(sum(f is not None
-                                                                                           for f in window.frames)),
-            "audio_seconds": round(window.audio_covered_s, 3),
-        }
-        if not (audio_used or video_used):
+            if f is not None and not f.sent:
+                engine.add_frame(f.capture_s, f.image)
+                f.sent, f.image = True, None  # the engine holds the picture until its faces and vector are made
+        embedded = engine.frames_embedded
+        item = engine.classify_window(window.audio, window.end_s, start_s=window.start_s,
+                                      audio_missing=window.audio_reason, camera_reason=window.camera_reason)
+        if isinstance(item, FERSkippedWindow):
             return None
-        row = {"audio": window.audio, "crops": crops, "roi": roi, "frame_mask": face, "video_used": video_used,
-               "info": {"source": "live", "window_start_s": window.start_s, "window_end_s": window.end_s}}
-        batch = p.batch_rows([row], window_seconds=window.window_s, return_tensors="pt")
-        device = next(model.parameters()).device
-        todo = [k for k, f in enumerate(window.frames) if face[k] and f.embedding is None
-                and all(f is not window.frames[j] for j in range(k))]
-        with torch.inference_mode():
-            if todo:
-                emb = model.embed_frames(batch["pixel_values_videos"][0, todo].to(device),
-                                         batch["roi_weights"][0, todo].to(device))
-                for j, k in enumerate(todo):
-                    f = window.frames[k]
-                    f.embedding = emb.frame_embeddings[j].float().cpu()
-                    f.roi_patch_scores = emb.roi_patch_scores[j].float().cpu().numpy()
-                    f.image = None  # everything needed from the picture is now cached
-            dim = model.config.vision_config.hidden_size
-            vectors = torch.zeros(1, t, dim)
-            for k, f in enumerate(window.frames):
-                if face[k]:
-                    vectors[0, k] = f.embedding
-            outputs = model(
-                input_features=batch["input_features"].to(device),
-                audio_attention_mask=batch["audio_attention_mask"].to(device),
-                frame_embeddings=vectors.to(device),
-                video_frame_mask=batch["video_frame_mask"].to(device),
-                audio_mask=batch["audio_mask"].to(device),
-                video_mask=batch["video_mask"].to(device),
-            )
-        probabilities = dict(p.post_process(outputs.logits.float().cpu())[0].ranked())  # high to low
-        used = outputs.modalities_used[0].tolist()
-        modalities["audio"], modalities["video"] = bool(used[0]), bool(used[1])
+        new = engine.frames_embedded - embedded
         produced = session.now_s()
         update = LiveUpdate(
-            index=session.updates_total, start_s=round(window.start_s, 4), end_s=round(window.end_s, 4),
-            probabilities=probabilities, top_label=next(iter(probabilities)), modalities=modalities,
+            index=session.updates_total, window=item, end_s=round(window.end_s, 4),
             latency_s=round(produced - window.end_s, 4), compute_s=round(time.perf_counter() - began, 4),
-            new_frames=len(todo), reused_frames=int(face.sum()) - len(todo), produced_s=round(produced, 4),
+            new_frames=new, reused_frames=max(0, item.modalities["face_frames"] - new), produced_s=round(produced, 4),
         )
         session.record(update)
         return update

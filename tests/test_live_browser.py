@@ -137,9 +137,14 @@ def test_live_tab_streams_updates_and_frees_the_session(served, browser):
         assert session.stopped and session.stored_bytes() == 0  # buffers freed
         report = page.request.get(link.get_attribute("href")).json()
         assert report["source"] == "live" and len(report["windows"]) >= MIN_UPDATES
+        from fer_hf import FERClipResult
+
+        result = FERClipResult.from_dict(report)  # the upload result type
+        assert abs(sum(result.probabilities.values()) - 1) < 1e-5 and result.tracks
         both = [w["modalities"]["audio"] and w["modalities"]["video"] for w in report["windows"]]
         assert sum(both) >= MIN_UPDATES - 1, [(w["end_s"], w["modalities"]) for w in report["windows"]]
         assert page.locator("#live-downloads a[download='live_session.csv']").count() == 1
+        assert page.locator("#live-downloads a[download='live_session_timing.csv']").count() == 1
         camera_stopped = "() => !document.querySelector(\"#live-camera [title='stop recording']\")"
         page.wait_for_function(camera_stopped)  # Stop also stopped the browser's streams
         assert page.locator(".toast-body.error").count() == 0, page.locator(".toast-body").all_inner_texts()

@@ -16,6 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from frontend_media import espeak_available, music, speech  # noqa: E402
 from media_factory import astronaut_face  # noqa: E402
 
 from fer_hf import FERConfig, FERForEmotionClassification, FERProcessor  # noqa: E402
@@ -126,10 +127,11 @@ def test_frame_timeline_keeps_the_frame_nearest_each_bin_centre():
 # ----------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny():
+    """A tiny model and a processor with speech detection off (the generated voice-like tone is not speech)."""
     torch.manual_seed(0)
     config = FERConfig.from_preset("tiny")
     model = FERForEmotionClassification(config).eval()
-    return model, FERProcessor.from_model_config(config)
+    return model, FERProcessor.from_model_config(config, min_speech_fraction=0.0)
 
 
 class FakeClock:
@@ -160,22 +162,25 @@ def _speech_like(seconds: float, rate: int = 48_000) -> np.ndarray:
     return (0.3 * np.sin(2 * np.pi * 180 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
 
 
-def _run_session(model, processor, seconds: float, fps: float = 10.0, with_audio: bool = True, step_s: float = 0.75):
-    """Stream `seconds` of camera + microphone through a session on a fake clock; analyse every 0.25 s."""
+def _run_session(model, processor, seconds: float, fps: float = 10.0, with_audio: bool = True, step_s: float = 0.75,
+                 audio: np.ndarray | None = None, audio_rate: int = 48_000):
+    """Stream `seconds` of camera + microphone through a session on a fake clock; analyse every 0.25 s.
+    Returns the session, its updates, (time, stored bytes) samples and the pictures sent by capture time."""
     clock = FakeClock()
     analyzer = LiveAnalyzer(model, processor)
     session = analyzer.new_session(clock=clock, session_seconds=600)
-    audio = _speech_like(seconds + 1)
-    updates, sizes = [], []
-    chunk, next_chunk, next_frame, k = 12_000, 0.25, 0.0, 0
+    audio = _speech_like(seconds + 1, audio_rate) if audio is None else audio
+    updates, sizes, pictures = [], [], {}
+    chunk, next_chunk, next_frame, k = round(0.25 * audio_rate), 0.25, 0.0, 0
     for tick in range(int(seconds / 0.05)):
         clock.t = tick * 0.05
         if with_audio and clock.t >= next_chunk:
             i = round(next_chunk / 0.25) - 1
-            session.push_audio((audio[i * chunk:(i + 1) * chunk] * 32767).astype(np.int16), 48_000)
+            session.push_audio((audio[i * chunk:(i + 1) * chunk] * 32767).astype(np.int16), audio_rate)
             next_chunk += 0.25
         if clock.t >= next_frame:
-            session.push_frame(_camera_frame(k))
+            pictures[round(clock.t, 6)] = _camera_frame(k)
+            session.push_frame(pictures[round(clock.t, 6)])
             k, next_frame = k + 1, next_frame + 1 / fps
         if tick % 5 == 0:
             window = session.next_window(step_s)
@@ -184,12 +189,12 @@ def _run_session(model, processor, seconds: float, fps: float = 10.0, with_audio
                 if update is not None:
                     updates.append(update)
                 sizes.append((clock.t, session.stored_bytes()))
-    return session, updates, sizes
+    return session, updates, sizes, pictures
 
 
 def test_live_session_updates_with_both_modalities_and_embeds_each_frame_once(tiny):
     model, processor = tiny
-    session, updates, sizes = _run_session(model, processor, seconds=9.0)
+    session, updates, sizes, _ = _run_session(model, processor, seconds=9.0)
     assert len(updates) >= 8
     ends = [u.end_s for u in updates]
     assert all(b > a for a, b in zip(ends, ends[1:]))  # timestamps advance
@@ -199,26 +204,80 @@ def test_live_session_updates_with_both_modalities_and_embeds_each_frame_once(ti
     # A full window holds 8 frames, a step of 0.75 s brings 2 new ones: the other 6 come from the cache.
     full = [u for u in updates if u.start_s > 0]
     assert full and all(u.new_frames == 2 and u.reused_frames == 6 for u in full)
+    # Each update is the upload result type, with the face front-end's boxes on the session clock.
+    last = updates[-1].window
+    assert last.modalities["face_frames"] == 8 and all(f.face_box is not None for f in last.frames)
+    assert last.start_s == pytest.approx(updates[-1].end_s - 3.0)
     steady = [size for t, size in sizes if t > session.audio.keep_seconds + 0.5]  # once the buffers are full
     assert len(steady) >= 4 and max(steady) <= 1.1 * min(steady)  # the state stops growing
 
 
-def test_cached_frames_give_the_same_answer_as_the_full_model(tiny):
-    """The incremental path (crops and embeddings reused across windows) equals the model run from pixels."""
+def test_the_session_downloads_as_the_upload_result_type(tiny):
+    from fer_hf import FERClipResult
+
     model, processor = tiny
-    session, updates, _ = _run_session(model, processor, seconds=5.0, with_audio=False)
+    session, updates, _, _ = _run_session(model, processor, seconds=6.0)
+    result = session.result()
+    assert result.source == "live" and [w.index for w in result.windows] == [u.window.index for u in updates]
+    assert result.duration_s == pytest.approx(updates[-1].end_s)
+    assert abs(sum(result.probabilities.values()) - 1) < 1e-5
+    assert result.tracks and result.person["track_id"] == result.tracks[0].track_id
+    assert sum(w.roi is not None for w in result.windows) == 1  # only the newest keeps its patch grid
+    again = FERClipResult.from_dict(result.to_dict())
+    assert [w.probabilities for w in again.windows] == [w.probabilities for w in result.windows]
+
+
+def test_cached_frames_give_the_same_answer_as_the_full_model(tiny, monkeypatch):
+    """The incremental path (faces and embeddings made once per frame, reused across windows) equals the model run
+    from pixels on the crops and ROI maps the face front-end made for the window's frames."""
+    model, processor = tiny
+    made = {}  # capture time -> (crop, roi) as the front-end produced them
+    original = LiveAnalyzer.new_session
+
+    def recording_session(self, **kwargs):
+        session = original(self, **kwargs)
+        faces = session.engine.faces
+        process = faces.process
+
+        def process_and_record(frames, times_s=None, *args, **kw):
+            found = process(frames, times_s, *args, **kw)
+            for i, t in enumerate(times_s):
+                made[round(float(t), 6)] = (found.crops[i].copy(), found.roi[i].copy(), bool(found.found[i]))
+            return found
+
+        monkeypatch.setattr(faces, "process", process_and_record)
+        return session
+
+    monkeypatch.setattr(LiveAnalyzer, "new_session", recording_session)
+    session, updates, _, _ = _run_session(model, processor, seconds=5.0, with_audio=False)
     last = updates[-1]
     assert last.modalities["video"] and not last.modalities["audio"]
     assert "microphone" in last.modalities["audio_reason"]
-    frames = [session.frames.frame_for(t) for t in last.start_s + (np.arange(8) + 0.5) * 0.375]
-    crops = np.stack([f.crop for f in frames])[None]
-    pixels = processor.batch_rows([{"audio": None, "crops": crops[0], "roi": np.stack([f.roi for f in frames]),
+    assert last.reused_frames == 6 and last.new_frames == 2
+    crops, roi, found = zip(*(made[round(f.source_time_s, 6)] for f in last.window.frames))
+    assert all(found)
+    pixels = processor.batch_rows([{"audio": None, "crops": np.stack(crops), "roi": np.stack(roi),
                                     "frame_mask": np.ones(8, bool), "video_used": True, "info": {}}])
     with torch.inference_mode():
         reference = model(**{k: pixels[k] for k in pixels.keys()})
     expected = processor.post_process(reference)[0].probabilities
     for label, p in expected.items():
         assert last.probabilities[label] == pytest.approx(p, abs=1e-5)
+
+
+@pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed (real synthetic speech)")
+def test_live_audio_counts_only_when_it_is_speech(tiny):
+    """With speech detection on (the default), live windows of spoken sentences use the sound; music does not."""
+    model, _ = tiny
+    processor = FERProcessor.from_model_config(model.config)  # speech detection on
+    voice = speech(7.0)
+    _, spoken, _, _ = _run_session(model, processor, seconds=6.0, audio=voice, audio_rate=16_000)
+    assert spoken and sum(u.modalities["audio"] for u in spoken[1:]) >= len(spoken[1:]) - 1
+    assert all(u.modalities["speech_fraction"] is not None for u in spoken)
+    _, played, _, _ = _run_session(model, processor, seconds=6.0, audio=music(7.0), audio_rate=16_000)
+    assert played and not any(u.modalities["audio"] for u in played)
+    assert all(u.modalities["audio_reason"].startswith("no speech found") for u in played)
+    assert all(u.modalities["video"] for u in played)
 
 
 def test_a_window_with_neither_sound_nor_a_face_gives_no_update(tiny):
