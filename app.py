@@ -291,20 +291,35 @@ def _focus_window(result: dict) -> dict:
     return max(result["windows"], key=margin)
 
 
-def _stream_outputs(result: dict, done: int, total: int) -> tuple:
+def label_value(result: dict, folder: Path):
+    """What the probabilities panel shows. Its big heading is the top emotion only when the answer is clear; below
+    the confidence margin it reads "No clear emotion" (gr.Label takes that heading from a JSON file)."""
+    probabilities = result.get("probabilities") or {}
+    if not probabilities:
+        return gr.skip()
+    if result.get("top_label") is not None:
+        return probabilities
+    ranked = sorted(probabilities.items(), key=lambda kv: -kv[1])
+    path = Path(tempfile.mkstemp(suffix=".json", dir=folder)[1])
+    path.write_text(json.dumps({"label": "No clear emotion",
+                                "confidences": [{"label": k, "confidence": v} for k, v in ranked]}))
+    return str(path)
+
+
+def _stream_outputs(result: dict, done: int, total: int, folder: Path) -> tuple:
     timeline = app_plots.timeline_figure(result) if result["windows"] else gr.skip()
-    return (gr.skip(), app_plots.headline_markdown(result, done, total), result["probabilities"] or gr.skip(),
+    return (gr.skip(), app_plots.headline_markdown(result, done, total), label_value(result, folder),
             gr.skip(), timeline, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
 
 
-def _analyse(video: str, progress) -> tuple[dict | None, float]:
+def _analyse(video: str, progress, folder: Path) -> tuple[dict | None, float]:
     """Run the analysis with progress; yields the streamed outputs, returns (result, seconds) at the end."""
     started = time.perf_counter()
     result = None
     for step in run_model(video):
         result = step.result
         progress((step.done, step.total), desc=f"Analysing: {step.stage}", unit="windows")
-        yield _stream_outputs(result, step.done, step.total)
+        yield _stream_outputs(result, step.done, step.total, folder)
     return result, time.perf_counter() - started
 
 
@@ -316,10 +331,10 @@ def predict(video: str | None, progress=gr.Progress()):
                             "“Analyse emotions”.", "info"), *[gr.skip()] * 9, hide_first_part)
         return
     yield (message_html("", "", "empty"), *[gr.skip()] * 9, hide_first_part)
+    folder = _request_folder()
     try:
-        result, seconds = yield from _analyse(video, progress)
+        result, seconds = yield from _analyse(video, progress, folder)
         progress(0.95, desc="Drawing the annotated video")
-        folder = _request_folder()
         annotated = None
         if SETTINGS.render_side > 0:
             annotated = app_render.render_annotated_video(video, result, folder / "annotated.mp4",
@@ -338,7 +353,7 @@ def predict(video: str | None, progress=gr.Progress()):
     json_path.write_text(json.dumps(app_analysis.compact(result), indent=1))
     csv_path.write_text(app_plots.report_csv(result))
     done = message_html("", f"Analysed {result['duration_s']:.1f} s in {seconds:.1f} s on {DEVICE}.", "done")
-    yield (done, app_plots.headline_markdown(result), result["probabilities"], annotated,
+    yield (done, app_plots.headline_markdown(result), label_value(result, folder), annotated,
            app_plots.timeline_figure(result), *details, app_analysis.compact(result),
            [str(json_path), str(csv_path)], hide_first_part)
 
@@ -384,7 +399,8 @@ def analyze(video: str | None) -> dict:
 # UI
 CSS = """
 .fer-banner { color: #fff; padding: 12px 16px; border-radius: 8px; line-height: 1.5; overflow-wrap: anywhere; }
-.fer-banner code { white-space: normal; overflow-wrap: anywhere; }
+.fer-banner code { white-space: normal; overflow-wrap: anywhere; background: rgba(255, 255, 255, 0.92) !important;
+                  color: #5f0f0f !important; padding: 1px 5px; border-radius: 4px; }
 .fer-message { padding: 10px 14px; border-radius: 8px; margin: 4px 0; }
 .fer-error { background: #fdecea; color: #611a15; border: 1px solid #f5c2bd; }
 .fer-info { background: #e8f0fe; color: #174ea6; }

@@ -190,6 +190,8 @@ def test_ui_endpoint_gives_annotated_video_timeline_and_details(client, clips):
     confidences = {c["label"]: c["confidence"] for c in out["probabilities"]["confidences"]}
     assert confidences == pytest.approx(out["result"]["probabilities"], abs=1e-4)
     assert ("No clear emotion" in out["headline"]) != bool(out["result"]["confident"])
+    # the probabilities panel's heading: the top emotion only when the answer is clear
+    assert out["probabilities"]["label"] == (out["result"]["top_label"] or "No clear emotion")
     assert "Voice and face both used" in out["headline"]
     by_suffix = {Path(f).suffix: f for f in out["files"]}
     assert set(by_suffix) == {".json", ".csv"}

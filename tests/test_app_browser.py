@@ -163,6 +163,7 @@ def test_no_clear_emotion_headline(page, clips):
     headline = page.inner_text("#summary")
     assert "No clear emotion" in headline and "Top candidates:" in headline  # tiny random model: near-uniform
     assert "Voice and face both used" in headline
+    assert "No clear emotion" in page.inner_text("#probabilities")  # the panel's big heading names no emotion either
     for label in ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"):
         assert label in page.inner_text("#emotion-legend")
     _assert_no_error_toast(page)
