@@ -38,14 +38,19 @@ import app_plots
 from fer_hf.errors_fer import FERInputError
 from fer_hf.streaming_fer import LiveAnalyzer, LiveSession, LiveUpdate
 
-try:  # ZeroGPU Spaces: a GPU is attached only while a `spaces.GPU` function runs; one short call per update
-    import spaces
 
-    live_gpu = spaces.GPU(duration=10)
-except ImportError:  # CPU, a dedicated GPU, or local
+def live_unavailable_reason(environ=os.environ) -> str | None:
+    """Why live mode cannot run on this host (None when it can).
 
-    def live_gpu(fn):
-        return fn
+    ZeroGPU attaches a GPU only inside a `spaces.GPU` call, which it runs in a forked worker process: whatever that
+    call changes (a live session's frame cache, its results) stays in the worker and is lost, so a live session
+    could never build on the previous update. CPU Spaces, dedicated GPUs and local machines run it in-process.
+    """
+    if str(environ.get("SPACES_ZERO_GPU", "")).lower() in ("1", "true", "yes"):
+        return ("Live mode is not available on this ZeroGPU Space: ZeroGPU runs each GPU call in a separate "
+                "process, which cannot keep a live session's frames and results between updates. Upload or record "
+                "a clip instead, or run the app on a CPU Space, a dedicated GPU or your own machine.")
+    return None
 
 
 logger = logging.getLogger("fer_app.live")
@@ -222,11 +227,14 @@ def add_live_tab(demo: gr.Blocks, model, processor, model_info: dict | None = No
     labels = [model.config.id2label[i] for i in range(len(model.config.id2label))]
     trained = bool((model_info or {}).get("trained", False))
 
-    @live_gpu
+    unavailable = live_unavailable_reason()
+
     def analyse(session: LiveSession, window):
         return analyzer.analyze(session, window)
 
     def on_start(request: gr.Request):
+        if unavailable:
+            raise gr.Error(unavailable, title="Live mode is not available here", print_exception=False)
         REGISTRY.start(request.session_hash, analyzer)
         logger.info("live session started (%d running)", len(REGISTRY))
         return (gr.Timer(active=True), gr.Button(interactive=False), gr.Button(interactive=True),
@@ -309,6 +317,7 @@ def add_live_tab(demo: gr.Blocks, model, processor, model_info: dict | None = No
             "Browsers give camera access only on https:// pages or on localhost. "
             "Nothing is recorded: frames and sound are kept only for the current window."
             + ("" if trained else "\n\n⚠️ **Untrained model: the live probabilities are meaningless.**")
+            + (f"\n\n⛔ **{unavailable}**" if unavailable else "")
         )
         with gr.Row():
             with gr.Column(scale=2):
@@ -317,7 +326,7 @@ def add_live_tab(demo: gr.Blocks, model, processor, model_info: dict | None = No
                 microphone = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Microphone",
                                       elem_id="live-microphone")
                 with gr.Row():
-                    start = gr.Button("Start", variant="primary", elem_id="live-start")
+                    start = gr.Button("Start", variant="primary", elem_id="live-start", interactive=not unavailable)
                     stop = gr.Button("Stop", interactive=False, elem_id="live-stop")
                 status = gr.Markdown("Press Start, then allow the camera and the microphone.", elem_id="live-status")
             with gr.Column(scale=3):
@@ -346,7 +355,7 @@ def add_live_tab(demo: gr.Blocks, model, processor, model_info: dict | None = No
             "timer": timer}
 
 
-__all__ = ["REGISTRY", "LiveRegistry", "add_live_tab", "timing_csv", "write_downloads"]
+__all__ = ["REGISTRY", "LiveRegistry", "add_live_tab", "live_unavailable_reason", "timing_csv", "write_downloads"]
 
 
 if __name__ == "__main__":  # a quick look at the tab alone: python app_live.py [--preset tiny]

@@ -374,3 +374,14 @@ def test_spaces_gpu_decorates_only_the_model_call(served_app, monkeypatch):
     spec.loader.exec_module(module)
     assert decorated == [("run_model", 120)]
     assert module.DEVICE == ("cuda" if module.torch.cuda.is_available() else "cpu")
+
+
+def test_live_mode_says_it_cannot_run_on_zerogpu(served_app):
+    """ZeroGPU runs GPU calls in forked workers that cannot keep a live session's state: the tab says so and
+    refuses to start, instead of silently losing its frame cache and results."""
+    import app_live
+
+    assert app_live.live_unavailable_reason({}) is None
+    assert app_live.live_unavailable_reason({"SPACES_ZERO_GPU": "false"}) is None
+    reason = app_live.live_unavailable_reason({"SPACES_ZERO_GPU": "true"})
+    assert reason and "ZeroGPU" in reason and "CPU Space" in reason
