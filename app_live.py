@@ -126,6 +126,22 @@ def modalities_markdown(update: LiveUpdate | None) -> str:
     return f"**Face:** {face}  ·  **Speech:** {speech}"
 
 
+def _label_path(key: str) -> Path:
+    return _TEMP / f"label_{abs(hash(key))}.json"
+
+
+def label_output(update: LiveUpdate, key: str):
+    """The probabilities panel's value: its heading names the top emotion only when the window's answer is clear
+    (the confidence margin); otherwise "No clear emotion" (gr.Label takes that heading from a JSON file)."""
+    if update.top_label is not None:
+        return update.probabilities
+    ranked = sorted(update.probabilities.items(), key=lambda kv: -kv[1])
+    path = _label_path(key)
+    path.write_text(json.dumps({"label": "No clear emotion",
+                                "confidences": [{"label": k, "confidence": v} for k, v in ranked]}))
+    return str(path)
+
+
 def status_markdown(session: LiveSession, note: str = "") -> str:
     s = session.stats()
     lines = [f"**Live** · {s['elapsed_s']:.0f} s of {session.session_seconds:.0f} s "
@@ -266,6 +282,7 @@ def add_live_tab(demo: gr.Blocks, model, processor, model_info: dict | None = No
 
     def finish(request: gr.Request, note: str):
         session = REGISTRY.end(request.session_hash)
+        _label_path(str(request.session_hash)).unlink(missing_ok=True)
         files = write_downloads(session) if session is not None else None
         status = status_markdown(session, note) if session is not None else note
         return gr.Timer(active=False), gr.Button(interactive=True), gr.Button(interactive=False), status, files
@@ -299,13 +316,14 @@ def add_live_tab(demo: gr.Blocks, model, processor, model_info: dict | None = No
                     f"speech: {skipped.audio_reason}.")
             return skip, skip, skip, status_markdown(session, note), skip, skip, skip, skip
         logger.debug("live update %d in %.2f s", update.index, time.perf_counter() - started)
-        return (update.probabilities, modalities_markdown(update), chart_update(session, labels),
-                status_markdown(session), skip, skip, skip, skip)
+        return (label_output(update, str(request.session_hash)), modalities_markdown(update),
+                chart_update(session, labels), status_markdown(session), skip, skip, skip, skip)
 
     def on_stop(request: gr.Request):
         return finish(request, "Stopped. Download the session below, or press Start again.")
 
     def on_unload(request: gr.Request):
+        _label_path(str(request.session_hash)).unlink(missing_ok=True)
         if REGISTRY.end(request.session_hash) is not None:
             logger.info("live session closed with its page (%d running)", len(REGISTRY))
 
