@@ -318,6 +318,80 @@ def test_memory_is_bounded_by_the_batch_not_by_the_file_length(corpus, tmp_path)
     assert long.peak_frames <= short.peak_frames + frames_per_window // 2
 
 
+def test_workers_exit_when_the_parent_is_killed(corpus, tmp_path):
+    """kill -9 of fer-annotate alone (not its process group): its decode workers notice and exit."""
+    psutil = pytest.importorskip("psutil")
+    clips = tmp_path / "many"
+    clips.mkdir()
+    for i in range(6):
+        copy_as(corpus["good"]["face_tone"], clips / f"clip{i}.mp4")
+    out = tmp_path / "orphans.parquet"
+    cmd = [sys.executable, "-m", "fer_hf.tools.annotate", str(clips), "--model", corpus["model_dir"], "--output",
+           str(out), "--workers", "2", "--part-files", "1", "--batch-size", "2", "--no-progress"]
+    with open(tmp_path / "stderr.txt", "w") as stderr:
+        proc = subprocess.Popen(cmd, env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL,
+                                stderr=stderr)
+    workers = []
+    try:
+        parent = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 300
+        while not (out.with_name(out.name + ".parts") / "files-000001.parquet").exists() or len(workers) < 2:
+            assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()[-2000:]
+            assert time.monotonic() < deadline
+            workers = parent.children(recursive=True)
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)  # the parent only: its workers are not signalled
+        proc.wait()
+
+        def gone(p):
+            try:
+                return p.status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
+
+        deadline = time.monotonic() + 5
+        while not all(gone(p) for p in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert all(gone(p) for p in workers), [p.pid for p in workers if not gone(p)]
+    finally:
+        proc.kill()
+        for p in workers:
+            if not gone(p):
+                p.kill()
+
+
+@pytest.mark.parametrize("use_prctl", [True, False], ids=["prctl", "watchdog"])
+def test_a_worker_dies_with_its_parent_by_prctl_or_by_the_watchdog(tmp_path, use_prctl):
+    """`exit_with_parent` in a grandchild; its parent is SIGKILLed; the grandchild is gone within a second or two."""
+    psutil = pytest.importorskip("psutil")
+    script = (
+        "import os, sys, time\n"
+        "from fer_hf.tools.annotate_local import exit_with_parent\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        f"    how = exit_with_parent(os.getppid(), use_prctl={use_prctl})\n"
+        "    print(os.getpid(), how, flush=True)\n"
+        "    time.sleep(120)\n"
+        "    os._exit(0)\n"
+        "time.sleep(120)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], env=dict(os.environ, PYTHONPATH=str(REPO)),
+                            stdout=subprocess.PIPE, text=True)
+    pid, how = proc.stdout.readline().split()
+    child = psutil.Process(int(pid))
+    try:
+        assert how == ("prctl" if use_prctl else "watchdog")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        child.wait(timeout=5)  # NoSuchProcess / reaped by init; psutil raises TimeoutExpired if it lingers
+    except psutil.NoSuchProcess:
+        pass
+    finally:
+        proc.kill()
+        if child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+            child.kill()
+
+
 def test_discover_folders_globs_and_missing_paths(corpus, tmp_path):
     found = discover([str(corpus["clips"]), str(corpus["clips"] / "*.mp4"), str(tmp_path / "gone.mp4")])
     names = [Path(f.path).name for f in found]

@@ -10,27 +10,64 @@ frames of a window or two, whatever the files' lengths (back-pressure). With `--
 made in this process.
 
 A worker that dies (a decoder crash, the out-of-memory killer) is replaced; the rows of its file are dropped and
-the file is tried again once, then gets an error row.
+the file is tried again once, then gets an error row. Workers die with this process, however it ends:
+`PR_SET_PDEATHSIG` on Linux (the kernel sends them SIGKILL), else a watchdog thread polling `os.getppid()`; a
+worker whose pipe to this process breaks exits too.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import multiprocessing
+import os
 import pickle
 import signal
+import sys
+import threading
+import time
 from collections import deque
 from multiprocessing.connection import wait
 
 logger = logging.getLogger("fer_hf.tools.annotate")
 
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+WATCHDOG_PERIOD_S = 0.5
+
 
 # ----------------------------------------------------------------------------------------------
-def _worker_main(conn, processor, settings: dict) -> None:
+def exit_with_parent(parent_pid: int, use_prctl: bool = True) -> str:
+    """Make this (forked) process exit when its parent `parent_pid` does; returns how: "prctl" or "watchdog"."""
+    how = "watchdog"
+    if use_prctl and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+            if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0:
+                how = "prctl"
+        except (OSError, AttributeError):  # no libc or no prctl: poll instead
+            pass
+    if os.getppid() != parent_pid:  # the parent died before the death signal was armed
+        os._exit(1)
+    if how == "watchdog":
+        threading.Thread(target=_watch_parent, args=(parent_pid,), name="fer-annotate-watchdog", daemon=True).start()
+    return how
+
+
+def _watch_parent(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(WATCHDOG_PERIOD_S)
+    os._exit(1)  # orphaned: reparented to init or a subreaper
+
+
+def _worker_main(conn, inherited: list, processor, settings: dict, parent_pid: int) -> None:
     """A decode worker: files in, chunks and end messages out, over `conn`, until told to stop (None)."""
     from fer_hf.tools.annotate_model import set_threads
     from fer_hf.tools.annotate_stream import file_chunks
 
+    exit_with_parent(parent_pid)
+    for other in inherited:  # the parent's ends of the pipes: a pipe breaks as soon as its two processes are gone
+        other.close()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C and stops the workers
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the main process's handler, inherited by the fork
     set_threads(1)
@@ -48,8 +85,9 @@ def _worker_main(conn, processor, settings: dict) -> None:
 class _Worker:
     def __init__(self, context, processor, settings: dict, others: list):
         self.conn, child = context.Pipe(duplex=True)
+        inherited = [self.conn, *(w.conn for w in others)]
         self.process = context.Process(target=_worker_main, name="fer-annotate-decode", daemon=True,
-                                       args=(child, processor, settings))
+                                       args=(child, inherited, processor, settings, os.getpid()))
         self.process.start()
         child.close()
         self.job = None
@@ -183,4 +221,4 @@ def run_local(pending, model, processor, committer, args, device: str, settings:
         committer.flush()
 
 
-__all__ = ["run_local", "run_workers"]
+__all__ = ["exit_with_parent", "run_local", "run_workers"]
