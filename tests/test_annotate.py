@@ -21,8 +21,9 @@ from media_factory import astronaut_face, copy_as, make_clip, make_empty_file, m
 from fer_hf import FERConfig, FERForEmotionClassification, FERProcessor  # noqa: E402
 from fer_hf.errors_fer import FERInputError  # noqa: E402
 from fer_hf.pipeline_fer import FEREmotionRecognitionPipeline  # noqa: E402
-from fer_hf.tools.annotate import annotate, build_parser, main, plan_threads  # noqa: E402
+from fer_hf.tools.annotate import annotate, build_parser, main  # noqa: E402
 from fer_hf.tools.annotate_inputs import discover  # noqa: E402
+from fer_hf.tools.annotate_local import plan_threads  # noqa: E402
 from fer_hf.tools.annotate_stream import CHUNK_WINDOWS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

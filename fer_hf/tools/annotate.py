@@ -101,18 +101,6 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def plan_threads(workers: int | None, cores: int, device: str) -> tuple[int, int]:
-    """(decode workers, model threads): workers x 1 thread + model threads never exceed the cores."""
-    if workers is None:
-        workers = max(1, cores - 1) if device.startswith("cuda") else max(1, cores // 2)
-    if workers < 0:
-        raise FERInputError(f"--workers must be 0 or more, got {workers}")
-    if workers > cores:
-        logger.warning("--workers %d is more than the %d usable cores: using %d", workers, cores, cores)
-        workers = cores
-    return workers, max(1, cores - workers)
-
-
 # ----------------------------------------------------------------------------------------------
 class _Committer:
     """Collects the classified chunks of files (in any order) and commits finished files in parts (every N

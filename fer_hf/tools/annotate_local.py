@@ -30,6 +30,8 @@ import time
 from collections import deque
 from multiprocessing.connection import wait
 
+from fer_hf.errors_fer import FERInputError
+
 logger = logging.getLogger("fer_hf.tools.annotate")
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -174,9 +176,20 @@ def _replace(w: _Worker, context, processor, settings, pool, queue, attempts, ac
 
 
 # ----------------------------------------------------------------------------------------------
+def plan_threads(workers: int | None, cores: int, device: str) -> tuple[int, int]:
+    """(decode workers, model threads): workers x 1 thread + model threads never exceed the cores."""
+    if workers is None:
+        workers = max(1, cores - 1) if device.startswith("cuda") else max(1, cores // 2)
+    if workers < 0:
+        raise FERInputError(f"--workers must be 0 or more, got {workers}")
+    if workers > cores:
+        logger.warning("--workers %d is more than the %d usable cores: using %d", workers, cores, cores)
+        workers = cores
+    return workers, max(1, cores - workers)
+
+
 def run_local(pending, model, processor, committer, args, device: str, settings: dict) -> None:
     """Decode in worker processes (or here with `--workers 0`), classify here, commit as files complete."""
-    from fer_hf.tools.annotate import plan_threads
     from fer_hf.tools.annotate_model import WindowBatcher, set_threads, usable_cores
     from fer_hf.tools.annotate_store import Progress
     from fer_hf.tools.annotate_stream import file_chunks
@@ -221,4 +234,4 @@ def run_local(pending, model, processor, committer, args, device: str, settings:
         committer.flush()
 
 
-__all__ = ["exit_with_parent", "run_local", "run_workers"]
+__all__ = ["exit_with_parent", "plan_threads", "run_local", "run_workers"]
