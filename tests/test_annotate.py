@@ -361,6 +361,41 @@ def test_workers_exit_when_the_parent_is_killed(corpus, tmp_path):
                 p.kill()
 
 
+def test_a_worker_killed_midway_is_replaced_and_its_file_read_again(corpus, tmp_path, caplog):
+    psutil = pytest.importorskip("psutil")
+    import threading
+
+    clips = tmp_path / "long"
+    clips.mkdir()
+    long = make_clip(clips / "a.mp4", seconds=20.0, face_image=astronaut_face())["path"]
+    copy_as(long, clips / "b.mp4")
+    killed = []
+
+    def kill_the_worker():  # 1.5 s into the run the worker is in the middle of its first 20 s file
+        deadline = time.monotonic() + 120
+        while not psutil.Process().children() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(1.5)
+        for child in psutil.Process().children():
+            killed.append(child.pid)
+            child.kill()
+
+    killer = threading.Thread(target=kill_the_worker)
+    killer.start()
+    out = tmp_path / "out.parquet"
+    with caplog.at_level("INFO", logger="fer_hf.tools.annotate"):
+        rc = run([clips, "--model", corpus["model_dir"], "--output", out, "--workers", "1", "--batch-size", "2"])
+    killer.join()
+    assert killed and rc == 0
+    assert "a decoding process died" in caplog.text and "trying the file again" in caplog.text
+    rows, files = read(out), read(out.with_name("out.files.parquet"))
+    assert [r["status"] for r in files] == ["ok", "ok"] and [r["windows"] for r in files] == [13, 13]
+    by_file = {}
+    for r in rows:
+        by_file.setdefault(Path(r["source"]).name, []).append(r["window_index"])
+    assert by_file == {"a.mp4": list(range(13)), "b.mp4": list(range(13))}  # each window once: no partial leftovers
+
+
 @pytest.mark.parametrize("use_prctl", [True, False], ids=["prctl", "watchdog"])
 def test_a_worker_dies_with_its_parent_by_prctl_or_by_the_watchdog(tmp_path, use_prctl):
     """`exit_with_parent` in a grandchild; its parent is SIGKILLed; the grandchild is gone within a second or two."""

@@ -192,7 +192,7 @@ class AnnotateSummary:
     table_windows: int
     inputs: int
     peak_rows: int = 0  # the most model rows that waited for the model at once (local path)
-    peak_frames: int = 0  # the most decoded frames one file's decoder held at once (local path)
+    peak_frames: int = 0  # the most decoded frames one file's decoder held at once
 
 
 def annotate(args) -> AnnotateSummary:

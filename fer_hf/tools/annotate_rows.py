@@ -179,10 +179,13 @@ class FileRows:
         self.speaker: list = []  # the chosen person's classified windows, for the clip answer
         self.chosen: dict[int, tuple] = {}  # person id -> (windows where they were chosen with a face, first one)
         self.skipped = 0
-        self.chunks = 0
+        self.seen: set[int] = set()  # chunk numbers in: a chunk delivered twice (a retried Ray task) counts once
         self.end: dict | None = None
 
     def add(self, chunk: dict, probabilities: list[dict]) -> None:
+        if chunk["seq"] in self.seen:
+            return
+        self.seen.add(chunk["seq"])
         self.rows += self.builder.window_rows(self.file, self.key, chunk, probabilities)
         for meta, probs in zip(chunk["rows"], probabilities):
             if meta["is_speaker"]:
@@ -193,11 +196,10 @@ class FileRows:
                     count, first = self.chosen.get(meta["person_id"], (0, meta["window_index"]))
                     self.chosen[meta["person_id"]] = (count + 1, min(first, meta["window_index"]))
         self.skipped += len(chunk["skipped"])
-        self.chunks += 1
 
     @property
     def complete(self) -> bool:
-        return self.end is not None and self.chunks >= self.end["chunks"]
+        return self.end is not None and len(self.seen) >= self.end["chunks"]
 
     def finish(self) -> tuple[list[dict], dict]:
         """(window rows in window order, the chosen person's row first; the summary row)."""

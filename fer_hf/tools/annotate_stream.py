@@ -1,7 +1,8 @@
 """One media file, decoded front to back, as chunks of model inputs: the worker side of `fer-annotate`.
 
     for message in file_chunks(processor, "talk.mp4", people="all", max_windows=None):
-        message["kind"] == "chunk": message["inputs"] {name: array (R, ...)}: R model rows (`processor.batch_rows`)
+        message["kind"] == "chunk": message["seq"]: 0, 1, ... in the file; message["inputs"] {name: array (R, ...)}:
+                                    R model rows (`processor.batch_rows`)
                                     message["rows"]: R row dicts (window, person_id, is_speaker, modalities)
                                     message["skipped"]: windows with neither usable audio nor a face
         message["kind"] == "end":   ok, chunks (how many were sent), windows, duration_s, people, seconds,
@@ -163,12 +164,12 @@ def _window_rows(row: dict, people: str) -> list[tuple[dict, bool]]:
     return [(r, s) for r, s in out if r["info"]["audio_used"] or r["info"]["video_used"]]
 
 
-def _chunk(processor, window_s: float, rows: list, metas: list, skipped: list) -> dict:
+def _chunk(processor, window_s: float, seq: int, rows: list, metas: list, skipped: list) -> dict:
     inputs = {}
     if rows:
         batch = processor.batch_rows(rows, window_seconds=window_s, return_tensors="np")
         inputs = {name: np.asarray(batch[name]) for name in processor.model_input_names if name in batch}
-    return {"kind": "chunk", "inputs": inputs, "rows": metas, "skipped": skipped}
+    return {"kind": "chunk", "seq": seq, "inputs": inputs, "rows": metas, "skipped": skipped}
 
 
 def file_chunks(processor, path: str, people: str = "speaker", max_windows: int | None = None,
@@ -222,14 +223,14 @@ def file_chunks(processor, path: str, people: str = "speaker", max_windows: int 
             metas += [_row_meta(r["info"], s) for r, s in picked]
             in_chunk += 1
             if in_chunk >= chunk_windows:
-                message = _chunk(processor, window_s, rows, metas, skipped)
+                message = _chunk(processor, window_s, sent, rows, metas, skipped)
                 rows, metas, skipped, in_chunk = [], [], [], 0
                 sent += 1
                 clock.pause()
                 yield message
                 clock.resume()
         if in_chunk:
-            message = _chunk(processor, window_s, rows, metas, skipped)
+            message = _chunk(processor, window_s, sent, rows, metas, skipped)
             sent += 1
             clock.pause()
             yield message
