@@ -149,11 +149,7 @@ class FERAnalyzer:
                     results.append(item)
                     yield FERAnalysisEvent(done, len(windows), window=item)
         if not results:
-            first = skipped[0]
-            raise NoUsableModalityError(
-                f"nothing to classify in {source!r}: audio: {first.audio_reason}; video: {first.video_reason}. "
-                "Give a clip with speech or a visible face."
-            )
+            raise NoUsableModalityError.in_clip(source, skipped[0].audio_reason, skipped[0].video_reason)
         result = build_clip_result(results, skipped, source, duration, proc.labels, proc.confidence_margin,
                                    model_summary(self.model.config))
         yield FERAnalysisEvent(done, len(windows), result=result)

@@ -28,6 +28,12 @@ class MediaDecodeError(FERInputError):
 class NoUsableModalityError(FERInputError):
     """Neither a usable audio track nor a detectable face: nothing to classify."""
 
+    @classmethod
+    def in_clip(cls, source: str, audio_reason: str, video_reason: str) -> "NoUsableModalityError":
+        """The error for a clip none of whose windows can be classified (the reasons of its first window)."""
+        return cls(f"nothing to classify in {source!r}: audio: {audio_reason}; video: {video_reason}. "
+                   "Give a clip with speech or a visible face.")
+
 
 class UnsupportedSampleRateError(FERInputError):
     """Decoded audio was given at a sampling rate the feature extractor does not accept."""

@@ -3,6 +3,8 @@
     front = FaceFrontEnd(image_size=224, patch_size=16, margin=0.25)
     faces = front.window(frames, frame_times, audio=wave, audio_start_s=t0, registry=registry)
     faces.crops (T, S, S, 3) uint8, faces.roi (T, N), faces.face_found (T,), faces.person, faces.tracks
+    every = front.window(frames, frame_times, registry=registry, all_people=True)
+    every.people[i].track_id, .crops (T, S, S, 3), .roi (T, N), .face_found (T,)   one entry per face track
 
 Whose face: `person=<id>` when given (a clip-wide track ID from `FaceTrackRegistry`); otherwise the person who
 is speaking: the face whose mouth opening (face-mesh inner-lip gap / eye distance) correlates best with the
@@ -22,7 +24,7 @@ training cache keyed on it is rebuilt rather than reused.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -50,6 +52,26 @@ MIN_PRESENCE = 0.25  # a face present in fewer of the window's frames is not a c
 
 
 @dataclass
+class PersonFaces:
+    """One face track's crops in a window (pixels of the decoded frames).
+
+    Attributes:
+        track_id: the track's id (clip-wide when a registry was given).
+        crops: uint8 `(T, S, S, 3)`, black where this face is not found.
+        roi: float32 `(T, N)` ROI weights, 0 where this face is not found.
+        face_found: bool `(T,)`, the face is in frame k (found, or interpolated inside a short gap).
+        face_boxes, crop_boxes: `T` entries `(x0, y0, x1, y1)` or None.
+    """
+
+    track_id: int
+    crops: np.ndarray
+    roi: np.ndarray
+    face_found: np.ndarray
+    face_boxes: list
+    crop_boxes: list
+
+
+@dataclass
 class WindowFaces:
     """What the front-end made of one window (pixels of the decoded frames).
 
@@ -62,6 +84,8 @@ class WindowFaces:
         person: `{"track_id": int | None, "reason": str}`.
         num_analysed: frames the detector / landmarks ran on.
         video_reason: "ok" or why no face went to the model.
+        people: with `all_people=True`, one `PersonFaces` per track in `tracks` (same order); the chosen person's
+            entry holds the same arrays as `crops`, `roi`, `face_found`. Empty otherwise.
     """
 
     crops: np.ndarray
@@ -73,6 +97,7 @@ class WindowFaces:
     person: dict
     num_analysed: int
     video_reason: str
+    people: list = field(default_factory=list)
 
 
 def voice_energy(audio: np.ndarray | None, times_s, audio_start_s: float, sampling_rate: int) -> np.ndarray | None:
@@ -164,7 +189,7 @@ class FaceFrontEnd:
 
     def window(self, frames: list, frame_times, audio: np.ndarray | None = None, audio_start_s: float = 0.0,
                sampling_rate: int = 16000, registry: FaceTrackRegistry | None = None, person: int | None = None,
-               speech: bool = True) -> WindowFaces:
+               speech: bool = True, all_people: bool = False) -> WindowFaces:
         """The front-end's result for a window.
 
         Args:
@@ -174,6 +199,7 @@ class FaceFrontEnd:
             registry: the clip's `FaceTrackRegistry` (clip-wide IDs); None keeps window-local IDs.
             person: the track ID to use instead of the automatic choice.
             speech: False when the window has no speech (the speaker choice then falls back).
+            all_people: also crop every other track (`WindowFaces.people`), e.g. to classify each person.
         """
         n, size = len(frames), self.image_size
         valid = np.array([f is not None for f in frames], bool)
@@ -191,17 +217,11 @@ class FaceFrontEnd:
         energy = voice_energy(audio, frame_times, audio_start_s, sampling_rate)
         chosen, reason = choose_person(tracks, valid, energy, person, self.min_speaker_correlation, speech)
         found = np.zeros(n, bool)
-        if chosen is not None:
-            done: dict = {}
-            for k, obs in enumerate(chosen.observations):
-                if obs is None or frames[k] is None:
-                    continue
-                key = (id(frames[k]), id(obs))
-                if key not in done:
-                    done[key] = self._crop(frames[k], obs)
-                crops[k], roi[k], crop_boxes[k] = done[key]
-                face_boxes[k] = tuple(float(v) for v in obs.box)
-                found[k] = True
+        mine = self.track_crops(chosen, frames) if chosen is not None else None
+        if mine is not None:
+            crops, roi, found, face_boxes, crop_boxes = (mine.crops, mine.roi, mine.face_found, mine.face_boxes,
+                                                         mine.crop_boxes)
+        people = [mine if tr is chosen else self.track_crops(tr, frames) for tr in tracks] if all_people else []
         if not tracks:
             video_reason = f"no face found in any of {analysed} frames"
         elif chosen is None:
@@ -210,7 +230,26 @@ class FaceFrontEnd:
             video_reason = "ok"
         return WindowFaces(crops, roi, found, face_boxes, crop_boxes, tracks,
                            {"track_id": None if chosen is None else chosen.track_id, "reason": reason},
-                           analysed, video_reason)
+                           analysed, video_reason, people)
+
+    def track_crops(self, track: FaceTrack, frames: list) -> PersonFaces:
+        """Aligned crops, ROI maps and boxes of one track over the window's `frames` (black where it is not found)."""
+        n, size = len(frames), self.image_size
+        crops = np.zeros((n, size, size, 3), np.uint8)
+        roi = np.zeros((n, (size // self.patch_size) ** 2), np.float32)
+        face_boxes, crop_boxes = [None] * n, [None] * n
+        found = np.zeros(n, bool)
+        done: dict = {}
+        for k, obs in enumerate(track.observations):
+            if obs is None or frames[k] is None:
+                continue
+            key = (id(frames[k]), id(obs))
+            if key not in done:
+                done[key] = self._crop(frames[k], obs)
+            crops[k], roi[k], crop_boxes[k] = done[key]
+            face_boxes[k] = tuple(float(v) for v in obs.box)
+            found[k] = True
+        return PersonFaces(track.track_id, crops, roi, found, face_boxes, crop_boxes)
 
     def _crop(self, frame: np.ndarray, obs) -> tuple:
         size = self.image_size
@@ -235,4 +274,4 @@ class FaceFrontEnd:
                 crop_box(square, self.margin))
 
 
-__all__ = ["FRONTEND_VERSION", "FaceFrontEnd", "WindowFaces", "choose_person", "voice_energy"]
+__all__ = ["FRONTEND_VERSION", "FaceFrontEnd", "PersonFaces", "WindowFaces", "choose_person", "voice_energy"]

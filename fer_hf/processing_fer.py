@@ -343,10 +343,7 @@ class FERProcessor(ProcessorMixin):
             usable = [r for r in clip_rows if r["info"]["audio_used"] or r["info"]["video_used"]]
             if not usable:
                 info = clip_rows[0]["info"]
-                raise NoUsableModalityError(
-                    f"nothing to classify in {info['source']!r}: audio: {info['audio_reason']}; "
-                    f"video: {info['video_reason']}. Give a clip with speech or a visible face."
-                )
+                raise NoUsableModalityError.in_clip(info["source"], info["audio_reason"], info["video_reason"])
             skipped = [FERSkippedWindow(r["info"]["window_index"], r["info"]["window_start_s"],
                                         r["info"]["window_end_s"], r["info"]["audio_reason"],
                                         r["info"]["video_reason"])
@@ -477,9 +474,13 @@ class FERProcessor(ProcessorMixin):
         return rows
 
     def window_row(self, media, no_audio: str = "no audio stream", no_video: str = "no video stream",
-                   return_face_frames: bool = False, faces=None, speech=None) -> dict:
+                   return_face_frames: bool = False, faces=None, speech=None, all_people: bool = False) -> dict:
         """One window's row from its decoded media (`media_fer.WindowMedia`); `faces` reuses a face session and
-        `speech` a clip's speech session (`audio_processing.speech_session()`; None: a fresh one)."""
+        `speech` a clip's speech session (`audio_processing.speech_session()`; None: a fresh one).
+
+        `all_people=True` adds `row["people"]`: one row per face track of the window (the shared audio, that
+        person's crops and mask; `info["person"]` names them), the chosen person's equal to this row.
+        """
         audio_used, audio_reason = self.audio_processing.check(media.audio, no_audio)
         speech_fraction = None
         if audio_used:
@@ -494,8 +495,18 @@ class FERProcessor(ProcessorMixin):
             faces = faces or self.video_processing.face_session()
             found = faces.process(
                 media.frames, media.frame_times_s, media.scale, audio=media.audio, audio_start_s=float(media.start_s),
-                speech=audio_used)
+                speech=audio_used, all_people=all_people)
             video_reason = found.reason()
+        audio = (audio_used, audio_reason, speech_fraction)
+        row = self._person_row(media, audio, found, video_reason, faces, return_face_frames)
+        if all_people:
+            row["people"] = [self._person_row(media, audio, p, p.reason(), faces, return_face_frames)
+                             for p in (found.people if found is not None else [])]
+        return row
+
+    def _person_row(self, media, audio: tuple, found, video_reason: str, faces, return_face_frames: bool) -> dict:
+        """The row of one window with `found`'s face (a `FERFaceFrames`, or None without video)."""
+        audio_used, audio_reason, speech_fraction = audio
         T, S, N = self.num_frames, self.image_size, self.num_patches  # noqa: N806
         video_used = found is not None and found.any_found
         crops = found.crops if video_used else np.zeros((T, S, S, 3), np.uint8)

@@ -39,6 +39,8 @@ class FERFaceFrames:
         tracks: the window's face tracks: `{"track_id", "frames_found"}` each.
         person: `{"track_id": int | None, "reason": str}`, whose face went to the model and why.
         video_reason: "ok" or why no face went to the model.
+        people: with `process(..., all_people=True)`, one `FERFaceFrames` per face track of the window (in
+            `tracks` order), each holding that person's crops; the chosen person's is this one's data. Else empty.
     """
 
     crops: np.ndarray
@@ -52,6 +54,7 @@ class FERFaceFrames:
     tracks: list = field(default_factory=list)
     person: dict = field(default_factory=lambda: {"track_id": None, "reason": "no face found"})
     video_reason: str = ""
+    people: list = field(default_factory=list)
 
     @property
     def any_found(self) -> bool:
@@ -62,6 +65,16 @@ class FERFaceFrames:
         if self.any_found:
             return "ok"
         return self.video_reason or f"no face found in any of {self.num_searched} frames"
+
+
+def _face_frames(crops, roi, found, face_boxes, crop_boxes, scale: float, analysed: int, person: dict, tracks: list,
+                 video_reason: str) -> FERFaceFrames:
+    """`FERFaceFrames` of one person from the front-end's arrays (boxes scaled to source pixels)."""
+    ids = [person["track_id"] if f else None for f in found]
+    face_boxes = [None if b is None else [round(float(v) * scale, 1) for v in b] for b in face_boxes]
+    crop_boxes = [None if b is None else [round(float(v) * scale, 1) for v in b] for b in crop_boxes]
+    return FERFaceFrames(crops, roi, found, face_boxes, crop_boxes, int(found.sum()), analysed, ids, tracks,
+                         dict(person), video_reason)
 
 
 class FERFaceSession:
@@ -76,24 +89,32 @@ class FERFaceSession:
         self.registry = None
 
     def process(self, frames: list, times_s=None, scale: float = 1.0, audio: np.ndarray | None = None,
-                audio_start_s: float = 0.0, speech: bool = True) -> FERFaceFrames:
+                audio_start_s: float = 0.0, speech: bool = True, all_people: bool = False) -> FERFaceFrames:
         """Faces in `frames` (uint8 `(h, w, 3)` RGB or None). `scale`: source pixels per decoded pixel.
 
         `times_s`: the frames' clip times (default: 0.1 s apart); `audio` (16 kHz mono from `audio_start_s`) lets
-        the speaker be chosen by mouth movement; `speech=False` says the window has no speech.
+        the speaker be chosen by mouth movement; `speech=False` says the window has no speech; `all_people=True`
+        also crops every other face track (`FERFaceFrames.people`).
         """
         p = self.processor
         n = len(frames)
         times = np.arange(n) * 0.1 if times_s is None else np.asarray(times_s, np.float64)
         if self.registry is None:
             self.registry = FaceTrackRegistry(scale)
-        out = p.front_end.window(frames, times, audio, audio_start_s, 16000, self.registry, p.person, speech)
-        ids = [out.person["track_id"] if f else None for f in out.face_found]
-        face_boxes = [None if b is None else [round(float(v) * scale, 1) for v in b] for b in out.face_boxes]
-        crop_boxes = [None if b is None else [round(float(v) * scale, 1) for v in b] for b in out.crop_boxes]
+        out = p.front_end.window(frames, times, audio, audio_start_s, 16000, self.registry, p.person, speech,
+                                 all_people)
         tracks = [{"track_id": t.track_id, "frames_found": int(t.found.sum())} for t in out.tracks]
-        return FERFaceFrames(out.crops, out.roi, out.face_found, face_boxes, crop_boxes, int(out.face_found.sum()),
-                             out.num_analysed, ids, tracks, dict(out.person), out.video_reason)
+        chosen = _face_frames(out.crops, out.roi, out.face_found, out.face_boxes, out.crop_boxes, scale,
+                              out.num_analysed, out.person, tracks, out.video_reason)
+        for face in out.people:
+            if face.track_id == out.person["track_id"]:
+                person = dict(out.person)
+            else:
+                person = {"track_id": face.track_id, "reason": f"person {face.track_id}: every tracked person is "
+                                                               f"classified (all people)"}
+            chosen.people.append(_face_frames(face.crops, face.roi, face.face_found, face.face_boxes,
+                                              face.crop_boxes, scale, out.num_analysed, person, tracks, "ok"))
+        return chosen
 
     def track_summaries(self) -> list[dict]:
         """Every face track of the clip so far (track_id, first_s, last_s, frames_found, mean_box in source px)."""

@@ -5,6 +5,7 @@
 - `noise(seconds, level)`: white noise; a low `level` is near-silence.
 - `talking_face_frames(...)`: frames with one or two copies of the astronaut's real face whose mouths open and
   close (the mouth region is stretched vertically) following given envelopes.
+- `write_people_clip(path, seconds)`: a video file of two people side by side (the right one larger) and a tone.
 """
 
 from __future__ import annotations
@@ -138,5 +139,22 @@ def face_box_in_scene(x0: int, y0: int, side: int) -> tuple:
     return (x0 + 46.5 * k, y0 + 48.7 * k, x0 + 139.7 * k, y0 + 153.1 * k)
 
 
+def write_people_clip(path, seconds: float, fps: float = 10.0, size: tuple = (480, 270),
+                      faces: tuple = ((20, 60, 150), (300, 50, 160))) -> str:
+    """Encode `seconds` of two still copies of the astronaut's face at `faces` (x0, y0, side) on a plain wall, with a
+    220 Hz tone (not speech: use `min_speech_fraction=0.0` for it to count), as H.264 + AAC (`tests` only)."""
+    from media_factory import astronaut_face
+
+    from fer_hf.tools.synthetic import encode_clip
+
+    face = astronaut_face()
+    frame = scene(size, [(face, box) for box in faces], "plain")
+    n = int(round(seconds * fps))
+    t = np.arange(int(seconds * 48000)) / 48000
+    tone = (0.3 * np.sin(2 * np.pi * 220 * t) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t))).astype(np.float32)
+    encode_clip(path, (frame.copy() for _ in range(n)), fps, tone, 48000)
+    return str(path)
+
+
 __all__ = ["ASTRONAUT_MOUTH", "RATE", "envelope", "espeak_available", "face_box_in_scene", "music", "noise",
-           "open_mouth", "scene", "speech"]
+           "open_mouth", "scene", "speech", "write_people_clip"]

@@ -1,4 +1,5 @@
-"""`fer-annotate --ray`: on a local Ray started here (2 CPUs) the tables equal the local path's; it resumes a run."""
+"""`fer-annotate --ray`: on a local Ray started here (2 CPUs) the tables equal the local path's (streamed chunks,
+a row per person with `--people all`); it resumes a run."""
 
 import os
 import sys
@@ -12,6 +13,7 @@ import torch
 ray = pytest.importorskip("ray")
 
 sys.path.insert(0, os.path.dirname(__file__))
+from frontend_media import write_people_clip  # noqa: E402
 from media_factory import astronaut_face, make_clip, make_text_file  # noqa: E402
 
 from fer_hf import FERConfig, FERForEmotionClassification, FERProcessor  # noqa: E402
@@ -28,7 +30,9 @@ def local_ray():
 
 
 def _rows(path):
-    return sorted(pq.read_table(path).to_pylist(), key=lambda r: (r["source"], r["window_index"] or -1))
+    n = lambda v: -1 if v is None else v  # noqa: E731
+    return sorted(pq.read_table(path).to_pylist(),
+                  key=lambda r: (r["source"], n(r["window_index"]), not r["is_speaker"], n(r["person_id"])))
 
 
 @pytest.mark.slow
@@ -42,21 +46,29 @@ def test_ray_path_equals_the_local_path_and_resumes(local_ray, tmp_path, caplog)
     make_clip(clips / "face.mp4", seconds=4.0, face_image=astronaut_face())
     make_clip(clips / "voice.mp4", seconds=2.0, video=False)
     make_text_file(clips / "broken.mp4")
-    common = ["--model", str(tmp_path / "model"), "--batch-size", "2", "--no-progress"]
+    write_people_clip(clips / "two.mp4", seconds=4.5)  # two windows, two people in each
+    common = ["--model", str(tmp_path / "model"), "--batch-size", "2", "--people", "all", "--no-progress"]
     assert main([str(clips), "--output", str(tmp_path / "local.parquet"), "--workers", "1", *common]) == 1
     # a first (local) run did part of the corpus, as if it had been stopped; Ray resumes it with the rest
     out = tmp_path / "ray.parquet"
     assert main([str(clips / "face.mp4"), "--output", str(out), "--workers", "0", *common]) == 0
     with caplog.at_level("INFO", logger="fer_hf.tools.annotate"):
-        assert main([str(clips), "--output", str(out), "--ray", "--ray-files-per-batch", "2", *common]) == 1
-    assert "3 file(s): 1 already done, 2 to annotate" in caplog.text
+        assert main([str(clips), "--output", str(out), "--ray", "--ray-chunks-per-batch", "2", *common]) == 1
+    assert "4 file(s): 1 already done, 3 to annotate" in caplog.text
     got, want = _rows(out), _rows(tmp_path / "local.parquet")
-    assert len(got) == len(want) == 2 + 1 + 1
+    assert len(got) == len(want) == 2 + 1 + 1 + 2 * 2
+    two = [r for r in got if r["source"].endswith("two.mp4")]
+    assert len({r["person_id"] for r in two}) == 2 and [r["is_speaker"] for r in two] == [True, False] * 2
     for a, b in zip(got, want):
         assert {k: v for k, v in a.items() if k not in PROBS} == {k: v for k, v in b.items() if k not in PROBS}
     np.testing.assert_allclose([[r[c] or 0.0 for c in PROBS] for r in got],
                                [[r[c] or 0.0 for c in PROBS] for r in want], atol=1e-5)
     broken = next(r for r in got if r["status"] == "error")
     assert Path(broken["source"]).name == "broken.mp4" and broken["error_type"] == "MediaDecodeError"
-    files = pq.read_table(tmp_path / "ray.files.parquet").to_pylist()
-    assert sorted(r["status"] for r in files) == ["error", "ok", "ok"]
+    files = sorted(pq.read_table(tmp_path / "ray.files.parquet").to_pylist(), key=lambda r: r["source"])
+    assert [r["status"] for r in files] == ["error", "ok", "ok", "ok"]
+    local = sorted(pq.read_table(tmp_path / "local.files.parquet").to_pylist(), key=lambda r: r["source"])
+    for a, b in zip(files, local):  # the summaries too (the decode time in `seconds` and the part number apart)
+        keep = lambda r: {k: v for k, v in r.items() if k not in PROBS and k != "seconds"}  # noqa: E731
+        assert keep(a) == keep(b)
+        np.testing.assert_allclose([a[c] or 0.0 for c in PROBS], [b[c] or 0.0 for c in PROBS], atol=1e-5)

@@ -117,6 +117,29 @@ def test_the_speaking_person_goes_to_the_model_and_person_overrides(config):
     assert info.windows[0]["face_boxes"][0][0] < 240
 
 
+def test_all_people_gives_a_row_per_tracked_person_with_their_own_face(config):
+    from fer_hf.media_fer import window_from_arrays
+
+    media = _two_people_clip()
+    proc = FERProcessor.from_model_config(config, min_speech_fraction=0.0)
+    window = window_from_arrays(media["audio"], media["frames"], None, 0.0, 3.0, proc.num_frames, 3.0, 16000, 640,
+                                frame_times_s=media["frame_times_s"])
+    plain = proc.window_row(window, faces=proc.video_processing.face_session())
+    row = proc.window_row(window, faces=proc.video_processing.face_session(), all_people=True)
+    assert "people" not in plain and len(row["people"]) == 2
+    ids = [p["info"]["person"]["track_id"] for p in row["people"]]
+    assert sorted(ids) == [0, 1]
+    chosen = row["people"][ids.index(row["info"]["person"]["track_id"])]
+    assert (chosen["crops"] == row["crops"]).all() and (chosen["crops"] == plain["crops"]).all()
+    assert chosen["info"]["face_boxes"] == row["info"]["face_boxes"] == plain["info"]["face_boxes"]
+    other = row["people"][1 - ids.index(row["info"]["person"]["track_id"])]
+    assert other["info"]["video_used"] and other["audio"] is row["audio"]
+    assert "every tracked person" in other["info"]["person"]["reason"]
+    # the other person's crops are their own face: their boxes lie on the other side of the frame
+    sides = {p["info"]["person"]["track_id"]: p["info"]["face_boxes"][0][0] > 240 for p in row["people"]}
+    assert set(sides.values()) == {True, False} and not (other["crops"] == chosen["crops"]).all()
+
+
 def test_a_small_face_in_a_1080p_frame_is_found_through_the_processor(processor):
     side = int(0.05 * 1920 * 185 / 93)
     frame = fm.scene((1920, 1080), [(FACE, (1300, 600, side))], "busy")

@@ -5,31 +5,30 @@
     fer-annotate corpus.jsonl --model /shared/model --output /shared/out/results.parquet --ray auto
     python -m fer_hf.tools.annotate --help
 
-Writes `results.parquet` (one row per window; schema in docs/annotate.md) and `results.files.parquet` (one row
-per file), committed in parts under `results.parquet.parts/` so that a rerun of the same command skips what is
-done and an interrupted run (Ctrl-C, kill, crash) loses at most the uncommitted part. A file that cannot be read
-gives an error row with the processor's message; the exit status is 1 when any file failed, 0 otherwise.
+Writes `results.parquet` (one row per window, and per person with `--people all`; schema in docs/annotate.md)
+and `results.files.parquet` (one row per file), committed in parts under `results.parquet.parts/` so that a
+rerun of the same command skips what is done and an interrupted run (Ctrl-C, kill, crash) loses at most the
+uncommitted part. A file that cannot be read gives an error row with the processor's message; the exit status
+is 1 when any file failed, 0 otherwise.
 
-One machine: decoding and the face front-end run in `--workers` processes (one thread each), the model runs in
-the main process with the remaining cores, batched across the windows of different files (`--batch-size`).
-`--ray [ADDRESS]` runs the same steps on a Ray cluster (`pip install -r requirements-ray.txt`).
+One machine (`annotate_local`): each file is decoded once, front to back, in one of `--workers` processes (one
+thread each) with the face front-end, and handed over in chunks of windows; the model runs in the main process
+with the remaining cores, batched across the windows of different files (`--batch-size`). Memory is bounded by
+the batch and the chunks in flight, not by the length of a file. `--ray [ADDRESS]` runs the same steps on a Ray
+cluster (`annotate_ray`, `pip install -r requirements-ray.txt`).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import multiprocessing
 import signal
 import sys
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
 from fer_hf.errors_fer import FERError, FERInputError
-from fer_hf.tools.annotate_store import Progress as _Progress
 
 logger = logging.getLogger("fer_hf.tools.annotate")
 
@@ -58,8 +57,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--path-column", default="path", help="manifest column holding the media paths (default path)")
     p.add_argument("--window-seconds", type=float, help="window length (default: the model's clip length)")
     p.add_argument("--stride-seconds", type=float, help="window stride (default: half a window)")
+    p.add_argument("--people", choices=("speaker", "all"), default="speaker",
+                   help="speaker: one row per window, for the person the front-end chooses (the speaker, else the "
+                        "largest, most present face); all: one row per window and tracked person present in it, "
+                        "each with that person's face and the window's audio (default speaker)")
     p.add_argument("--max-windows", type=int,
-                   help="windows per file at most; beyond it the stride widens (default: the processor's, 20)")
+                   help="windows per file at most; beyond it the stride widens (default: no cap; memory does not "
+                        "depend on it)")
     p.add_argument("--max-duration", type=float, dest="max_duration_s",
                    help="longer files get an error row (default: the processor's, 600 s)")
     p.add_argument("--workers", type=int,
@@ -78,8 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-actors", type=int, default=1, help="model actors (one model each; default 1)")
     p.add_argument("--ray-gpus-per-actor", type=float,
                    help="GPUs per model actor (default: 1 when the cluster has GPUs, else 0)")
-    p.add_argument("--ray-files-per-batch", type=int, default=4,
-                   help="files per model-actor call; their windows are batched by --batch-size (default 4)")
+    p.add_argument("--ray-chunks-per-batch", "--ray-files-per-batch", type=int, default=4,
+                   dest="ray_chunks_per_batch",
+                   help="decoded chunks (of up to 4 windows each) per model-actor call; their rows are batched by "
+                        "--batch-size (default 4)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     return p
@@ -95,58 +101,70 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def plan_threads(workers: int | None, cores: int, device: str) -> tuple[int, int]:
-    """(decode workers, model threads): workers x 1 thread + model threads never exceed the cores."""
-    if workers is None:
-        workers = max(1, cores - 1) if device.startswith("cuda") else max(1, cores // 2)
-    if workers < 0:
-        raise FERInputError(f"--workers must be 0 or more, got {workers}")
-    if workers > cores:
-        logger.warning("--workers %d is more than the %d usable cores: using %d", workers, cores, cores)
-        workers = cores
-    return workers, max(1, cores - workers)
-
-
 # ----------------------------------------------------------------------------------------------
-_WORKER: dict = {}
-
-
-def _worker_init(processor, threads: int) -> None:
-    from fer_hf.tools.annotate_model import set_threads
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process handles Ctrl-C and stops the pool
-    set_threads(threads)
-    _WORKER["processor"] = processor
-
-
-def _worker_decode(path: str) -> dict:
-    from fer_hf.tools.annotate_model import decode_file
-
-    return decode_file(_WORKER["processor"], path)
-
-
 class _Committer:
-    """Collects finished files' rows and commits them to the store in parts (every N files or S seconds)."""
+    """Collects the classified chunks of files (in any order) and commits finished files in parts (every N
+    files or S seconds). A file counts as done only once all its rows are in a committed part."""
 
     def __init__(self, store, builder, part_files: int, part_seconds: float):
+        from fer_hf.tools.annotate_rows import FileRows
+
+        self._file_rows = FileRows
         self.store, self.builder = store, builder
         self.part_files, self.part_seconds = max(1, part_files), part_seconds
         self.window_rows, self.file_rows = [], []
+        self.open: dict = {}  # file key -> FileRows of a file in flight
+        self.closed: set = set()  # keys of the files finished (or failed) in this run: late chunks are ignored
         self.last = time.monotonic()
         self.ok = self.failed = self.windows = 0
+        self.peak_rows = self.peak_frames = 0  # memory figures: rows waiting for the model, frames a decoder held
+        self.progress = None
 
-    def add(self, file, key, decoded, probabilities=None) -> None:
-        if decoded["ok"]:
-            windows, summary = self.builder.rows(file, key, dict(decoded, probabilities=probabilities))
-            self.ok += 1
-            self.windows += len(probabilities)
-        else:
-            windows, summary = self.builder.error(file, key, decoded["error_type"], decoded["error"],
-                                                  decoded.get("seconds", 0.0))
+    def chunk(self, job, chunk: dict, probabilities: list) -> None:
+        """A classified chunk of `job` = (file, key) (`probabilities`: one dict per row of the chunk)."""
+        file, key = job
+        if key in self.closed:
+            return
+        rows = self.open.setdefault(key, self._file_rows(self.builder, file, key))
+        rows.add(chunk, probabilities)
+        self._maybe_finish(key)
+
+    def end(self, job, end: dict) -> None:
+        """The end message of `job`: a failure gives its error row and voids its rows; else it may finish it."""
+        file, key = job
+        if key in self.closed:
+            return
+        if not end["ok"]:
+            self.open.pop(key, None)
+            self._add(*self.builder.error(file, key, end["error_type"], end["error"], end.get("seconds", 0.0)),
+                      key=key)
             self.failed += 1
-            logger.warning("failed: %s: %s", file.path, decoded["error"])
+            logger.warning("failed: %s: %s", file.path, end["error"])
+            return
+        self.open.setdefault(key, self._file_rows(self.builder, file, key)).end = end
+        self.peak_frames = max(self.peak_frames, end.get("peak_frames", 0))
+        self._maybe_finish(key)
+
+    def drop(self, job) -> None:
+        """Forget the rows of `job` so far (its worker died: the file is read again)."""
+        self.open.pop(job[1], None)
+
+    def _maybe_finish(self, key: str) -> None:
+        rows = self.open[key]
+        if not rows.complete:
+            return
+        del self.open[key]
+        windows, summary = rows.finish()
+        self.ok += 1
+        self.windows += sum(r["status"] == "ok" for r in windows)
+        self._add(windows, summary, key=key)
+
+    def _add(self, windows: list, summary: dict, key: str) -> None:
+        self.closed.add(key)
         self.window_rows += windows
         self.file_rows.append(summary)
+        if self.progress is not None:
+            self.progress.update(self)
         if len(self.file_rows) >= self.part_files or time.monotonic() - self.last >= self.part_seconds:
             self.flush()
 
@@ -157,85 +175,10 @@ class _Committer:
         self.last = time.monotonic()
 
 
-def run_local(pending, model, processor, committer, args, device: str) -> None:
-    """Decode in worker processes, classify in this one, commit as files complete."""
-    from fer_hf.tools.annotate_model import WindowBatcher, decode_file, set_threads, usable_cores
-
-    workers, model_threads = plan_threads(args.workers, usable_cores(), device)
-    logger.info("%d decoding worker(s) x 1 thread, model on %s with %d thread(s)", workers, device, model_threads)
-    batcher = WindowBatcher(model, processor, args.batch_size, device, args.precision)
-    progress = _Progress(len(pending), not args.no_progress)
-
-    def finish(done) -> None:
-        for (file, key), decoded, probs in done:
-            committer.add(file, key, decoded, probs)
-            progress.update(committer)
-
-    def accept(job, decoded) -> None:
-        if decoded["ok"]:
-            batcher.add(job, decoded)
-        else:
-            committer.add(*job, decoded)
-            progress.update(committer)
-        while batcher.pending_windows >= batcher.batch_size:
-            finish(batcher.step())
-
-    set_threads(model_threads)
-    try:
-        if workers == 0:
-            for job in pending:
-                accept(job, decode_file(processor, job[0].path))
-        else:
-            _run_pool(pending, processor, workers, accept)
-        finish(list(batcher.drain()))
-    finally:
-        progress.close()
-        committer.flush()
-
-
-def _run_pool(pending, processor, workers: int, accept) -> None:
-    """Feed `pending` to `workers` processes, at most `workers + 1` files in flight (bounded memory).
-
-    A worker that dies (a decoder crash, the out-of-memory killer) breaks the pool: it is restarted, the files in
-    flight are tried again, and a file in flight during two breaks gets an error row.
-    """
-    context = multiprocessing.get_context("fork")  # fork before the model's first forward: no OpenMP state yet
-    queue = list(reversed(pending))
-    attempts: dict[int, int] = {}
-    while queue:
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
-                                 initargs=(processor, 1)) as pool:
-            inflight = {}
-            try:
-                while queue or inflight:
-                    # `accept` runs the model whenever a batch is full, so the batcher holds under one batch here.
-                    while queue and len(inflight) < workers + 1:
-                        job = queue.pop()
-                        inflight[pool.submit(_worker_decode, job[0].path)] = job
-                    done, _ = wait(inflight, return_when=FIRST_COMPLETED)
-                    for fut in done:
-                        job = inflight.pop(fut)
-                        accept(job, fut.result())
-            except BrokenProcessPool:
-                for job in inflight.values():
-                    n = attempts[id(job)] = attempts.get(id(job), 0) + 1
-                    if n >= 2:
-                        accept(job, {"ok": False, "error_type": "WorkerCrash",
-                                     "error": "the decoding process died twice while this file was in flight "
-                                              "(a decoder crash or out of memory)"})
-                    else:
-                        queue.append(job)
-                logger.warning("a decoding process died; restarting the pool (%d file(s) retried)", len(queue))
-                pool.shutdown(wait=False, cancel_futures=True)
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
-
-
 # ----------------------------------------------------------------------------------------------
 @dataclass
 class AnnotateSummary:
-    """What a run did: `exit_status`, this run's counts and time, and the tables' counts."""
+    """What a run did: `exit_status`, this run's counts and time, the tables' counts, and memory figures."""
 
     exit_status: int
     run_files: int
@@ -248,6 +191,8 @@ class AnnotateSummary:
     table_failed: int
     table_windows: int
     inputs: int
+    peak_rows: int = 0  # the most model rows that waited for the model at once (local path)
+    peak_frames: int = 0  # the most decoded frames one file's decoder held at once
 
 
 def annotate(args) -> AnnotateSummary:
@@ -266,7 +211,9 @@ def annotate(args) -> AnnotateSummary:
         args.model, args.preset, args.seed, window_seconds=args.window_seconds, stride_seconds=args.stride_seconds,
         max_windows=args.max_windows, max_duration_s=args.max_duration_s,
     )
-    chash = config_hash(model, processor, args.model, args.preset, args.seed)
+    # the run's own settings, for the worker side and the configuration hash ("decode": how windows are made)
+    settings = {"people": args.people, "max_windows": args.max_windows}
+    chash = config_hash(model, processor, args.model, args.preset, args.seed, dict(settings, decode="stream"))
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     info = dict(model_info(model.config), config_hash=chash)
     probe = RowBuilder(labels, ([], {}), info)
@@ -286,9 +233,11 @@ def annotate(args) -> AnnotateSummary:
             if pending and args.ray:
                 from fer_hf.tools.annotate_ray import run_ray
 
-                run_ray(pending, model, processor, committer, args)
+                run_ray(pending, model, processor, committer, args, settings)
             elif pending:
-                run_local(pending, model, processor, committer, args, device)
+                from fer_hf.tools.annotate_local import run_local
+
+                run_local(pending, model, processor, committer, args, device, settings)
         except KeyboardInterrupt:
             interrupted = True
             logger.warning("interrupted: the committed parts are kept; rerun the same command to resume")
@@ -296,13 +245,16 @@ def annotate(args) -> AnnotateSummary:
         counts = store.write_tables({k for _, k in jobs}, output, fmt)
     logger.info("this run: %d file(s) done (%d ok, %d failed), %d windows in %.1f s",
                 committer.ok + committer.failed, committer.ok, committer.failed, committer.windows, elapsed)
+    if committer.peak_rows or committer.peak_frames:
+        logger.info("memory: at most %d model rows waited for the model, at most %d decoded frames held per file",
+                    committer.peak_rows, committer.peak_frames)
     logger.info("tables: %d of %d file(s) annotated: %d ok, %d failed; %d windows -> %s, %s",
                 counts["files"], len(jobs), counts["ok"], counts["failed"], counts["windows"], output,
                 summary_path(output, fmt))
     status = EXIT_INTERRUPTED if interrupted else EXIT_FAILURES if counts["failed"] else EXIT_OK
     return AnnotateSummary(status, committer.ok + committer.failed, committer.ok, committer.failed,
                            committer.windows, elapsed, counts["files"], counts["ok"], counts["failed"],
-                           counts["windows"], len(jobs))
+                           counts["windows"], len(jobs), committer.peak_rows, committer.peak_frames)
 
 
 def _raise_interrupt(signum, frame):

@@ -1,13 +1,13 @@
-"""The model side of `fer-annotate`: loading, the configuration hash, the decode step and batched inference.
+"""The model side of `fer-annotate`: loading, the configuration hash and batched inference over chunks.
 
     model, processor = load_annotator("path/to/model")                 # or preset="realtime" (random weights)
-    decoded = decode_file(processor, "clip.mp4", settings)             # worker side: media -> model inputs
     batcher = WindowBatcher(model, processor, batch_size=16, device="cpu")
-    batcher.add(item, decoded); done = batcher.step()                  # windows of several files per forward
+    batcher.add(item, chunk); done = batcher.step()                    # rows of several chunks / files per forward
 
-`decode_file` runs the processor (decoding, face front-end, log-mel, pixel normalisation) and is what the worker
-processes and the Ray CPU tasks run. `WindowBatcher` groups windows of different files into batches of
-`batch_size` for the model, so memory is bounded by the batch and by the files in flight, not by one long file.
+Chunks come from `annotate_stream.file_chunks` (the worker side: decoding, face front-end, log-mel, pixel
+normalisation), in the worker processes or the Ray CPU tasks. `WindowBatcher` groups the rows of chunks of
+different files into batches of `batch_size` for the model; the caller adds a chunk only while fewer than
+`batch_size` rows wait, so what waits for the model is under one batch plus one chunk, whatever the files' lengths.
 """
 
 from __future__ import annotations
@@ -16,15 +16,13 @@ import hashlib
 import json
 import logging
 import os
-import time
-import traceback
 from collections import deque
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from fer_hf.errors_fer import FERError, FERInputError
+from fer_hf.errors_fer import FERInputError
 
 logger = logging.getLogger(__name__)
 
@@ -100,12 +98,15 @@ def _weights_fingerprint(source: str | None, preset: str | None, seed: int, conf
     return f"{source}@{getattr(config, '_commit_hash', None)}"
 
 
-def config_hash(model, processor, source: str | None, preset: str | None, seed: int = 0) -> str:
-    """Hash of everything that changes a row: model config (with provenance), weights, processor settings."""
+def config_hash(model, processor, source: str | None, preset: str | None, seed: int = 0,
+                settings: dict | None = None) -> str:
+    """Hash of everything that changes a row: model config (with provenance), weights, processor settings and
+    the run's own `settings` (which people get rows, the window cap, the decoding scheme)."""
     text = json.dumps(
         {"model": json.loads(model.config.to_json_string(use_diff=False)),
          "processor": json.loads(processor.to_json_string()),
-         "weights": _weights_fingerprint(source, preset, seed, model.config)},
+         "weights": _weights_fingerprint(source, preset, seed, model.config),
+         "annotate": dict(settings or {})},
         sort_keys=True, default=str,
     )
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
@@ -121,30 +122,6 @@ def model_info(config) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------
-def decode_file(processor, path: str, settings: dict | None = None) -> dict:
-    """Media file -> model inputs of every window (never raises for a bad file).
-
-    Returns `{"ok": True, "inputs": {name: array (W, ...)}, "clip_info": [...], "skipped": [...], "seconds"}` or
-    `{"ok": False, "error_type", "error", "seconds"}` with the processor's message.
-    """
-    start = time.perf_counter()
-    settings = dict(settings or {})
-    try:
-        batch, info = processor.prepare(videos=path, sliding_window=True, return_tensors="np", **settings)
-    except FERError as exc:
-        return {"ok": False, "error_type": type(exc).__name__, "error": str(exc),
-                "seconds": time.perf_counter() - start}
-    except Exception as exc:  # a bug or a library error on a strange file: still one error row, never a stop
-        logger.debug("unexpected error on %s:\n%s", path, traceback.format_exc())
-        return {"ok": False, "error_type": type(exc).__name__, "error": f"{type(exc).__name__}: {exc}",
-                "seconds": time.perf_counter() - start}
-    inputs = {name: np.asarray(batch[name]) for name in processor.model_input_names if name in batch}
-    skipped = [{"window_index": w.index, "window_start_s": w.start_s, "window_end_s": w.end_s,
-                "audio_reason": w.audio_reason, "video_reason": w.video_reason} for w in info.clips[0].skipped]
-    return {"ok": True, "inputs": inputs, "clip_info": info.windows, "skipped": skipped,
-            "seconds": time.perf_counter() - start}
-
-
 def autocast_dtype(device: str, precision: str) -> torch.dtype | None:
     """Mixed-precision dtype for `precision` ("auto", "fp32", "fp16", "bf16") on `device`; None = fp32."""
     if precision == "fp32" or (precision == "auto" and not device.startswith("cuda")):
@@ -157,11 +134,13 @@ def autocast_dtype(device: str, precision: str) -> torch.dtype | None:
 
 
 class WindowBatcher:
-    """Runs the model on windows of many files in batches of at most `batch_size` windows.
+    """Runs the model on the rows of many chunks in batches of at most `batch_size` rows.
 
-    Files are added whole (`add`); `step` runs one forward over the oldest pending windows, which may come from
-    several files, and returns the files whose windows are all classified, in the order they were added, as
-    `(item, decoded, probabilities)` with one `{label: p}` per window from `processor.post_process`.
+    `add(item, chunk)` queues a chunk (`chunk["inputs"]`: arrays of `len(chunk["rows"])` model rows); `step` runs
+    one forward over the oldest pending rows, which may come from several chunks and files, and returns the chunks
+    whose rows are all classified, in the order they were added, as `(item, chunk, probabilities)` with one
+    `{label: p}` per row from `processor.post_process`, sorted high to low. `peak_rows` is the most rows that
+    waited at once.
     """
 
     def __init__(self, model, processor, batch_size: int = 16, device: str = "cpu", precision: str = "auto"):
@@ -172,14 +151,26 @@ class WindowBatcher:
         self.batch_size = int(batch_size)
         self.device = device
         self.amp = autocast_dtype(device, precision)
-        self._queue: deque = deque()  # entries [item, decoded, windows, next_window, logits_parts]
-        self.pending_windows = 0
+        self._queue: deque = deque()  # entries [item, chunk, rows, next_row, logits_parts]
+        self.pending_windows = 0  # rows waiting for the model
         self.windows_done = 0
+        self.peak_rows = 0
 
-    def add(self, item, decoded: dict) -> None:
-        n = len(decoded["clip_info"])
-        self._queue.append([item, decoded, n, 0, []])
+    def add(self, item, chunk: dict) -> None:
+        n = len(chunk["rows"])
+        self._queue.append([item, chunk, n, 0, []])
         self.pending_windows += n
+        self.peak_rows = max(self.peak_rows, self.pending_windows)
+
+    def discard(self, item) -> None:
+        """Forget the queued chunks of `item` (its file failed or its worker died)."""
+        kept = deque()
+        for entry in self._queue:
+            if entry[0] == item:
+                self.pending_windows -= entry[2] - entry[3]
+            else:
+                kept.append(entry)
+        self._queue = kept
 
     def _forward(self, inputs: dict) -> torch.Tensor:
         tensors = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in inputs.items()}
@@ -192,9 +183,7 @@ class WindowBatcher:
         return logits.float().cpu()  # (B, C)
 
     def step(self) -> list[tuple]:
-        """One forward over up to `batch_size` pending windows; returns the files it completed."""
-        if not self._queue:
-            return []
+        """One forward over up to `batch_size` pending rows; returns the chunks it completed."""
         chunks, owners, room = [], [], self.batch_size
         for entry in self._queue:
             if room == 0:
@@ -216,18 +205,19 @@ class WindowBatcher:
             self.windows_done += offset
         done = []
         while self._queue and self._queue[0][3] == self._queue[0][2]:
-            item, decoded, _, _, parts = self._queue.popleft()
-            decoded.pop("inputs", None)  # the model inputs are no longer needed: free them now
-            # one result per window row (each row read as a one-window clip): {label: p}, high to low
-            probabilities = [dict(r.ranked()) for r in self.processor.post_process(torch.cat(parts))]
-            done.append((item, decoded, probabilities))
+            item, chunk, n, _, parts = self._queue.popleft()
+            chunk.pop("inputs", None)  # the model inputs are no longer needed: free them now
+            # one result per row (each row read as a one-window clip): {label: p}, high to low
+            probabilities = ([dict(r.ranked()) for r in self.processor.post_process(torch.cat(parts))]
+                             if n else [])
+            done.append((item, chunk, probabilities))
         return done
 
     def drain(self):
-        """Classify everything pending; yields completed files."""
+        """Classify everything pending; yields completed chunks."""
         while self._queue:
             yield from self.step()
 
 
-__all__ = ["WindowBatcher", "autocast_dtype", "config_hash", "decode_file", "load_annotator", "model_info",
+__all__ = ["WindowBatcher", "autocast_dtype", "config_hash", "load_annotator", "model_info",
            "set_threads", "usable_cores", "PROCESSOR_OVERRIDES"]

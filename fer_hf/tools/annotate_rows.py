@@ -1,16 +1,23 @@
 """The two tables of `fer-annotate`: their schemas and the rows of one file.
 
-Window table: one row per window of a file (and per person once several are tracked); a file that cannot be
-read gives one row with `status="error"` and the processor's message; a window with neither usable audio nor
+Window table: one row per window of a file and person classified (`--people speaker`: the chosen person only;
+`--people all`: every face track present in the window, `is_speaker` marking the chosen one); a file that cannot
+be read gives one row with `status="error"` and the processor's message; a window with neither usable audio nor
 a face gives a row with `status="skipped"` and the reasons. Summary table: one row per file.
 Column order and types are fixed by the schemas below (metadata columns follow `source`).
+
+A file's rows arrive chunk by chunk, classified in any order (`FileRows`); the file is complete, and its summary
+made, once its end message has come and every chunk it announced is in.
 """
 
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 
 import pyarrow as pa
+
+from fer_hf.results_fer import aggregate_windows
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +42,8 @@ def _model_fields() -> list[pa.Field]:
 def windows_schema(labels: list[str], metadata: list[pa.Field]) -> pa.Schema:
     return pa.schema(
         [pa.field("source", pa.string()), *metadata,
-         pa.field("person_id", pa.int64()),
+         pa.field("person_id", pa.int64()),  # clip-wide face track id of the face classified (null: no face)
+         pa.field("is_speaker", pa.bool_()),  # the row of the person the front-end chose for this window
          pa.field("window_index", pa.int32()),
          pa.field("start_s", pa.float64()), pa.field("end_s", pa.float64()),
          pa.field("status", pa.string()),
@@ -58,7 +66,8 @@ def files_schema(labels: list[str], metadata: list[pa.Field]) -> pa.Schema:
          pa.field("windows", pa.int32()), pa.field("windows_skipped", pa.int32()),
          *[pa.field(c, pa.float64()) for c in probability_columns(labels)],
          pa.field("top_label", pa.string()),
-         pa.field("person_id", pa.int64()),
+         pa.field("person_id", pa.int64()),  # the person chosen in most windows: the clip answer is theirs
+         pa.field("people", pa.int32()),  # face tracks found in the file
          pa.field("size_bytes", pa.int64()), pa.field("mtime_ns", pa.int64()),
          pa.field("seconds", pa.float64()),  # decode + front-end time of the file in its worker
          *_model_fields(),
@@ -136,44 +145,71 @@ class RowBuilder:
                        windows_skipped=0, size_bytes=file.size_bytes, mtime_ns=file.mtime_ns, seconds=seconds)
         return [window], summary
 
-    def rows(self, file, key: str, outcome: dict) -> tuple[list[dict], dict]:
-        """Window rows and the summary row of a decoded and classified file.
-
-        `outcome` holds `clip_info` (one dict per classified window, from the processor), `skipped` (the windows
-        left out, from the processor), `probabilities` (one `{label: p}` per classified window, from
-        `FERProcessor.post_process`, sorted high to low) and `seconds`.
-        """
+    def window_rows(self, file, key: str, chunk: dict, probabilities: list[dict]) -> list[dict]:
+        """Window rows of one classified chunk: `chunk["rows"]` (from `annotate_stream`) with one `{label: p}`
+        per row (`FERProcessor.post_process`, high to low), and its skipped windows."""
         common = self._common(file, key)
-        rows = []
-        for info, probs in zip(outcome["clip_info"], outcome["probabilities"]):
-            rows.append(dict(
-                common, person_id=None, window_index=info["window_index"], start_s=info["window_start_s"],
-                end_s=info["window_end_s"], status=STATUS_OK,
-                **{c: probs[label] for c, label in zip(self.prob_columns, self.labels)},
-                top_label=next(iter(probs)), audio_used=info["audio_used"], video_used=info["video_used"],
-                audio_reason=info["audio_reason"], video_reason=info["video_reason"],
-                face_frames=sum(b is not None for b in info["face_boxes"]),
-                frames=sum(t is not None for t in info["frame_source_times_s"]),
-            ))
-        for skip in outcome["skipped"]:
-            rows.append(dict(
-                common, person_id=None, window_index=skip["window_index"], start_s=skip["window_start_s"],
-                end_s=skip["window_end_s"], status=STATUS_SKIPPED, audio_used=False, video_used=False,
-                audio_reason=skip["audio_reason"], video_reason=skip["video_reason"],
-            ))
-        rows.sort(key=lambda r: r["window_index"])
-        # The clip answer as the pipeline gives it: the mean of the classified windows' probabilities.
-        n = len(outcome["probabilities"])
-        clip = {label: sum(p[label] for p in outcome["probabilities"]) / n for label in self.labels}
-        summary = dict(
-            common, status=STATUS_OK, duration_s=outcome["clip_info"][0]["duration_s"], windows=n,
-            windows_skipped=len(outcome["skipped"]),
-            **{c: clip[label] for c, label in zip(self.prob_columns, self.labels)},
-            top_label=max(clip, key=clip.get), person_id=None, size_bytes=file.size_bytes,
-            mtime_ns=file.mtime_ns, seconds=outcome["seconds"],
+        rows = [dict(common, **meta, status=STATUS_OK,
+                     **{c: probs[label] for c, label in zip(self.prob_columns, self.labels)},
+                     top_label=next(iter(probs)))
+                for meta, probs in zip(chunk["rows"], probabilities)]
+        rows += [dict(common, **skip, person_id=None, is_speaker=True, status=STATUS_SKIPPED, audio_used=False,
+                      video_used=False) for skip in chunk["skipped"]]
+        return rows
+
+    def summary(self, file, key: str, end: dict, speaker: list, skipped: int, person_id: int | None) -> dict:
+        """The summary row of a complete file: `speaker` holds the chosen person's classified windows
+        (`probabilities`, `modalities`), whose aggregate is the clip answer, as the pipeline gives it."""
+        # margin 0: only the probabilities are used; top_label is the most probable class, as in the window rows
+        clip, _, _ = aggregate_windows(speaker, self.labels, 0.0)
+        return dict(
+            self._common(file, key), status=STATUS_OK, duration_s=end["duration_s"], windows=len(speaker),
+            windows_skipped=skipped, **{c: clip[label] for c, label in zip(self.prob_columns, self.labels)},
+            top_label=max(clip, key=clip.get), person_id=person_id, people=end["people"],
+            size_bytes=file.size_bytes, mtime_ns=file.mtime_ns, seconds=end["seconds"],
         )
-        return rows, summary
 
 
-__all__ = ["RowBuilder", "metadata_fields", "probability_columns", "windows_schema", "files_schema",
+class FileRows:
+    """The rows of one file while its chunks are classified (in any order), and its summary once complete."""
+
+    def __init__(self, builder: RowBuilder, file, key: str):
+        self.builder, self.file, self.key = builder, file, key
+        self.rows: list[dict] = []
+        self.speaker: list = []  # the chosen person's classified windows, for the clip answer
+        self.chosen: dict[int, tuple] = {}  # person id -> (windows where they were chosen with a face, first one)
+        self.skipped = 0
+        self.seen: set[int] = set()  # chunk numbers in: a chunk delivered twice (a retried Ray task) counts once
+        self.end: dict | None = None
+
+    def add(self, chunk: dict, probabilities: list[dict]) -> None:
+        if chunk["seq"] in self.seen:
+            return
+        self.seen.add(chunk["seq"])
+        self.rows += self.builder.window_rows(self.file, self.key, chunk, probabilities)
+        for meta, probs in zip(chunk["rows"], probabilities):
+            if meta["is_speaker"]:
+                modalities = {"audio": meta["audio_used"], "video": meta["video_used"]}
+                self.speaker.append(SimpleNamespace(index=meta["window_index"], probabilities=probs,
+                                                    modalities=modalities))
+                if meta["video_used"] and meta["person_id"] is not None:
+                    count, first = self.chosen.get(meta["person_id"], (0, meta["window_index"]))
+                    self.chosen[meta["person_id"]] = (count + 1, min(first, meta["window_index"]))
+        self.skipped += len(chunk["skipped"])
+
+    @property
+    def complete(self) -> bool:
+        return self.end is not None and len(self.seen) >= self.end["chunks"]
+
+    def finish(self) -> tuple[list[dict], dict]:
+        """(window rows in window order, the chosen person's row first; the summary row)."""
+        self.rows.sort(key=lambda r: (r["window_index"], not r["is_speaker"],
+                                      -1 if r["person_id"] is None else r["person_id"]))
+        # the person chosen in most windows, the earliest chosen on a tie (as results_fer.clip_faces decides)
+        person = max(self.chosen, key=lambda p: (self.chosen[p][0], -self.chosen[p][1])) if self.chosen else None
+        self.speaker.sort(key=lambda w: w.index)  # chunks may come in any order: sum in window order
+        return self.rows, self.builder.summary(self.file, self.key, self.end, self.speaker, self.skipped, person)
+
+
+__all__ = ["FileRows", "RowBuilder", "metadata_fields", "probability_columns", "windows_schema", "files_schema",
            "STATUS_OK", "STATUS_SKIPPED", "STATUS_ERROR"]
