@@ -148,6 +148,7 @@ def run_sessions(analyzer, registry, frames, audio, sessions: int, seconds: floa
             "compute_median_s": round(statistics.median(stats[i]["compute"]), 3) if stats[i]["compute"] else None,
             "both_modalities": sum(u.modalities["audio"] and u.modalities["video"] for u in s.updates),
             "frames_received": s.frames.frames_received, "audio_gaps": s.audio.gaps_inserted,
+            "session_expired": s.expired,  # True would mean the app's session limit cut the run short
         })
         registry.end(f"bench-{i}")
     half = len(rss_trace) // 2
@@ -208,6 +209,8 @@ def child(args) -> None:
     """One precision in this process: 1 session, then 2 concurrent sessions."""
     import torch
 
+    # The app's session limit (FER_LIVE_SECONDS, 300 s by default) would end a session before a 10-minute run does.
+    os.environ["FER_LIVE_SECONDS"] = str(int(args.seconds + 120))
     import app_live
     from fer_hf import FERConfig, FERForEmotionClassification, FERProcessor
     from fer_hf.streaming_fer import LiveAnalyzer
