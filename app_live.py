@@ -8,8 +8,10 @@ sends a camera snapshot every `FRAME_EVERY_S` (only once the previous one was re
 ["microphone"], streaming=True)` sends WAV chunks every `AUDIO_EVERY_S`. Their handlers only buffer the data
 (`fer_hf.streaming_fer.LiveSession`: time alignment, one frame per frame bin, bounded). A `gr.Timer` runs the
 model: each tick classifies the newest window that has arrived, if it is at least `STEP_S` newer than the last
-one, with every event of that kind sharing one worker (`concurrency_limit=1`), so two sessions take turns and a
-slow machine updates less often instead of queueing work. Leaving the page (the Blocks `unload` event) or
+one (a tick with no window due puts the frames whose bins are final through the face front-end and SigLIP
+ahead, so the next update only runs the audio and the fusion), with every event of that kind sharing one
+worker (`concurrency_limit=1`), so two sessions take turns and a slow machine updates less often instead of
+queueing work. Leaving the page (the Blocks `unload` event) or
 pressing Stop frees the session; the session's results can be downloaded as the upload result type
 (`FERClipResult` JSON, the same CSV as uploads) with a timing table.
 
@@ -248,6 +250,9 @@ def add_live_tab(demo: gr.Blocks, model, processor, model_info: dict | None = No
     def analyse(session: LiveSession, window):
         return analyzer.analyze(session, window)
 
+    def prefetch(session: LiveSession):
+        return analyzer.prefetch(session)
+
     def on_start(request: gr.Request):
         if unavailable:
             raise gr.Error(unavailable, title="Live mode is not available here", print_exception=False)
@@ -298,7 +303,11 @@ def add_live_tab(demo: gr.Blocks, model, processor, model_info: dict | None = No
                          "new one; download this one below.")
             return skip, skip, skip, status, timer, start, stop, files
         window = session.next_window(STEP_S)
-        if window is None:
+        if window is None:  # nothing due: prepare the frames that are final, so the next update is quicker
+            try:
+                prefetch(session)
+            except Exception:  # keep the session alive; the update itself will prepare what is missing
+                logger.exception("live: preparing frames ahead failed")
             if session.updates_total == 0:
                 waiting = "Waiting for the camera and the microphone (the first result needs 1 s of both)…"
                 return skip, skip, skip, status_markdown(session, waiting), skip, skip, skip, skip

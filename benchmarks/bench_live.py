@@ -112,7 +112,9 @@ def run_sessions(analyzer, registry, frames, audio, sessions: int, seconds: floa
             due = time.monotonic() + TICK_S
             with model_lock:
                 window = session.next_window(step_s)
-                if window is not None:
+                if window is None:  # as the Live tab's tick does: prepare the final frames ahead
+                    analyzer.prefetch(session)
+                else:
                     try:
                         update = analyzer.analyze(session, window)
                         if update is not None:

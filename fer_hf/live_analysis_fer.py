@@ -171,6 +171,14 @@ class FERLiveSession:
                                  (e["person_reason"] for e, f in zip(entries, face) if f), "no face found")}})
         return window
 
+    def prepare(self, until_s: float) -> int:
+        """Run the face front-end and `embed_frames` now on the frames received before `until_s` that no window has
+        used yet (in time order), so that the next `classify` only runs the audio and the fusion. Returns how many
+        frames were prepared. Live mode calls it while it waits for the next window (see `streaming_fer`)."""
+        keys = sorted(k for k, f in self.frames.items() if "found" not in f and f["time_s"] < until_s)
+        self._embed(keys, None, 0.0, False)
+        return len(keys)
+
     def result(self) -> FERClipResult | None:
         """The whole session so far as one `FERClipResult` (source "live"; None before any classified window)."""
         if not self.windows:

@@ -323,3 +323,39 @@ def test_session_time_limit_and_close_free_the_buffers(tiny):
     assert session.push_audio(np.zeros(4000, np.int16), 16_000) is None
     session.close()
     assert session.stored_bytes() == 0 and len(session.frames) == 0
+
+
+def test_frames_prepared_ahead_leave_only_audio_and_fusion_to_the_update(tiny):
+    """The Live tab's idle ticks put the final frames through the face front-end and SigLIP ahead (`prefetch`):
+    each frame is still embedded once, and a full window's update then embeds nothing new."""
+    model, processor = tiny
+    clock = FakeClock()
+    analyzer = LiveAnalyzer(model, processor)
+    session = analyzer.new_session(clock=clock, session_seconds=600)
+    audio = _speech_like(8.0)
+    updates, prepared, next_frame, k = [], 0, 0.0, 0
+    for tick in range(int(7.0 / 0.05)):
+        clock.t = tick * 0.05
+        if tick % 5 == 0 and tick:
+            i = tick // 5 - 1
+            session.push_audio((audio[i * 12_000:(i + 1) * 12_000] * 32767).astype(np.int16), 48_000)
+        if clock.t >= next_frame:
+            session.push_frame(_camera_frame(k))
+            k, next_frame = k + 1, next_frame + 0.1
+        if tick % 5 == 0:
+            window = session.next_window(0.75)
+            if window is None:
+                prepared += analyzer.prefetch(session)
+            else:
+                update = analyzer.analyze(session, window)
+                if update is not None:
+                    updates.append(update)
+    assert prepared > 0 and len(updates) >= 5
+    full = [u for u in updates if u.start_s > 0]
+    # at most the newest bin's frame is left to an update (without prefetch: 2 of 8 at this step, tested above)
+    assert full and all(u.new_frames <= 1 and u.new_frames + u.reused_frames == 8 for u in full)
+    assert sum(u.new_frames for u in full) < len(full)
+    assert all(u.modalities["audio"] and u.modalities["video"] for u in full)
+    # every kept frame went through the front-end exactly once, ahead or in an update
+    assert session.engine.frames_embedded == prepared + sum(u.new_frames for u in updates)
+    assert session.engine.frames_embedded <= session.frames.frames_kept
