@@ -292,18 +292,11 @@ def _focus_window(result: dict) -> dict:
 
 
 def label_value(result: dict, folder: Path):
-    """What the probabilities panel shows. Its big heading is the top emotion only when the answer is clear; below
-    the confidence margin it reads "No clear emotion" (gr.Label takes that heading from a JSON file)."""
-    probabilities = result.get("probabilities") or {}
-    if not probabilities:
+    """What the probabilities panel shows: the heading names the top emotion only when the answer is clear."""
+    if not result.get("probabilities"):
         return gr.skip()
-    if result.get("top_label") is not None:
-        return probabilities
-    ranked = sorted(probabilities.items(), key=lambda kv: -kv[1])
-    path = Path(tempfile.mkstemp(suffix=".json", dir=folder)[1])
-    path.write_text(json.dumps({"label": "No clear emotion",
-                                "confidences": [{"label": k, "confidence": v} for k, v in ranked]}))
-    return str(path)
+    return app_plots.label_value(result["probabilities"], result.get("top_label"),
+                                 Path(tempfile.mkstemp(suffix=".json", dir=folder)[1]))
 
 
 def _stream_outputs(result: dict, done: int, total: int, folder: Path) -> tuple:

@@ -134,14 +134,8 @@ def _label_path(key: str) -> Path:
 
 def label_output(update: LiveUpdate, key: str):
     """The probabilities panel's value: its heading names the top emotion only when the window's answer is clear
-    (the confidence margin); otherwise "No clear emotion" (gr.Label takes that heading from a JSON file)."""
-    if update.top_label is not None:
-        return update.probabilities
-    ranked = sorted(update.probabilities.items(), key=lambda kv: -kv[1])
-    path = _label_path(key)
-    path.write_text(json.dumps({"label": "No clear emotion",
-                                "confidences": [{"label": k, "confidence": v} for k, v in ranked]}))
-    return str(path)
+    (the confidence margin), otherwise "No clear emotion" (one file per session, overwritten)."""
+    return app_plots.label_value(update.probabilities, update.top_label, _label_path(key))
 
 
 def status_markdown(session: LiveSession, note: str = "") -> str:

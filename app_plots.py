@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 
 import matplotlib
 
@@ -322,6 +323,18 @@ def faces_figure(window: dict, crops: list, labels: list[str] | None = None) -> 
 
 
 # ----------------------------------------------------------------------------------------------------------------
+def label_value(probabilities: dict, top_label, path):
+    """The value of a `gr.Label` for an answer: the probabilities when `top_label` names the emotion; below the
+    confidence margin (`top_label` None) a JSON file at `path` whose heading reads "No clear emotion" (gr.Label
+    takes any other heading than its top class only from such a file). Returns what to give the Label."""
+    if top_label is not None:
+        return probabilities
+    ranked = sorted(probabilities.items(), key=lambda kv: -kv[1])
+    path.write_text(json.dumps({"label": "No clear emotion",
+                                "confidences": [{"label": k, "confidence": v} for k, v in ranked]}))
+    return str(path)
+
+
 def report_csv(result: dict) -> str:
     """The numbers of `result` in long format: one row per (window, quantity, time, name)."""
     out = io.StringIO()
@@ -344,5 +357,6 @@ def report_csv(result: dict) -> str:
     return out.getvalue()
 
 
-__all__ = ["CAPTIONS", "audio_figure", "faces_figure", "headline_markdown", "legend_html", "modality_summary",
-           "owned_spans", "provenance_banner", "report_csv", "segment_figure", "shaded_spans", "timeline_figure"]
+__all__ = ["CAPTIONS", "audio_figure", "faces_figure", "headline_markdown", "label_value", "legend_html",
+           "modality_summary", "owned_spans", "provenance_banner", "report_csv", "segment_figure", "shaded_spans",
+           "timeline_figure"]

@@ -95,7 +95,7 @@ class FERLiveSession:
                                  probabilities={}, top_label=None, confident=False,
                                  confidence_margin=proc.confidence_margin, skipped_windows=[item], model=summary)
         return build_clip_result([item], [], "live", float(end_s), proc.labels, proc.confidence_margin, summary,
-                                 [self._infos()[-1]])
+                                 [{**self._people[-1], "tracks": self.faces.track_summaries()}])
 
     def classify_window(self, audio, end_s: float, sampling_rate: int | None = None, start_s: float | None = None,
                         audio_missing: str = "no microphone audio", camera_reason: str | None = None):

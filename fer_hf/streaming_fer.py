@@ -569,9 +569,7 @@ class LiveAnalyzer:
         (`FERLiveSession.prepare`), so the next update only runs the audio encoder and the fusion, and its latency
         drops by that much. Returns how many frames were prepared (0 when there is nothing new)."""
         frames = session.final_frames()
-        for f in frames:
-            session.engine.add_frame(f.capture_s, f.image)
-            f.sent, f.image = True, None
+        _hand_over(session, frames)
         if not frames:
             return 0
         return session.engine.prepare(frames[-1].capture_s + 1e-6)
@@ -581,10 +579,7 @@ class LiveAnalyzer:
         session's result as a skipped window, with the reasons)."""
         began = time.perf_counter()
         engine = session.engine
-        for f in window.frames:
-            if f is not None and not f.sent:
-                engine.add_frame(f.capture_s, f.image)
-                f.sent, f.image = True, None  # the engine holds the picture until its faces and vector are made
+        _hand_over(session, window.frames)
         embedded = engine.frames_embedded
         item = engine.classify_window(window.audio, window.end_s, start_s=window.start_s,
                                       audio_missing=window.audio_reason, camera_reason=window.camera_reason)
@@ -599,6 +594,15 @@ class LiveAnalyzer:
         )
         session.record(update)
         return update
+
+
+def _hand_over(session: LiveSession, frames: list) -> None:
+    """Give the engine the frames it has not had yet; the engine holds each picture until its face crop and vector
+    are made, so the session's copy is dropped."""
+    for f in frames:
+        if f is not None and not f.sent:
+            session.engine.add_frame(f.capture_s, f.image)
+            f.sent, f.image = True, None
 
 
 __all__ = [
