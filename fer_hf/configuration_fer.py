@@ -113,6 +113,65 @@ _TINY_BACKBONES = dict(
     ),
 )
 
+# The CPU stand-in for the seed model (issue "a trained model out of the box"): the same architecture, sized so that
+# every stage trains from scratch on 2 CPU cores and the timeline runs far under real time. Widths, depths and the
+# frame/patch size were chosen by measurement (docs/training.md "The compact preset"): 48x48 grey face crops (the
+# resolution of FER2013, its face pretraining data) in 8x8 patches of 6 px, a 6-layer 128-wide SigLIP tower, a
+# 4-layer 144-wide FastConformer with x8 subsampling (32 channels: its convolutions were 60 % of a step at 64), 4 LFM2 layers of width 256.
+_COMPACT = dict(
+    vision_config=dict(
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        image_size=48,
+        patch_size=6,
+        vision_use_head=False,
+    ),
+    audio_config=dict(
+        hidden_size=144,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=576,
+        conv_kernel_size=9,
+        subsampling_factor=8,
+        subsampling_conv_channels=32,
+        num_mel_bins=80,
+        dropout=0.1,
+        attention_dropout=0.1,
+        activation_dropout=0.1,
+        layerdrop=0.0,
+    ),
+    lfm2_config=dict(
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        layer_types=["conv", "full_attention", "conv", "full_attention"],
+        norm_eps=1e-5,
+        block_multiple_of=64,
+        use_cache=False,
+    ),
+    num_frames=8,
+    num_segments=8,
+    audio_pool_num_heads=4,
+    roi_top_k=32,
+    frame_pool_num_heads=4,
+    temporal_num_gscb_layers=2,
+    temporal_num_attention_layers=1,
+    temporal_num_heads=4,
+    temporal_ffn_ratio=2,
+    fused_dim=128,
+    fusion_dropout=0.2,
+    classifier_hidden_sizes=[128, 64],
+    classifier_dropout=0.2,
+    modality_dropout=0.3,
+    vision_chunk_size=64,
+    face_crop_margin=0.1,
+    face_crop_grayscale=True,
+)
+
 # Named configurations as data: each is a set of overrides of FERConfig's defaults (sub-config dicts are merged
 # into the defaults of that sub-config). Read-only; `FERConfig.from_preset` copies what it uses.
 PRESETS: Mapping[str, Mapping] = MappingProxyType(
@@ -140,6 +199,8 @@ PRESETS: Mapping[str, Mapping] = MappingProxyType(
             vision_chunk_size=4,
             initializer_range=0.1,  # ~1/sqrt(width) for 32-64 wide layers trained from scratch
         ),
+        # Trainable from scratch on 2 CPU cores (the shipped default model, checkpoints/compact/): see _COMPACT.
+        "compact": _COMPACT,
     }
 )
 
@@ -154,6 +215,7 @@ _SUB_CONFIGS = {
 PROVENANCE_SCHEMA_VERSION = 1
 PROVENANCE_STATUSES = ("untrained", "backbones", "trained")
 BACKBONE_NAMES = ("vision", "audio", "fusion")
+MODALITIES = ("audio", "video")
 _TRAINING_KEYS = (
     "dataset", "synthetic", "modality_layout", "mode", "fold", "train_actors", "validation_actors", "test_actors",
     "epochs", "metrics", "metrics_scope", "date", "commit",
@@ -190,6 +252,8 @@ def make_training_provenance(
     date: str | None = None,
     commit: str | None = None,
     backbones: Mapping[str, str] | None = None,
+    modalities=None,
+    sources: Mapping[str, str] | None = None,
 ) -> dict:
     """The record of a trained model (status "trained"), for training to store in `config.provenance`.
 
@@ -205,11 +269,17 @@ def make_training_provenance(
         metrics_scope: e.g. `"this fold's test actors"` or `"cross-validated mean over 4 folds"`.
         date: ISO-8601 (now, UTC, when omitted). commit: the git sha of the code that trained, or None.
         backbones: where the pretrained parts came from (kept from the starting model's record), or None.
+        modalities: the branches that were trained, a subset of `("audio", "video")` (default: what
+            `modality_layout` implies). At inference a branch that was never trained is not used.
+        sources: optional free-text provenance per part, e.g. `{"vision": "FER2013 Training, 14 epochs"}`.
     """
     if mode not in ("fold", "release"):
         raise ValueError(f"`mode` must be 'fold' or 'release', got {mode!r}")
     if metrics is not None and metrics_scope is None:
         raise ValueError("give `metrics_scope` with `metrics` (which actors the figures were measured on)")
+    modalities = layout_modalities(modality_layout) if modalities is None else tuple(modalities)
+    if not modalities or any(m not in MODALITIES for m in modalities):
+        raise ValueError(f"`modalities` must be a non-empty subset of {list(MODALITIES)}, got {modalities!r}")
     return {
         "schema_version": PROVENANCE_SCHEMA_VERSION,
         "status": "trained",
@@ -228,8 +298,15 @@ def make_training_provenance(
             "metrics_scope": metrics_scope,
             "date": date or datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
             "commit": commit,
+            "modalities": [m for m in MODALITIES if m in modalities],
+            "sources": dict(sources or {}),
         },
     }
+
+
+def layout_modalities(modality_layout: str) -> tuple[str, ...]:
+    """The branches a training layout trains: `"audio-only"` -> audio, `"video-only"` -> video, else both."""
+    return {"audio-only": ("audio",), "video-only": ("video",)}.get(str(modality_layout), MODALITIES)
 
 
 def segment_step_ranges(length: int, num_segments: int) -> list[tuple[int, int]]:
@@ -321,6 +398,12 @@ class FERConfig(PretrainedConfig):
             When set, only this many patches per frame (the highest `roi_weights`, in spatial order) enter the SigLIP
             encoder: attention and MLP cost fall roughly in proportion (a CPU speed lever). `None` encodes all
             patches. Ignored for frames without `roi_weights`. Must lie between `roi_top_k` and the patch count.
+        face_crop_margin (`float`, *optional*, defaults to 0.25):
+            Margin of the aligned face crop on each side (fraction of the face size) that the vision tower was
+            trained on; processors built from this config crop with it (`FERProcessor.from_model_config`).
+        face_crop_grayscale (`bool`, *optional*, defaults to `False`):
+            The vision tower sees grey crops (luma copied to the 3 channels), e.g. because it was pretrained on a
+            grey face corpus; processors built from this config convert the crops.
         freeze_vision_encoder (`bool`, *optional*, defaults to `False`):
             Build the model with the SigLIP tower frozen (`requires_grad=False`, kept in eval mode).
         freeze_audio_encoder (`bool`, *optional*, defaults to `False`):
@@ -372,6 +455,8 @@ class FERConfig(PretrainedConfig):
     modality_dropout: float = 0.1
     vision_chunk_size: int = 8
     vision_keep_patches: int | None = None
+    face_crop_margin: float = 0.25
+    face_crop_grayscale: bool = False
     freeze_vision_encoder: bool = False
     freeze_audio_encoder: bool = False
     freeze_fusion_backbone: bool = False
@@ -460,6 +545,10 @@ class FERConfig(PretrainedConfig):
                 raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}")
         for name in ("fusion_dropout", "classifier_dropout", "modality_dropout"):
             probability(name)
+        if not isinstance(self.face_crop_margin, (int, float)) or not 0.0 <= self.face_crop_margin <= 2.0:
+            raise ValueError(f"`face_crop_margin` must be between 0 and 2, got {self.face_crop_margin!r}")
+        if not isinstance(self.face_crop_grayscale, bool):
+            raise ValueError(f"`face_crop_grayscale` must be True or False, got {self.face_crop_grayscale!r}")
         if not isinstance(self.clip_seconds, (int, float)) or not 0.1 <= self.clip_seconds <= 60:
             raise ValueError(f"`clip_seconds` must be between 0.1 and 60 seconds, got {self.clip_seconds!r}")
         if self.roi_top_k > self.num_patches:
@@ -641,6 +730,17 @@ class FERConfig(PretrainedConfig):
         return self.provenance_status == "trained"
 
     @property
+    def trained_modalities(self) -> tuple[str, ...] | None:
+        """The branches training taught (`("audio",)`, `("video",)` or both), or None for a model that was not
+        trained (then nothing is withheld: its predictions are meaningless anyway and say so). The model does not
+        use a branch that training never taught."""
+        if not self.is_trained:
+            return None
+        training = self.provenance["training"]
+        listed = training.get("modalities")
+        return tuple(listed) if listed else layout_modalities(training.get("modality_layout"))
+
+    @property
     def trained_on_synthetic_data(self) -> bool:
         return self.is_trained and bool(self.provenance["training"]["synthetic"])
 
@@ -691,5 +791,6 @@ __all__ = [
     "PROVENANCE_SCHEMA_VERSION",
     "make_backbones_provenance",
     "make_training_provenance",
+    "layout_modalities",
     "segment_step_ranges",
 ]

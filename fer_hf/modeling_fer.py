@@ -297,6 +297,14 @@ class FERForEmotionClassification(FERPreTrainedModel):
     def __init__(self, config: FERConfig):
         super().__init__(config)
         self.audio_encoder = ParakeetEncoder._from_config(config.audio_config)
+        # He init of the FastConformer's ReLU subsampling convs: at transformers' normal(0, 0.02) its depthwise convs
+        # (fan-in 9) shrink the mel input to ~1e-6 of its size, so an encoder trained from scratch hears almost
+        # nothing (the loss then sits at ln 8). Pretrained weights are loaded over it.
+        with torch.no_grad():
+            for layer in self.audio_encoder.subsampling.layers:
+                if isinstance(layer, nn.Conv2d) and layer.weight.device.type != "meta":
+                    nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+                    nn.init.zeros_(layer.bias)
         self.audio_segment_pool = FERAudioSegmentAttentionPool(
             config.audio_config.hidden_size, config.audio_pool_num_heads, config.num_segments
         )
@@ -480,6 +488,10 @@ class FERForEmotionClassification(FERPreTrainedModel):
 
         audio = resolve(audio_mask, input_features, "audio_mask")
         video = resolve(video_mask, video_input, "video_mask")
+        trained = self.config.trained_modalities
+        if trained is not None:  # a branch training never taught is not used (the result says why)
+            audio = audio & ("audio" in trained)
+            video = video & ("video" in trained)
         if self.training and self.config.modality_dropout > 0:
             both = audio & video
             drop = both & (torch.rand(batch, device=device) < self.config.modality_dropout)
@@ -588,6 +600,13 @@ class FERForEmotionClassification(FERPreTrainedModel):
         video_used = video_used & has_video.any(-1)
         if not (audio_used | video_used).all():
             bad = (~(audio_used | video_used)).nonzero().squeeze(-1).tolist()
+            trained = cfg.trained_modalities
+            if trained is not None and len(trained) == 1:
+                raise NoUsableModalityError(
+                    f"this model was trained on {'voices' if trained[0] == 'audio' else 'faces'} only, and "
+                    f"sample(s) {bad} have no usable {'speech' if trained[0] == 'audio' else 'face'}; nothing to "
+                    "classify"
+                )
             raise NoUsableModalityError(
                 f"sample(s) {bad} have neither usable audio nor video frames; nothing to classify"
             )

@@ -241,6 +241,10 @@ class FERProcessor(ProcessorMixin):
         such as `face_margin=` or `silence_threshold=` reach the sub-processor they belong to)."""
         settings = _route_settings(kwargs)
         settings["geometry"] = {**asdict(FERGeometry.from_config(config)), **settings["geometry"]}
+        # the crop the vision tower was trained on (margin, grey or colour) unless the caller overrides it
+        settings["video_settings"] = {"face_margin": float(getattr(config, "face_crop_margin", 0.25)),
+                                      "grayscale": bool(getattr(config, "face_crop_grayscale", False)),
+                                      **settings["video_settings"]}
         settings.setdefault("id2label", dict(config.id2label) if config.id2label else None)
         if "feature_extractor" not in settings:
             settings["feature_extractor"] = ParakeetFeatureExtractor(

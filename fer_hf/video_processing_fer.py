@@ -139,11 +139,13 @@ class FERVideoProcessor:
         min_speaker_correlation (`float`, defaults to 0.3): mouth-voice correlation that makes a face the speaker.
         person (`int`, *optional*): the clip-wide face-track id whose face goes to the model (default: chosen).
         decode_max_side (`int`, defaults to 640): frames are downscaled to this long side while decoding.
+        grayscale (`bool`, defaults to False): the crops become grey (ITU-R 601 luma copied to the 3 channels)
+            before normalisation, for a vision tower trained on grey faces (the compact preset: FER2013).
     """
 
     defaults = dict(image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], rescale_factor=1 / 255,
                     face_margin=0.25, face_detector_name="blazeface", face_detect_side=320, face_track_step_s=0.1,
-                    face_max_gap_s=0.25, min_speaker_correlation=0.3, person=None, decode_max_side=640)
+                    face_max_gap_s=0.25, min_speaker_correlation=0.3, person=None, decode_max_side=640, grayscale=False)
     legacy = ("face_detect_frames",)  # settings of older processor JSON files that no longer apply
 
     def __init__(self, image_size: int = 224, patch_size: int = 16, **settings):
@@ -164,6 +166,7 @@ class FERVideoProcessor:
         self.min_speaker_correlation = float(values["min_speaker_correlation"])
         self.person = None if values["person"] is None else int(values["person"])
         self.decode_max_side = int(values["decode_max_side"])
+        self.grayscale = bool(values["grayscale"])
         self._face_detector = None
         self._front_end = None
         self._validate()
@@ -237,10 +240,18 @@ class FERVideoProcessor:
         shift = np.asarray(self.image_mean, np.float32) / np.asarray(self.image_std, np.float32)
         lead = crops.shape[:-3]
         out = np.empty(lead + (3,) + crops.shape[-3:-1], np.float32)
+        grey = grey_crops(crops) if self.grayscale else None
         for c in range(3):  # channel by channel keeps the temporary small
-            np.multiply(crops[..., c], scale[c], out=out[..., c, :, :], casting="unsafe")
+            np.multiply(crops[..., c] if grey is None else grey, scale[c], out=out[..., c, :, :], casting="unsafe")
             out[..., c, :, :] -= shift[c]
         return out
 
 
-__all__ = ["FERFaceFrames", "FERFaceSession", "FERVideoProcessor"]
+def grey_crops(crops: np.ndarray) -> np.ndarray:
+    """uint8 `(..., S, S, 3)` RGB -> uint8 `(..., S, S)` luma (ITU-R 601: 0.299 R + 0.587 G + 0.114 B), the grey
+    of FER2013's images, so a grey-trained vision tower sees the same kind of pixels at serving time."""
+    weights = np.array([0.299, 0.587, 0.114], np.float32)
+    return np.clip(np.rint(crops.astype(np.float32) @ weights), 0, 255).astype(np.uint8)
+
+
+__all__ = ["FERFaceFrames", "FERFaceSession", "FERVideoProcessor", "grey_crops"]
