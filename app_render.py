@@ -13,7 +13,8 @@ Drawn on every output frame at time `t` (seconds from the clip start):
 
 Nothing is recomputed: probabilities, labels, confidence and all times come from the result. The output is H.264
 (yuv420p, `+faststart`) with AAC audio in MP4, written with PyAV (no ffmpeg binary), at a reduced size and frame
-rate so the cost stays bounded (`benchmarks/bench_render.py` measures it).
+rate so the cost stays bounded (`benchmarks/bench_render.py` measures it). Frames are timed as the analysis timed
+them (`probe_media(...).timing`: by frame order when the video's timestamps are unusable).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+
+from fer_hf.media_fer import probe_media
 
 logger = logging.getLogger("fer_app.render")
 
@@ -258,10 +261,12 @@ def render_annotated_video(video_path, result, out_path, max_side: int = MAX_SID
         max_side, max_fps: bounds of the rendered size and frame rate (cost is about linear in both).
     Raises:
         ValueError: the clip has no video stream (nothing to draw on).
+        MediaDecodeError (and the other `FERInputError`s of `probe_media`): the file cannot be read.
     """
     started = time.perf_counter()
     result = _as_dict(result)
     timeline = _Timeline(result)
+    media = probe_media(video_path)  # the frame timing and the duration the analysis used
     source = av.open(str(video_path))
     try:
         if not source.streams.video:
@@ -270,8 +275,8 @@ def render_annotated_video(video_path, result, out_path, max_side: int = MAX_SID
         vin.thread_type = "AUTO"
         ain = source.streams.audio[0] if source.streams.audio else None
         origin = float(source.start_time) / 1_000_000 if source.start_time and source.start_time > 0 else 0.0
-        rate = vin.average_rate or vin.guessed_rate
-        src_fps = float(rate) if rate else max_fps
+        clock = media.timing.clock(origin)
+        src_fps = media.fps or max_fps
         fps = Fraction(min(max_fps, src_fps)).limit_denominator(1001)
         out = av.open(str(out_path), mode="w", format="mp4", options={"movflags": "+faststart"})
         vout = aout = resampler = None
@@ -286,9 +291,9 @@ def render_annotated_video(video_path, result, out_path, max_side: int = MAX_SID
                     continue
                 for frame in decoded:
                     if packet.stream is vin:
-                        if frame.time is None:
+                        t = clock(frame)
+                        if t is None:
                             continue
-                        t = frame.time - origin
                         if t + 0.5 / src_fps < next_index / float(fps):
                             continue  # between two output frames: dropped (reduced frame rate)
                         rotation = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
