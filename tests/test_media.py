@@ -34,6 +34,7 @@ from fer_hf.media_timing_fer import timestamp_problem  # noqa: E402
 
 SR = 16000
 HAS_MUX_STREAM = hasattr(av.container.OutputContainer, "add_mux_stream")  # PyAV >= 17: a header that states a rate
+HAS_FLV_MP3 = "flv" in av.formats_available and "libmp3lame" in av.codecs_available
 
 
 # ------------------------------------------------------------------------------------------
@@ -243,6 +244,24 @@ def test_constant_timestamps_without_a_stated_rate_use_the_frame_count(webm30, t
     assert win.frame_valid.all()
     got, expected = np.array(_frame_indices(win.frames)), np.rint(win.frame_times_s * 30 - 1e-9)
     assert np.abs(got - expected).max() <= 1
+
+
+@pytest.mark.skipif(not HAS_FLV_MP3, reason="PyAV has no FLV muxer or no MP3 encoder (libmp3lame)")
+@pytest.mark.parametrize("channels, sample_rate", [(1, 44100), (2, 22050)])
+def test_flv_with_mp3_audio(tmp_path, channels, sample_rate):
+    clip = make_clip(tmp_path / "clip.flv", seconds=1.9, fps=25, size=(320, 240), container="flv",
+                     video_codec="libx264", audio_codec="libmp3lame", sample_rate=sample_rate, channels=channels)
+    info = probe_media(clip["path"])
+    assert info.duration_s == pytest.approx(1.9, abs=0.08) and not info.timing.by_order
+    win = decode_window(clip["path"], 0.0, 3.0, 8, info.duration_s, SR)
+    assert win.audio.size == pytest.approx(1.9 * SR, abs=0.08 * SR)
+    spectrum = np.abs(np.fft.rfft(win.audio[: SR]))
+    assert np.fft.rfftfreq(SR, 1 / SR)[spectrum.argmax()] == pytest.approx(220, abs=2)
+    assert win.frame_valid.sum() == 5  # targets 0.1875 ... 1.6875 s lie inside the 1.9 s clip
+    with av.open(clip["path"]) as container:  # FLV may start the video a little after the audio (25 ms here)
+        first = float(next(container.decode(video=0)).time)
+    expected = np.rint((win.frame_times_s - first) * 25 - 1e-9).astype(int)
+    assert _frame_indices(win.frames) == [int(e) if ok else None for e, ok in zip(expected, win.frame_valid)]
 
 
 # ------------------------------------------------------------------------------------------

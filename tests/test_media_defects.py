@@ -3,7 +3,8 @@
 and the app's annotated video (`app_render`). Each gives the answer it gives for a well-formed copy of the clip.
 
 - webm whose video packets are all stamped 0 (as some muxers and re-encoders write it): frames timed by their order
-  at the stated rate, and the result says so.
+  at the stated rate, and the result says so;
+- FLV with MP3 audio (and other container / audio codec pairs): the annotated video lasts as long as the clip.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from fer_hf.analysis_fer import FERAnalyzer  # noqa: E402
 
 NOTE = "the video's timestamps are unusable (constant); frames were timed by their order at 30 fps"
 HAS_MUX_STREAM = hasattr(av.container.OutputContainer, "add_mux_stream")
+HAS_MP3 = "flv" in av.formats_available and "libmp3lame" in av.codecs_available
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +116,49 @@ def test_annotated_video_plays_every_frame(setup):
     shown = [frame_index_of(f) for f in frames]
     assert shown == [frame_index_of(f) for f in good_frames]
     assert shown[:10] == [3 * k for k in range(10)]  # frame k: the 30 fps source frame at k / 10 s
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Containers and audio codecs: the annotated video lasts as long as the clip
+CLIPS = [  # suffix, container, video codec, audio codec, sample rate, channels
+    pytest.param(".flv", "flv", "libx264", "libmp3lame", 44100, 1, id="flv-mp3-mono-44k",
+                 marks=pytest.mark.skipif(not HAS_MP3, reason="no FLV muxer or MP3 encoder (libmp3lame)")),
+    pytest.param(".flv", "flv", "libx264", "libmp3lame", 22050, 2, id="flv-mp3-stereo-22k",
+                 marks=pytest.mark.skipif(not HAS_MP3, reason="no FLV muxer or MP3 encoder (libmp3lame)")),
+    pytest.param(".mkv", "matroska", "libx264", "aac", 44100, 1, id="mkv-aac-mono-44k"),
+    pytest.param(".webm", "webm", "libvpx", "libopus", 48000, 1, id="webm-opus"),
+    pytest.param(".mp4", "mp4", "libx264", "aac", 44100, 1, id="mp4-aac-mono-44k"),
+]
+
+
+@pytest.mark.parametrize("suffix, container, vcodec, acodec, rate, channels", CLIPS)
+def test_annotated_video_lasts_as_long_as_the_clip(tmp_path, suffix, container, vcodec, acodec, rate, channels):
+    from app_render import render_annotated_video
+    from fer_hf.media_fer import probe_media
+
+    clip = make_clip(tmp_path / f"clip{suffix}", seconds=1.9, fps=25, size=(160, 120), container=container,
+                     video_codec=vcodec, audio_codec=acodec, sample_rate=rate, channels=channels)
+    clip_s = probe_media(clip["path"]).duration_s
+    assert clip_s == pytest.approx(1.9, abs=0.1)
+    result = {"labels": ["neutral", "happy"], "windows": []}  # nothing to draw but the "left out" marker
+    info = render_annotated_video(clip["path"], result, tmp_path / "annotated.mp4", max_side=160)
+    frames, duration, audio_s = _decode(info.path)
+    assert info.has_audio and audio_s is not None
+    assert duration == pytest.approx(clip_s, abs=0.1) and audio_s <= clip_s + 0.03
+    assert len(frames) == info.frames == pytest.approx(clip_s * 12, abs=1)  # 12 fps (MAX_FPS)
+
+
+@pytest.mark.skipif(not HAS_MP3, reason="no FLV muxer or MP3 encoder (libmp3lame)")
+def test_flv_with_mp3_is_analysed_with_voice_and_face(tmp_path):
+    torch.manual_seed(0)
+    config = FERConfig.from_preset("tiny")
+    model = FERForEmotionClassification(config).eval()
+    processor = FERProcessor.from_model_config(config, min_speech_fraction=0.0)
+    clip = make_clip(tmp_path / "clip.flv", seconds=1.9, fps=25, size=(320, 240), container="flv",
+                     video_codec="libx264", audio_codec="libmp3lame", sample_rate=44100, channels=1,
+                     face_image=astronaut_face(), face_box=(90, 30, 250, 190))
+    result = FERAnalyzer(model, processor).analyze(clip["path"])
+    assert result.duration_s == pytest.approx(1.9, abs=0.08) and result.notes == []
+    assert all(w.modalities["audio"] and w.modalities["video"] for w in result.windows)
+    inputs, info = processor.prepare(videos=clip["path"])
+    assert info.windows[0]["audio_used"] and info.windows[0]["video_used"]
