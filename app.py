@@ -435,6 +435,8 @@ def input_column():
         webcam_options=gr.WebcamOptions(mirror=False),  # mirroring is done server-side with ffmpeg
         elem_id="video-input",
     )
+    gr.HTML(app_media.PREVIEW_NOTE, html_template=app_media.PREVIEW_NOTE_TEMPLATE,
+            js_on_load=app_media.PREVIEW_NOTE_JS, elem_id="preview-note")
     button = gr.Button("Analyse emotions", variant="primary", elem_id="analyse-button")
     first_part = gr.Button(f"Analyse the first part ({SETTINGS.max_seconds:.0f} s)", visible=False,
                            elem_id="first-part-button")
@@ -500,6 +502,7 @@ def build_demo() -> gr.Blocks:
         first_part.click(**busy).then(predict_first_part, api_name="predict_first_part", **run).then(**idle)
         video.stop_recording(fix_recording, inputs=video, outputs=video, show_progress="hidden",
                              api_visibility="private")
+        video.clear(None, js=app_media.PREVIEW_NOTE_HIDE_JS, queue=False, api_visibility="private")
         api_result = gr.JSON(visible=False, label="result")
         gr.Button(visible=False).click(analyze, inputs=video, outputs=api_result, api_name="analyze")
     return demo

@@ -51,16 +51,16 @@ class ClipAnalysis:
     def _summary(self) -> dict:
         return {**model_summary(self.analyzer.model.config), **self.model_summary}
 
-    def _partial(self, source: str, duration: float, windows: list, skipped: list) -> dict:
+    def _partial(self, source: str, info, windows: list, skipped: list) -> dict:
         proc = self.processor
         if windows:
-            result = build_clip_result(windows, skipped, source, duration, proc.labels, proc.confidence_margin,
-                                       self._summary())
+            result = build_clip_result(windows, skipped, source, info.duration_s, proc.labels,
+                                       proc.confidence_margin, self._summary(), notes=info.notes)
         else:  # nothing classified yet: no answer, said as such
-            result = FERClipResult(source=str(source), duration_s=duration, labels=list(proc.labels),
+            result = FERClipResult(source=str(source), duration_s=info.duration_s, labels=list(proc.labels),
                                    probabilities={}, top_label=None, confident=False,
                                    confidence_margin=float(proc.confidence_margin), skipped_windows=list(skipped),
-                                   model=self._summary())
+                                   notes=list(info.notes), model=self._summary())
         return result.to_dict()
 
     def run(self, path: str) -> Iterator[AnalysisStep]:
@@ -68,7 +68,7 @@ class ClipAnalysis:
         info = probe_media(str(path), self.processor.max_duration_s)
         total = len(self.analyzer.plan(info.duration_s))
         windows, skipped, done = [], [], 0
-        yield AnalysisStep(self._partial(str(path), info.duration_s, [], []), 0, total, "reading the clip")
+        yield AnalysisStep(self._partial(str(path), info, [], []), 0, total, "reading the clip")
         for event in self.analyzer.stream(str(path)):
             if event.result is not None:
                 event.result.model = self._summary()
@@ -78,7 +78,7 @@ class ClipAnalysis:
             done = event.done
             (windows if event.window is not None else skipped).append(event.window or event.skipped)
             if done % self.batch_windows == 0 and done < event.total:
-                yield AnalysisStep(self._partial(str(path), info.duration_s, windows, skipped), done, event.total,
+                yield AnalysisStep(self._partial(str(path), info, windows, skipped), done, event.total,
                                    f"{done} of {event.total} windows")
 
 

@@ -1,9 +1,11 @@
 """Media chores of the app, all with PyAV (no ffmpeg binary): fixing browser recordings, cutting a clip's first
-part, and the sound and face crops of one window for the detail plots.
+part, the sound and face crops of one window for the detail plots, and the note the upload box shows when the
+browser cannot preview a clip.
 
     has_duration(path)                         # False for a browser's MediaRecorder webm
     remux(path, out_path, max_seconds=None)    # copy the streams into a file that states its duration
     window_media(path, window, config, duration_s)  # (audio float32 (n,) at 16 kHz or None, face crops by frame)
+    gr.HTML(PREVIEW_NOTE, html_template=PREVIEW_NOTE_TEMPLATE, js_on_load=PREVIEW_NOTE_JS)   # under the upload box
 """
 
 from __future__ import annotations
@@ -74,4 +76,28 @@ def window_media(path, window: dict, config, duration_s: float) -> tuple[np.ndar
     return media.audio, crops
 
 
-__all__ = ["has_duration", "remux", "window_media"]
+# The upload box plays the clip in the browser, which reads only some formats (e.g. not FLV, AVI or HEVC); the
+# analysis decodes many more with PyAV. For a clip the browser cannot play, its <video> fires "error", which Gradio
+# turns into a red "Error" status and an error toast. This listener (capture phase, on the document) sees the event
+# before the element's own listener and stops it there, and the note says what is true instead; a clip that loads,
+# or a cleared box (`PREVIEW_NOTE_HIDE_JS` on the upload's `clear`), hides the note again.
+PREVIEW_NOTE = ("Your browser cannot preview this video format. The clip will still be analysed: press "
+                "“Analyse emotions”.")
+PREVIEW_NOTE_TEMPLATE = '<div class="fer-message fer-info fer-preview-note" hidden>${value}</div>'
+PREVIEW_NOTE_JS = """
+const note = element.querySelector('.fer-preview-note');
+const inUploadBox = (event) => event.target instanceof HTMLMediaElement && event.target.closest('#video-input');
+document.addEventListener('error', (event) => {
+  if (!inUploadBox(event)) return;
+  event.stopImmediatePropagation();
+  note.hidden = false;
+}, true);
+for (const name of ['loadeddata', 'emptied']) {
+  document.addEventListener(name, (event) => { if (inUploadBox(event)) note.hidden = true; }, true);
+}
+"""
+PREVIEW_NOTE_HIDE_JS = "() => { document.querySelectorAll('.fer-preview-note').forEach(n => { n.hidden = true; }); }"
+
+
+__all__ = ["PREVIEW_NOTE", "PREVIEW_NOTE_HIDE_JS", "PREVIEW_NOTE_JS", "PREVIEW_NOTE_TEMPLATE", "has_duration",
+           "remux", "window_media"]

@@ -80,6 +80,7 @@ def headline_markdown(result: dict, done: int | None = None, total: int | None =
     if skipped:
         spans = ", ".join(f"{w['start_s']:.1f}–{w['end_s']:.1f} s" for w in skipped)
         lines.append(f"Left out (neither usable audio nor a face): {spans}.")
+    lines += [f"Note: {note}." for note in result.get("notes") or []]
     return "\n\n".join(lines)
 
 

@@ -13,7 +13,9 @@ Drawn on every output frame at time `t` (seconds from the clip start):
 
 Nothing is recomputed: probabilities, labels, confidence and all times come from the result. The output is H.264
 (yuv420p, `+faststart`) with AAC audio in MP4, written with PyAV (no ffmpeg binary), at a reduced size and frame
-rate so the cost stays bounded (`benchmarks/bench_render.py` measures it).
+rate so the cost stays bounded (`benchmarks/bench_render.py` measures it). Frames are timed as the analysis timed
+them (`probe_media(...).timing`: by frame order when the video's timestamps are unusable), and the audio is cut at
+the clip's duration, so the video lasts as long as the clip whatever the container and audio codec.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+
+from fer_hf.media_fer import probe_media
 
 logger = logging.getLogger("fer_app.render")
 
@@ -237,10 +241,20 @@ def _output_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     return max(2, round(width * s / 2) * 2), max(2, round(height * s / 2) * 2)
 
 
-def _mux_audio(out, aout, chunks, pts: int) -> int:
-    """Encode resampled audio `chunks` into `out` with consecutive timestamps from `pts`; returns the next pts."""
+def _mux_audio(out, aout, chunks, pts: int, end: int) -> int:
+    """Encode resampled audio `chunks` (fltp mono at `AUDIO_RATE`) into `out` with consecutive timestamps from `pts`
+    (samples), leaving out every sample from `end` on (the clip's end); returns the next pts."""
     for chunk in chunks:
-        chunk.pts = pts
+        keep = min(chunk.samples, end - pts)
+        if keep <= 0:
+            break
+        if keep < chunk.samples:
+            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(chunk.to_ndarray()[:, :keep]), format="fltp",
+                                               layout="mono")
+            chunk.sample_rate = AUDIO_RATE
+        # A resampler hands a frame already in its output format through unchanged, on its source's clock (1 ms
+        # ticks in FLV or webm): restate the clock, or the samples count as milliseconds.
+        chunk.pts, chunk.time_base = pts, Fraction(1, AUDIO_RATE)
         pts += chunk.samples
         for packet in aout.encode(chunk):
             out.mux(packet)
@@ -258,10 +272,12 @@ def render_annotated_video(video_path, result, out_path, max_side: int = MAX_SID
         max_side, max_fps: bounds of the rendered size and frame rate (cost is about linear in both).
     Raises:
         ValueError: the clip has no video stream (nothing to draw on).
+        MediaDecodeError (and the other `FERInputError`s of `probe_media`): the file cannot be read.
     """
     started = time.perf_counter()
     result = _as_dict(result)
     timeline = _Timeline(result)
+    media = probe_media(video_path)  # the frame timing and the duration the analysis used
     source = av.open(str(video_path))
     try:
         if not source.streams.video:
@@ -270,9 +286,10 @@ def render_annotated_video(video_path, result, out_path, max_side: int = MAX_SID
         vin.thread_type = "AUTO"
         ain = source.streams.audio[0] if source.streams.audio else None
         origin = float(source.start_time) / 1_000_000 if source.start_time and source.start_time > 0 else 0.0
-        rate = vin.average_rate or vin.guessed_rate
-        src_fps = float(rate) if rate else max_fps
+        clock = media.timing.clock(origin)
+        src_fps = media.fps or max_fps
         fps = Fraction(min(max_fps, src_fps)).limit_denominator(1001)
+        audio_end = round(media.duration_s * AUDIO_RATE)  # samples: the audio stops where the clip ends
         out = av.open(str(out_path), mode="w", format="mp4", options={"movflags": "+faststart"})
         vout = aout = resampler = None
         frames_written, next_index, audio_pts, scale = 0, 0, 0, 1.0
@@ -286,9 +303,9 @@ def render_annotated_video(video_path, result, out_path, max_side: int = MAX_SID
                     continue
                 for frame in decoded:
                     if packet.stream is vin:
-                        if frame.time is None:
+                        t = clock(frame)
+                        if t is None:
                             continue
-                        t = frame.time - origin
                         if t + 0.5 / src_fps < next_index / float(fps):
                             continue  # between two output frames: dropped (reduced frame rate)
                         rotation = round((getattr(frame, "rotation", 0) or 0) / 90) % 4
@@ -317,7 +334,7 @@ def render_annotated_video(video_path, result, out_path, max_side: int = MAX_SID
                         frames_written += 1
                         next_index = max(next_index + 1, math.floor((t + 0.5 / src_fps) * float(fps)) + 1)
                     elif aout is not None:
-                        audio_pts = _mux_audio(out, aout, resampler.resample(frame), audio_pts)
+                        audio_pts = _mux_audio(out, aout, resampler.resample(frame), audio_pts, audio_end)
         except av.error.FFmpegError as exc:  # a truncated tail: keep what was rendered
             logger.warning("rendering stopped early (%s); the video ends there", exc)
         if vout is None:
@@ -325,7 +342,7 @@ def render_annotated_video(video_path, result, out_path, max_side: int = MAX_SID
         for out_packet in vout.encode():
             out.mux(out_packet)
         if aout is not None:
-            audio_pts = _mux_audio(out, aout, resampler.resample(None), audio_pts)  # the resampler's tail
+            audio_pts = _mux_audio(out, aout, resampler.resample(None), audio_pts, audio_end)  # resampler's tail
             for out_packet in aout.encode():
                 out.mux(out_packet)
         out.close()

@@ -117,12 +117,12 @@ class FERAnalyzer:
         clip = clip[0]
         if clip["kind"] == "file":
             info = probe_media(clip["path"], proc.max_duration_s)
-            source, duration = clip["path"], info.duration_s
+            source, duration, notes = clip["path"], info.duration_s, info.notes
             no_audio, no_video = ("no audio stream" if not info.has_audio else None,
                                   "no video stream" if not info.has_video else None)
         else:
             media = clip["media"]
-            source, duration = "array", media.duration_s
+            source, duration, notes = "array", media.duration_s, []
             no_audio = "no audio given" if media.audio is None else None
             no_video = "no video frames given" if media.frames is None else None
             from .media_fer import check_duration
@@ -134,7 +134,7 @@ class FERAnalyzer:
         targets = (np.arange(n_grid) + 0.5) * g.frame_step_s
         if clip["kind"] == "file":
             events = stream_file(clip["path"], targets, g.sampling_rate, proc.video_processing.decode_max_side,
-                                 duration)
+                                 duration, info.timing)
         else:
             events = stream_arrays(clip["media"], targets, proc.video_processing.decode_max_side)
         state = _TimelineState(self, windows, targets, duration, no_audio, no_video)
@@ -151,7 +151,7 @@ class FERAnalyzer:
         if not results:
             raise NoUsableModalityError.in_clip(source, skipped[0].audio_reason, skipped[0].video_reason)
         result = build_clip_result(results, skipped, source, duration, proc.labels, proc.confidence_margin,
-                                   model_summary(self.model.config))
+                                   model_summary(self.model.config), notes=notes)
         yield FERAnalysisEvent(done, len(windows), result=result)
 
     # ------------------------------------------------------------------------------------------

@@ -4,7 +4,8 @@ A clip is cut into windows of `window_seconds`; each window yields
 
 - audio: mono float32 at 16 kHz, the samples that really lie inside the window (not padded);
 - video: `num_frames` RGB frames picked at the bin centres `t_k = start + (k + 0.5) * window / T`,
-  each the decoded frame whose presentation time is nearest to `t_k` (so variable frame rate is handled),
+  each the decoded frame whose presentation time is nearest to `t_k` (so variable frame rate is handled; a video
+  whose timestamps are unusable is timed by frame order, `media_timing_fer`),
   downscaled while decoding so that the long side is at most `max_side` pixels, and turned upright when the
   stream carries a rotation (display matrix), as phone recordings do.
 
@@ -21,11 +22,12 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .errors_fer import EmptyMediaError, MediaDecodeError, MediaNotFoundError, MediaTooLongError
+from .media_timing_fer import FrameTiming, read_frame_timing
 
 try:
     import av
@@ -62,7 +64,13 @@ class MediaInfo:
     has_video: bool
     width: int | None = None  # source pixels
     height: int | None = None
-    fps: float | None = None  # nominal (average) rate; None when unknown
+    fps: float | None = None  # nominal (average) rate, or the rate frames are timed at by order; None when unknown
+    timing: FrameTiming = field(default_factory=FrameTiming)  # how decoded frames are timed (pass it to decoders)
+
+    @property
+    def notes(self) -> list[str]:
+        """What a result should say about how the file was read (empty for a well-formed file)."""
+        return [self.timing.note] if self.timing.note else []
 
 
 @dataclass
@@ -234,8 +242,18 @@ def _duration_from_packets(container, max_duration_s: float | None) -> float | N
     return end
 
 
+def probe_frame_timing(path: str) -> tuple[FrameTiming, float | None]:
+    """`media_timing_fer.read_frame_timing` of a file (opened afresh): (timing, clip length by frame order or None)."""
+    container = open_media(path)
+    try:
+        return read_frame_timing(container)
+    finally:
+        container.close()
+
+
 def probe_media(path: str | os.PathLike, max_duration_s: float | None = None) -> MediaInfo:
-    """Check the file, open it and find its duration (header first, else by scanning packets).
+    """Check the file, open it, decide how its frames are timed and find its duration (header first, else by
+    scanning packets; by frame order when the video's timestamps are unusable).
 
     Raises: MediaNotFoundError, EmptyMediaError, MediaDecodeError, MediaTooLongError.
     """
@@ -243,7 +261,9 @@ def probe_media(path: str | os.PathLike, max_duration_s: float | None = None) ->
     container = open_media(path)
     try:
         vstreams, astreams = container.streams.video, container.streams.audio
-        duration = _duration_from_header(container)
+        timing, duration = probe_frame_timing(path) if vstreams else (FrameTiming(), None)
+        if duration is None:
+            duration = _duration_from_header(container)
         if duration is None:
             duration = _duration_from_packets(container, max_duration_s)
         if duration is None or duration <= 0:
@@ -253,9 +273,9 @@ def probe_media(path: str | os.PathLike, max_duration_s: float | None = None) ->
             ctx = vstreams[0].codec_context
             width, height = ctx.width or None, ctx.height or None
             rate = vstreams[0].average_rate or vstreams[0].guessed_rate
-            fps = float(rate) if rate else None
+            fps = timing.fps if timing.by_order else float(rate) if rate else None
         check_duration(duration, max_duration_s, fps, repr(os.path.basename(path)))
-        return MediaInfo(path, float(duration), bool(astreams), bool(vstreams), width, height, fps)
+        return MediaInfo(path, float(duration), bool(astreams), bool(vstreams), width, height, fps, timing)
     finally:
         container.close()
 
@@ -349,11 +369,12 @@ def demux_decoded(container):
     return vstream, astream, packets()
 
 
-def _decode_pass(container, seek_s, end_s, targets, sampling_rate, max_side):
+def _decode_pass(container, seek_s, end_s, targets, sampling_rate, max_side, timing: FrameTiming):
     """One demux pass from `seek_s` (None: from the start); returns (picker or None, audio (n,) or None, audio t0)."""
     origin = _origin_s(container)
     if seek_s is not None:
         container.seek(int((seek_s + origin) * AV_TIME_BASE), backward=True, any_frame=False)
+    clock = timing.clock(origin)
     vstream, astream, packets = demux_decoded(container)
     picker = _FramePicker(targets, max_side) if vstream is not None else None
     resampler = av.AudioResampler(format="flt", layout="mono", rate=sampling_rate) if astream is not None else None
@@ -363,8 +384,9 @@ def _decode_pass(container, seek_s, end_s, targets, sampling_rate, max_side):
         for stream, frames in packets:
             if stream is vstream and not video_done:
                 for frame in frames:
-                    if frame.time is not None:
-                        picker.push(frame.time - origin, frame)
+                    t = clock(frame)
+                    if t is not None:
+                        picker.push(t, frame)
                 video_done = picker.done
             elif stream is astream and not audio_done:
                 for frame in frames:
@@ -406,6 +428,7 @@ def decode_window(
     duration_s: float,
     sampling_rate: int = 16000,
     max_side: int = 640,
+    timing: FrameTiming | None = None,
 ) -> WindowMedia:
     """Decode one window of a media file (first audio stream and first video stream).
 
@@ -416,18 +439,21 @@ def decode_window(
         duration_s: clip duration from `probe_media`; targets past it are invalid.
         sampling_rate: output audio rate in Hz (mono).
         max_side: long side of the decoded frames in pixels.
+        timing: `probe_media(path).timing` (None: decided here, `probe_frame_timing`).
     """
     _require_av()
     targets = frame_timestamps(start_s, end_s - start_s, num_frames)
     name = os.path.basename(path)
+    timing = timing if timing is not None else probe_frame_timing(path)[0]
     # Seek to the window start; if the demuxer lands late (no keyframe index, e.g. MPEG-TS or webm without cues,
-    # or a long GOP), seek further back, and as a last resort decode from the beginning.
-    seek_points = [s for s in (start_s, start_s - LONG_GOP_S) if s > 0] + [None]
+    # or a long GOP), seek further back, and as a last resort decode from the beginning (always, when frames are
+    # timed by their order: a seek loses count).
+    seek_points = [s for s in (start_s, start_s - LONG_GOP_S) if s > 0 and not timing.by_order] + [None]
     result = None
     for seek_to in seek_points:
         container = open_media(path)
         try:
-            result = _decode_pass(container, seek_to, end_s, targets, sampling_rate, max_side)
+            result = _decode_pass(container, seek_to, end_s, targets, sampling_rate, max_side, timing)
         except Exception as exc:  # noqa: BLE001 - PyAV raises many types; ours is the one the user sees
             if seek_to is not None:
                 logger.debug("seeking in %s failed (%s); trying an earlier point", name, exc)
@@ -578,6 +604,7 @@ __all__ = [
     "frame_timestamps",
     "open_media",
     "plan_windows",
+    "probe_frame_timing",
     "probe_media",
     "window_from_arrays",
 ]

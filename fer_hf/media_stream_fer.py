@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors_fer import MediaDecodeError
-from .media_fer import _downscale, _origin_s, _require_av, _target_size, demux_decoded, open_media
+from .media_fer import _downscale, _origin_s, _require_av, _target_size, demux_decoded, open_media, probe_frame_timing
+from .media_timing_fer import FrameTiming
 
 logger = logging.getLogger(__name__)
 
@@ -80,15 +81,18 @@ class _GridPicker:
 
 
 def stream_file(path: str, targets_s: np.ndarray, sampling_rate: int = 16000, max_side: int = 640,
-                duration_s: float | None = None):
+                duration_s: float | None = None, timing: FrameTiming | None = None):
     """Yield `StreamEvent`s for a media file: frames for the grid times (in order), audio chunks (mono, resampled).
 
-    Grid times past the end of the video get no frame event. Raises `MediaDecodeError` if nothing decodes.
+    Grid times past the end of the video get no frame event. `timing`: `probe_media(path).timing` (None: decided
+    here). Raises `MediaDecodeError` if nothing decodes.
     """
     av = _require_av()
+    timing = timing if timing is not None else probe_frame_timing(path)[0]
     container = open_media(path)
     try:
         origin = _origin_s(container)
+        clock = timing.clock(origin)
         vstream, astream, packets = demux_decoded(container)
         picker = _GridPicker(np.asarray(targets_s, np.float64), max_side) if vstream is not None else None
         resampler = av.AudioResampler(format="flt", layout="mono", rate=sampling_rate) if astream else None
@@ -97,9 +101,9 @@ def stream_file(path: str, targets_s: np.ndarray, sampling_rate: int = 16000, ma
             for stream, frames in packets:
                 if stream is vstream:
                     for frame in frames:
-                        if frame.time is None:
+                        t = clock(frame)
+                        if t is None:
                             continue
-                        t = frame.time - origin
                         decoded = True
                         last_t = t if last_t is None else max(last_t, t)
                         if len(times) < 64:

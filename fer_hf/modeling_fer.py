@@ -148,6 +148,7 @@ PAYLOAD_MODULES = (
     "live_analysis_fer.py",
     "media_fer.py",
     "media_stream_fer.py",
+    "media_timing_fer.py",
     "modeling_fer.py",
     "modules_fer.py",
     "pipeline_fer.py",

@@ -111,15 +111,17 @@ class FERClipInfo:
     duration_s: float
     rows: list = field(default_factory=list)  # indices into the batch
     skipped: list = field(default_factory=list)  # FERSkippedWindow
+    notes: list = field(default_factory=list)  # how the media was read, in words (`media_fer.MediaInfo.notes`)
 
 
 @dataclass
 class FERBatchInfo:
     """What `prepare` returns next to the model inputs: one dict per batch row (`windows`) and per clip (`clips`).
 
-    A window dict holds source, clip_index, window_index, duration_s, window_start_s, window_end_s, frame_times_s,
-    frame_source_times_s (None past the clip end), audio_used, audio_reason, video_used, video_reason, face_boxes,
-    crop_boxes (source pixels), and face_frames (uint8 `(T, S, S, 3)`, with `return_face_frames=True`).
+    A window dict holds source, clip_index, window_index, duration_s, notes (how the file was read, in words),
+    window_start_s, window_end_s, frame_times_s, frame_source_times_s (None past the clip end), audio_used,
+    audio_reason, video_used, video_reason, face_boxes, crop_boxes (source pixels), and face_frames (uint8
+    `(T, S, S, 3)`, with `return_face_frames=True`).
     """
 
     windows: list
@@ -357,7 +359,7 @@ class FERProcessor(ProcessorMixin):
                                len(skipped), len(clip_rows), clip_rows[0]["info"]["source"])
             first = clip_rows[0]["info"]
             clips.append(FERClipInfo(first["source"], first["duration_s"],
-                                     list(range(len(rows), len(rows) + len(usable))), skipped))
+                                     list(range(len(rows), len(rows) + len(usable))), skipped, first["notes"]))
             rows.extend(usable)
             windows.extend(r["info"] for r in usable)
         return self._batch(rows, return_tensors, window_s), FERBatchInfo(windows, clips)
@@ -449,11 +451,11 @@ class FERProcessor(ProcessorMixin):
     def _process_clip(self, clip, clip_index, window_s, sliding, stride_s, return_face_frames) -> list[dict]:
         if clip["kind"] == "file":
             info = probe_media(clip["path"], self.max_duration_s)
-            source, duration, origin = clip["path"], info.duration_s, 0.0
+            source, duration, origin, notes = clip["path"], info.duration_s, 0.0, info.notes
             no_audio, no_video = "no audio stream", "no video stream"
         else:
             media = clip["media"]
-            source, duration, origin = "array", media.duration_s, media.start_s
+            source, duration, origin, notes = "array", media.duration_s, media.start_s, []
             no_audio, no_video = "no audio given", "no video frames given"
             if duration <= 0:
                 raise FERInputError("the given audio / frames are empty")
@@ -465,7 +467,7 @@ class FERProcessor(ProcessorMixin):
         for window_index, (start, end) in enumerate(windows):
             if clip["kind"] == "file":
                 window = decode_window(clip["path"], start, end, self.num_frames, duration, self.sampling_rate,
-                                       self.video_processing.decode_max_side)
+                                       self.video_processing.decode_max_side, info.timing)
             else:
                 m = clip["media"]
                 window = window_from_arrays(m.audio, m.frames, m.fps, origin + start, origin + end, self.num_frames,
@@ -473,7 +475,7 @@ class FERProcessor(ProcessorMixin):
                                             frame_times_s=m.frame_times_s, origin_s=origin)
             row = self.window_row(window, no_audio, no_video, return_face_frames, faces=faces, speech=speech)
             row["info"].update(source=source, clip_index=clip_index, window_index=window_index,
-                               duration_s=round(float(duration), 6))
+                               duration_s=round(float(duration), 6), notes=list(notes))
             rows.append(row)
         return rows
 
@@ -580,7 +582,7 @@ class FERProcessor(ProcessorMixin):
             windows = [build_window_result(out, r, info.windows[r], labels, self.geometry, margin)
                        for r in clip.rows]
             results.append(build_clip_result(windows, clip.skipped, clip.source, clip.duration_s, labels, margin,
-                                             summary, [info.windows[r] for r in clip.rows]))
+                                             summary, [info.windows[r] for r in clip.rows], clip.notes))
         return results
 
     def _bare_info(self, out: dict) -> FERBatchInfo:

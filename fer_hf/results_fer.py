@@ -100,6 +100,7 @@ class FERClipResult:
     skipped_windows: list = field(default_factory=list)  # FERSkippedWindow
     tracks: list = field(default_factory=list)  # FaceTrackSummary
     person: dict = field(default_factory=lambda: {"track_id": None, "reason": "no face found"})
+    notes: list = field(default_factory=list)  # how the media was read, in words (e.g. unusable video timestamps)
     model: dict = field(default_factory=dict)
     aggregation: str = AGGREGATION
     schema_version: int = RESULT_SCHEMA_VERSION
@@ -290,16 +291,18 @@ def clip_faces(window_infos: list) -> tuple[list, dict] | None:
 
 
 def build_clip_result(windows: list, skipped: list, source: str, duration_s: float, labels: list, margin: float,
-                      model_summary: dict | None = None, window_infos: list | None = None) -> FERClipResult:
+                      model_summary: dict | None = None, window_infos: list | None = None,
+                      notes: list | None = None) -> FERClipResult:
     """A `FERClipResult` from its classified windows and the skipped ones (`window_infos`: the processor's window
-    dicts, for the face tracks and the chosen person)."""
+    dicts, for the face tracks and the chosen person; `notes`: `media_fer.MediaInfo.notes`)."""
     probabilities, top, confident = aggregate_windows(windows, labels, margin)
     faces = clip_faces(window_infos or [])
     tracks, person = faces if faces is not None else track_summaries(windows)
     return FERClipResult(
         source=str(source), duration_s=_r(duration_s), labels=list(labels), probabilities=probabilities,
         top_label=top, confident=confident, confidence_margin=float(margin), windows=list(windows),
-        skipped_windows=list(skipped), tracks=tracks, person=person, model=dict(model_summary or {}),
+        skipped_windows=list(skipped), tracks=tracks, person=person, notes=list(notes or []),
+        model=dict(model_summary or {}),
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -216,6 +217,34 @@ def set_mp4_rotation(path, degrees: int) -> str:
             return str(path)
         pos = i + 4
     raise ValueError(f"no video track header in {path}")
+
+
+def restamp_video(src, dst, pts: int = 0, rate: float | None = None) -> str:
+    """Copy a webm clip (VP8 / VP9 video, no re-encoding) with every video packet stamped `pts` (1 ms ticks), as
+    some muxers and re-encoders write webm; the audio is copied as it is.
+
+    `rate`: the frame rate the header states (Matroska's default frame duration; needs PyAV's `add_mux_stream`),
+    else the file states none and a reader can only infer it.
+    """
+    import av
+
+    with av.open(str(src)) as source, av.open(str(dst), mode="w", format="webm") as out:
+        vin, ain = source.streams.video[0], source.streams.audio[:1]
+        if rate is not None:  # a stream without codec context: the muxer takes its rate from here
+            vout = out.add_mux_stream(vin.codec_context.name, rate=Fraction(rate).limit_denominator(1001),
+                                      width=vin.width, height=vin.height)
+        else:
+            vout = out.add_stream_from_template(vin)
+        mapping = {vin.index: vout, **{a.index: out.add_stream_from_template(a) for a in ain}}
+        for packet in source.demux(vin, *ain):
+            if packet.size == 0:  # the flush packet at the end of each stream
+                continue
+            if packet.stream is vin:
+                packet.pts = packet.dts = pts
+                packet.duration = 0
+            packet.stream = mapping[packet.stream.index]
+            out.mux(packet)
+    return str(dst)
 
 
 def make_truncated_copy(src, dst, keep_fraction: float = 0.5) -> str:

@@ -118,7 +118,7 @@ def write_app_clips(folder: Path) -> dict:
 OUTPUTS = ("message", "headline", "probabilities", "annotated", "timeline", "segments", "audio", "faces", "result",
            "files")  # the UI's "Analyse the first part" button is an output too, but buttons are not in the API
 RESULT_KEYS = {"schema_version", "source", "duration_s", "labels", "probabilities", "aggregation", "top_label",
-               "confident", "confidence_margin", "windows", "skipped_windows", "tracks", "person", "model"}
+               "confident", "confidence_margin", "windows", "skipped_windows", "tracks", "person", "notes", "model"}
 WINDOW_KEYS = {"index", "start_s", "end_s", "probabilities", "top_label", "confident", "modalities", "segments",
                "frames", "audio_attention"}
 

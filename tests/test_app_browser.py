@@ -2,7 +2,8 @@
 
 A 25 s clip whose person leaves the frame: progress advances window by window, the button is disabled meanwhile,
 the timeline renders and the annotated video plays (its duration, and a frame from the face-less span carries the
-"no face used" marker); the "no clear emotion" headline; a bad file shows the app's own title; the page at 390 px
+"no face used" marker); the "no clear emotion" headline; a bad file shows the app's own title; a clip the browser
+cannot preview (FLV) gets a note instead of an error, and is analysed; the page at 390 px
 has no horizontal overflow; the webcam path records through Chromium's fake capture device (a face picture and a
 tone), the recording gets a real duration and is analysed with both modalities. Waits are on page state, except
 the recording length itself.
@@ -181,6 +182,30 @@ def test_bad_file_shows_the_apps_own_title(page, clips):
     pills = page.evaluate("() => [...document.querySelectorAll('.error')]"
                           ".filter(e => !e.closest('.toast-wrap, .toast-body, #message-box')).length")
     assert pills == 0  # the outputs are not turned into error pills
+
+
+def test_a_clip_the_browser_cannot_preview_gets_a_note_not_an_error(page, tmp_path):
+    """FLV (H.264 + MP3): Chromium cannot play it, PyAV decodes it. The upload box says so instead of Gradio's red
+    "Error", and the clip is analysed with voice and face."""
+    import av
+    from media_factory import make_clip
+
+    if "flv" not in av.formats_available or "libmp3lame" not in av.codecs_available:
+        pytest.skip("PyAV has no FLV muxer or no MP3 encoder (libmp3lame)")
+    clip = make_clip(tmp_path / "clip.flv", seconds=3, fps=15, size=(320, 240), container="flv",
+                     video_codec="libx264", audio_codec="libmp3lame", sample_rate=44100, channels=1,
+                     face_image=astronaut_face(), face_box=(90, 30, 250, 190))["path"]
+    _upload(page, clip)
+    note = page.locator("#preview-note .fer-preview-note")
+    note.wait_for(state="visible")
+    assert "cannot preview this video format" in note.inner_text() and "will still be analysed" in note.inner_text()
+    assert page.locator(".toast-body").count() == 0, page.locator(".toast-body").all_inner_texts()
+    assert "Error" not in page.inner_text("#video-input")  # no red status pill in the upload box
+    _analyse_and_wait(page)
+    assert "Voice and face both used" in page.inner_text("#summary")
+    page.click("#video-input button[aria-label='Clear']")
+    note.wait_for(state="hidden")
+    _assert_no_error_toast(page)
 
 
 def test_small_screen_has_no_horizontal_overflow(browser, url):

@@ -17,6 +17,7 @@ from media_factory import (  # noqa: E402
     make_image_file,
     make_text_file,
     make_truncated_copy,
+    restamp_video,
 )
 
 from fer_hf import media_fer  # noqa: E402
@@ -28,8 +29,12 @@ from fer_hf.errors_fer import (  # noqa: E402
     MediaTooLongError,
 )
 from fer_hf.media_fer import decode_window, frame_timestamps, plan_windows, probe_media  # noqa: E402
+from fer_hf.media_stream_fer import stream_file  # noqa: E402
+from fer_hf.media_timing_fer import timestamp_problem  # noqa: E402
 
 SR = 16000
+HAS_MUX_STREAM = hasattr(av.container.OutputContainer, "add_mux_stream")  # PyAV >= 17: a header that states a rate
+HAS_FLV_MP3 = "flv" in av.formats_available and "libmp3lame" in av.codecs_available
 
 
 # ------------------------------------------------------------------------------------------
@@ -177,6 +182,86 @@ def test_audio_only_and_video_only_files(tmp_path):
     assert not info.has_audio
     win = decode_window(silent_film["path"], 0.0, 3.0, 8, info.duration_s, SR)
     assert win.audio is None and win.frame_valid.sum() == 3  # targets 0.1875, 0.5625, 0.9375 s
+
+
+# ------------------------------------------------------------------------------------------
+# video timestamps players ignore: frames timed by their order
+def test_timestamp_problem_rules():
+    assert timestamp_problem(list(range(0, 6400, 100))) is None
+    b_frames = [0, 2048, 1024, 512, 1536, 4096, 3072, 2560, 3584, 6144, 5120, 4608, 5632]  # x264 --bf 3, mp4
+    assert timestamp_problem([t + k * 8192 for k in range(5) for t in b_frames]) is None
+    assert timestamp_problem([None] * 10) == "missing"
+    assert timestamp_problem([0] * 64) == timestamp_problem([500] * 5) == "constant"
+    assert timestamp_problem(list(range(6400, 0, -100))) == "not increasing"
+    assert timestamp_problem([t // 3 * 3 for t in range(64)]) == "not increasing"  # each stamp three times
+    assert timestamp_problem([0, 33, 33, 67, 100] + list(range(133, 2000, 33))) is None  # one repeat is noise
+    assert timestamp_problem([]) is None and timestamp_problem([7]) is None
+
+
+@pytest.fixture(scope="module")
+def webm30(tmp_path_factory):
+    """VP8 + Opus, 320x240, 30 fps, 2 s: the well-formed original of the restamped copies."""
+    return make_clip(tmp_path_factory.mktemp("stamps") / "good.webm", seconds=2.0, fps=30, size=(320, 240))
+
+
+def _frame_indices(frames) -> list:
+    return [None if f is None else frame_index_of(f) for f in frames]
+
+
+@pytest.mark.skipif(not HAS_MUX_STREAM, reason="PyAV cannot write a header-only stream (add_mux_stream, PyAV 17)")
+def test_video_packets_all_at_pts_0_are_timed_by_frame_order(webm30, tmp_path):
+    """All video packets at pts 0, the header states 30 fps: the frames are those of the well-formed file."""
+    broken = restamp_video(webm30["path"], tmp_path / "pts0.webm", pts=0, rate=30)
+    with av.open(broken) as container:
+        assert {p.pts for p in container.demux(video=0) if p.size} == {0}
+    info, good = probe_media(broken), probe_media(webm30["path"])
+    assert info.timing.by_order and info.timing.problem == "constant" and info.fps == 30.0
+    assert info.notes == ["the video's timestamps are unusable (constant); frames were timed by their order at 30 fps"]
+    assert not good.timing.by_order and good.notes == []
+    assert info.duration_s == pytest.approx(2.0, abs=0.03) and info.has_video and info.has_audio
+    for start, end in ((0.0, 3.0), (0.5, 1.5)):  # from the start, and a window a seek would have missed
+        win = decode_window(broken, start, end, 8, info.duration_s, SR)
+        ref = decode_window(webm30["path"], start, end, 8, good.duration_s, SR)
+        np.testing.assert_array_equal(win.frame_valid, ref.frame_valid)
+        assert _frame_indices(win.frames) == _frame_indices(ref.frames)
+        expected = np.rint(win.frame_times_s * 30 - 1e-9).astype(int)
+        assert _frame_indices(win.frames) == [int(e) if ok else None for e, ok in zip(expected, win.frame_valid)]
+        np.testing.assert_allclose(win.source_times_s, ref.source_times_s, atol=1e-3)
+        assert abs(win.audio.size - ref.audio.size) <= 160
+    grid = (np.arange(16) + 0.5) * 0.125
+    frames = [(e.index, frame_index_of(e.image)) for e in stream_file(broken, grid, SR, 640, info.duration_s)
+              if e.kind == "frame"]
+    assert frames == [(k, int(np.rint(t * 30 - 1e-9))) for k, t in enumerate(grid)]
+
+
+def test_constant_timestamps_without_a_stated_rate_use_the_frame_count(webm30, tmp_path):
+    """Every video packet at 0.5 s, no rate in the header: 60 frames over the audio's 2 s make about 30 fps."""
+    broken = restamp_video(webm30["path"], tmp_path / "pts500.webm", pts=500)
+    info = probe_media(broken)
+    assert info.timing.by_order and info.timing.problem == "constant"
+    assert info.fps == pytest.approx(30.0, rel=0.01) and info.duration_s == pytest.approx(2.0, abs=0.03)
+    win = decode_window(broken, 0.0, 2.0, 8, info.duration_s, SR)
+    assert win.frame_valid.all()
+    got, expected = np.array(_frame_indices(win.frames)), np.rint(win.frame_times_s * 30 - 1e-9)
+    assert np.abs(got - expected).max() <= 1
+
+
+@pytest.mark.skipif(not HAS_FLV_MP3, reason="PyAV has no FLV muxer or no MP3 encoder (libmp3lame)")
+@pytest.mark.parametrize("channels, sample_rate", [(1, 44100), (2, 22050)])
+def test_flv_with_mp3_audio(tmp_path, channels, sample_rate):
+    clip = make_clip(tmp_path / "clip.flv", seconds=1.9, fps=25, size=(320, 240), container="flv",
+                     video_codec="libx264", audio_codec="libmp3lame", sample_rate=sample_rate, channels=channels)
+    info = probe_media(clip["path"])
+    assert info.duration_s == pytest.approx(1.9, abs=0.08) and not info.timing.by_order
+    win = decode_window(clip["path"], 0.0, 3.0, 8, info.duration_s, SR)
+    assert win.audio.size == pytest.approx(1.9 * SR, abs=0.08 * SR)
+    spectrum = np.abs(np.fft.rfft(win.audio[: SR]))
+    assert np.fft.rfftfreq(SR, 1 / SR)[spectrum.argmax()] == pytest.approx(220, abs=2)
+    assert win.frame_valid.sum() == 5  # targets 0.1875 ... 1.6875 s lie inside the 1.9 s clip
+    with av.open(clip["path"]) as container:  # FLV may start the video a little after the audio (25 ms here)
+        first = float(next(container.decode(video=0)).time)
+    expected = np.rint((win.frame_times_s - first) * 25 - 1e-9).astype(int)
+    assert _frame_indices(win.frames) == [int(e) if ok else None for e, ok in zip(expected, win.frame_valid)]
 
 
 # ------------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@
                                     message["rows"]: R row dicts (window, person_id, is_speaker, modalities)
                                     message["skipped"]: windows with neither usable audio nor a face
         message["kind"] == "end":   ok, chunks (how many were sent), windows, duration_s, people, seconds,
-                                    peak_frames; or ok False with error_type and error (the processor's message)
+                                    peak_frames, notes (how the file was read, `MediaInfo.notes`; also logged);
+                                    or ok False with error_type and error (the processor's message)
 
 Windows are the processor's sliding windows (`media_fer.plan_windows`: `window_seconds`, `stride_seconds`, the
 last one ending at the clip end; `max_windows` only when given) and each goes through `FERProcessor.window_row`
@@ -194,8 +195,10 @@ def file_chunks(processor, path: str, people: str = "speaker", max_windows: int 
         faces = processor.video_processing.face_session()  # one per file: clip-wide person ids
         speech = processor.audio_processing.speech_session()  # one per file, as the processor's
         rows, metas, skipped, in_chunk, first_skip, usable = [], [], [], 0, None, False
+        for note in info.notes:
+            logger.warning("%s: %s", path, note)
         events = stream_file(path, state.grid, g.sampling_rate, processor.video_processing.decode_max_side,
-                             info.duration_s)
+                             info.duration_s, info.timing)
         final = False
         while True:
             if not state.ready(final):
@@ -239,7 +242,8 @@ def file_chunks(processor, path: str, people: str = "speaker", max_windows: int 
             raise NoUsableModalityError.in_clip(path, first_skip["audio_reason"], first_skip["video_reason"])
         clock.pause()
         yield {"kind": "end", "ok": True, "chunks": sent, "windows": len(windows), "duration_s": info.duration_s,
-               "people": len(faces.track_summaries()), "seconds": clock.total, "peak_frames": state.peak_frames}
+               "people": len(faces.track_summaries()), "seconds": clock.total, "peak_frames": state.peak_frames,
+               "notes": info.notes}
     except FERError as exc:
         clock.pause()
         yield {"kind": "end", "ok": False, "error_type": type(exc).__name__, "error": str(exc), "chunks": sent,
