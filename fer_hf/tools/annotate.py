@@ -46,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="media files, folders (searched recursively), quoted globs ('data/**/*.mp4') or manifests "
                         "(.csv with a header / .jsonl; other columns are carried into the tables)")
-    model = p.add_mutually_exclusive_group(required=True)
-    model.add_argument("--model", help="saved model folder or Hugging Face repo id")
+    model = p.add_mutually_exclusive_group()
+    model.add_argument("--model", help="saved model folder or Hugging Face repo id (default: the trained compact "
+                                       "model shipped in checkpoints/compact/)")
     model.add_argument("--preset", help="build a preset with random weights (smoke tests, benchmarks)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights of --preset (default 0)")
     p.add_argument("--output", "-o", default="annotations.parquet",
@@ -207,6 +208,10 @@ def annotate(args) -> AnnotateSummary:
     if not files:
         raise FERInputError(f"no media files found in {args.inputs}")
     device = resolve_device(args.device) if not args.ray else args.device
+    if args.model is None and args.preset is None:
+        from fer_hf.tools.cli import shipped_model
+
+        args.model = str(shipped_model())
     model, processor = load_annotator(
         args.model, args.preset, args.seed, window_seconds=args.window_seconds, stride_seconds=args.stride_seconds,
         max_windows=args.max_windows, max_duration_s=args.max_duration_s,

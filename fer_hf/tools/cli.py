@@ -28,9 +28,22 @@ def refusals_as_one_line(debug: bool = False):
         sys.exit(EXIT_REFUSED)
 
 
+def shipped_model():
+    """The trained compact model that ships with the project (`checkpoints/compact/` of the repository)."""
+    from pathlib import Path
+
+    from fer_hf.errors_fer import FERInputError
+
+    folder = Path(__file__).resolve().parents[2] / "checkpoints" / "compact"
+    if not (folder / "model.safetensors").is_file():
+        raise FERInputError(f"the shipped model is not at {folder} (an installed copy without the repository?): "
+                            "give --model <folder or Hub repo id>")
+    return folder
+
+
 def setup_logging(debug: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-__all__ = ["EXIT_REFUSED", "refusals_as_one_line", "setup_logging"]
+__all__ = ["EXIT_REFUSED", "refusals_as_one_line", "setup_logging", "shipped_model"]

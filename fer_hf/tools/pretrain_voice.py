@@ -42,6 +42,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--preset", default="compact")
     p.add_argument("--folds", default="all", help="'all', 'none' (release only) or comma-separated fold indices")
+    p.add_argument("--folds-file", help="actor folds (JSON or one fold per line; default 6 folds of 4 actors)")
     p.add_argument("--release", action="store_true", help="after the folds, train on all actors (for fusion)")
     p.add_argument("--release-epochs", type=int, default=0, help="epochs of the release run (0: the folds' median)")
     p.add_argument("--epochs", type=int, default=24)
@@ -61,8 +62,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-def load_voices(root, sampling_rate: int, limit_actors: int = 0) -> tuple[list, list[np.ndarray]]:
-    """RAVDESS speech wavs (modality 03) -> (clips, 16 kHz mono float32 waveforms), decoded as serving decodes.
+def load_voices(root, sampling_rate: int, limit_actors: int = 0) -> tuple[list, list[np.ndarray], bool]:
+    """RAVDESS speech wavs (modality 03) -> (clips, 16 kHz mono float32 waveforms, synthetic set?), decoded as
+    serving decodes.
 
     The decoded set is kept in `~/.cache/fer_hf/` (keyed by the files' paths, sizes and times), so the stages and
     folds after the first read it in a second instead of decoding 1,440 files again.
@@ -95,8 +97,8 @@ def load_voices(root, sampling_rate: int, limit_actors: int = 0) -> tuple[list, 
         np.savez(tmp, audio=np.concatenate(waves).clip(-1, 1).__mul__(32767).round().astype(np.int16),
                  bounds=np.stack([ends - [len(w) for w in waves], ends], 1))
         os.replace(tmp, cache)
-    logger.info("RAVDESS speech: %d clips of %d actors", len(clips), len({c.actor for c in clips}))
-    return clips, waves
+    logger.info("%s speech: %d clips of %d actors", index.dataset_name, len(clips), len({c.actor for c in clips}))
+    return clips, waves, index.synthetic
 
 
 def window_of(wave: np.ndarray, n: int, offset: int = 0) -> np.ndarray:
@@ -316,7 +318,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from .data import atomic_write
     from .metrics import plot_confusion_matrix
-    from .ravdess import DEFAULT_FOLDS, fold_split, release_split
+    from .ravdess import DEFAULT_FOLDS, fold_split, load_folds, release_split
     from .stages import set_threads
 
     set_threads(args.threads)
@@ -324,17 +326,19 @@ def run(args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     config = FERConfig.from_preset(args.preset)
     t0 = time.time()
-    clips, waves = load_voices(args.data_root, config.sampling_rate, args.limit_actors)
+    clips, waves, synthetic = load_voices(args.data_root, config.sampling_rate, args.limit_actors)
     load_seconds = time.time() - t0
+    protocol = load_folds(args.folds_file) if args.folds_file else DEFAULT_FOLDS
     if args.folds == "none":
         folds = []
     elif args.folds == "all":
-        folds = list(range(len(DEFAULT_FOLDS)))
+        folds = list(range(len(protocol)))
     else:
         folds = [int(k) for k in args.folds.split(",")]
-    fold_results = [train_split(args, f"fold{k}", out, fold_split(k), clips, waves) for k in folds]
-    summary = {"stage": "voice", "preset": args.preset, "data": "RAVDESS speech, audio-only (03) files",
-               "protocol": "6 folds of 4 actors; the next fold validates", "load_seconds": round(load_seconds, 1),
+    fold_results = [train_split(args, f"fold{k}", out, fold_split(k, protocol), clips, waves) for k in folds]
+    summary = {"stage": "voice", "preset": args.preset, "synthetic": synthetic,
+               "data": ("synthetic RAVDESS-named" if synthetic else "RAVDESS") + " speech, audio-only (03) files",
+               "protocol": f"{len(protocol)} folds of actors {[list(f) for f in protocol]}; the next fold validates", "load_seconds": round(load_seconds, 1),
                "augment": not args.no_augment, "epochs": args.epochs}
     if fold_results:
         summary["cross_validation"] = summarise(fold_results)
@@ -347,7 +351,7 @@ def run(args: argparse.Namespace) -> dict:
         if not args.release_epochs:
             best = [r["best_epoch"] for r in fold_results]
             args.release_epochs = int(np.median(best)) if best else args.epochs
-        release = train_split(args, "release", out, release_split(), clips, waves)
+        release = train_split(args, "release", out, release_split(protocol), clips, waves)
         summary["release"] = {"epochs": release["epochs"], "train_seconds": release["train_seconds"],
                               "final": str(out / "release" / "final")}
     atomic_write(out / "results.json", json.dumps(summary, indent=1, allow_nan=False))

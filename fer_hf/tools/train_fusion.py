@@ -49,6 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--face-crops", required=True, help="the face stage's prepared crops folder")
     p.add_argument("--data-root", required=True, help="RAVDESS folder (Actor_XX/03-01-…wav)")
     p.add_argument("--output-dir", required=True)
+    p.add_argument("--face-results", help="the face stage's results.json (its scores go into the provenance record)")
+    p.add_argument("--voice-results", help="the voice stage's top results.json (cross-validated scores)")
+    p.add_argument("--folds-file", help="actor folds (JSON or one fold per line; default 6 folds of 4 actors)")
     p.add_argument("--fold", type=int, default=None, help="train on fold K's training actors, test on its actors")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=32)
@@ -169,6 +172,47 @@ def face_scores(logits: np.ndarray, fer_labels: np.ndarray) -> dict:
             "eight_way": classification_metrics(truth, logits.argmax(-1), names)}
 
 
+def recipe_provenance(args, split, results: dict, synthetic: bool = False) -> dict:
+    """The training record of the fused model: what each part learned from, and the scores that describe it
+    (face only on FER2013 PrivateTest by this model; the voice stage's cross-validated RAVDESS scores; this run's
+    own test actors in fold mode)."""
+    import json
+
+    from fer_hf.configuration_fer import make_training_provenance
+
+    from .recipe import git_commit
+
+    metrics, scope = {}, []
+    face7 = results["face_only_privatetest"]["seven_way"]
+    metrics.update(face_accuracy=face7["accuracy"], face_uar=face7["uar"])
+    scope.append("face: FER2013 PrivateTest, 7 classes, this model with no audio")
+    if args.voice_results and Path(args.voice_results).exists():
+        cv = json.loads(Path(args.voice_results).read_text()).get("cross_validation")
+        if cv:
+            metrics.update(voice_accuracy=cv["accuracy"]["mean"], voice_uar=cv["uar"]["mean"])
+            scope.append(f"voice: RAVDESS speech, {len(cv['folds'])}-fold speaker-independent (voice stage)")
+    if "voice_only_test_actors" in results:
+        metrics.update(voice_accuracy=results["voice_only_test_actors"]["accuracy"],
+                       voice_uar=results["voice_only_test_actors"]["uar"])
+        scope.append(f"voice: RAVDESS test actors {list(split.test)}, this model with no face")
+    face_epochs = None
+    if args.face_results and Path(args.face_results).exists():
+        face_epochs = json.loads(Path(args.face_results).read_text()).get("epochs")
+    return make_training_provenance(
+        dataset="FER2013 faces + RAVDESS speech (face-voice pseudo-pairs of the same label)" if not synthetic else
+        "synthetic (generated faces and RAVDESS-named voices)", synthetic=synthetic,
+        modality_layout="pseudo-pairs", mode="fold" if split.fold is not None else "release",
+        epochs=args.epochs, fold=split.fold, train_actors=split.train + split.val, test_actors=split.test,
+        metrics=metrics, metrics_scope="; ".join(scope), commit=git_commit(), modalities=("audio", "video"),
+        sources={"vision": "FER2013 Training (28,709 grey 48x48 faces through the face front-end)"
+                           + (f", {face_epochs} epochs" if face_epochs else ""),
+                 "audio": "RAVDESS speech, audio-only files of "
+                          + ("all 24 actors" if split.fold is None else f"actors {list(split.train + split.val)}"),
+                 "fusion": "pseudo-pairs: a RAVDESS voice with a FER2013 face of the same label (calm: a neutral "
+                           "face), plus FER2013 faces alone; modality dropout"},
+    )
+
+
 def run(args: argparse.Namespace) -> dict:
     import torch
     import torch.nn.functional as F
@@ -180,7 +224,7 @@ def run(args: argparse.Namespace) -> dict:
     from .face_data import FER_LABELS, FER_TO_RAVDESS, load_face_split
     from .metrics import classification_metrics
     from .pretrain_voice import load_voices
-    from .ravdess import fold_split, release_split
+    from .ravdess import DEFAULT_FOLDS, fold_split, load_folds, release_split
     from .stages import StageRun, collapse_verdict, seed_everything
 
     out = Path(args.output_dir)
@@ -208,8 +252,9 @@ def run(args: argparse.Namespace) -> dict:
         face_labels = to_ravdess[train_faces["labels"]]
         by_label = {c: np.flatnonzero(face_labels == c) for c in range(len(RAVDESS_LABELS))}
         by_label[1] = by_label[0]  # calm: FER2013 has none; a neutral face
-        clips, waves = load_voices(args.data_root, config.sampling_rate, args.limit_actors)
-        split = release_split() if args.fold is None else fold_split(args.fold)
+        clips, waves, synthetic = load_voices(args.data_root, config.sampling_rate, args.limit_actors)
+        protocol = load_folds(args.folds_file) if args.folds_file else DEFAULT_FOLDS
+        split = release_split(protocol) if args.fold is None else fold_split(args.fold, protocol)
         train_idx = [i for i, c in enumerate(clips) if c.actor in split.train + split.val]
         test_idx = [i for i, c in enumerate(clips) if c.actor in split.test]
         voice_labels = np.array([c.label for c in clips])
@@ -312,6 +357,7 @@ def run(args: argparse.Namespace) -> dict:
                     f"; voice only (test actors) accuracy {results['voice_only_test_actors']['accuracy']:.3f} UAR "
                     f"{results['voice_only_test_actors']['uar']:.3f}; pseudo-pairs accuracy "
                     f"{results['pseudo_pairs_test_actors']['accuracy']:.3f}")
+        model.config.provenance = recipe_provenance(args, split, results, synthetic)
         model.save_pretrained(out / "final")
         run_dir.write_results(results)
         return results

@@ -1,0 +1,155 @@
+"""The staged compact recipe end to end on tiny generated data (CI has no datasets): face pretraining on a
+FER2013-shaped folder, voice pretraining on RAVDESS-named synthetic wavs, fusion on their pseudo-pairs; resume; the
+guards (collapse, chance, ties, non-finite checkpoints); the trained-modalities rule at inference."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from fer_hf.configuration_fer import FERConfig, make_training_provenance
+from fer_hf.errors_fer import FERError, NoUsableModalityError
+from fer_hf.modeling_fer import FERForEmotionClassification
+from fer_hf.tools import pretrain_face, pretrain_voice, train_fusion
+from fer_hf.tools.face_data import FER_LABELS, index_fer2013
+from fer_hf.tools.stages import collapse_verdict, select_best
+
+
+def _fer_folder(root):
+    """7 classes x (3 Training, 2 PublicTest, 2 PrivateTest) grey 48x48 faces cut from the astronaut photo, plus
+    an augmented copy that the index must skip."""
+    import cv2
+    from skimage import data
+
+    face = cv2.cvtColor(data.astronaut()[30:230, 130:330], cv2.COLOR_RGB2GRAY)
+    rng = np.random.default_rng(0)
+    counter = 0
+    for split, folder, count in (("Training", "train", 3), ("PublicTest", "validation", 2),
+                                 ("PrivateTest", "test", 2)):
+        for label in FER_LABELS:
+            os.makedirs(root / folder / label, exist_ok=True)
+            for _ in range(count):
+                counter += 1
+                dx, dy = rng.integers(-10, 11, 2)
+                img = cv2.resize(np.roll(face, (dy, dx), (0, 1)), (48, 48), interpolation=cv2.INTER_AREA)
+                img = np.clip(img * rng.uniform(0.8, 1.2), 0, 255).astype(np.uint8)
+                cv2.imwrite(str(root / folder / label / f"{split}_{counter:05d}.jpg"), img)
+    cv2.imwrite(str(root / "train" / "happy" / "Training_00001.jpg0.jpg"), img)
+    return root
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from fer_hf.tools.synthetic import SyntheticSpec, generate
+
+    root = tmp_path_factory.mktemp("recipe")
+    fer = _fer_folder(root / "fer")
+    voices = root / "ravdess"
+    generate(voices, SyntheticSpec(num_actors=3, clips_per_class=1, seconds=(1.0, 1.4), num_folds=3,
+                                   modalities=(3,)))
+    folds = root / "folds.json"
+    folds.write_text(json.dumps([[1], [2], [3]]))
+    os.environ["FER_CACHE_DIR"] = str(root / "cache")
+    return {"root": root, "fer": fer, "voices": voices, "folds": folds}
+
+
+def test_fer_index_reads_the_original_splits_and_skips_augmented_copies(data):
+    index = index_fer2013(data["fer"])
+    assert {k: len(v) for k, v in index.items()} == {"Training": 21, "PublicTest": 14, "PrivateTest": 14}
+    assert not any(path.endswith(".jpg0.jpg") for path, _ in index["Training"])
+
+
+def test_the_three_stages_run_end_to_end_and_resume(data):
+    root = data["root"]
+    face_dir, voice_dir, fusion_dir = root / "face", root / "voice", root / "fusion"
+    common = ["--preset", "tiny", "--threads", "1", "--report-to", "none"]
+    face_args = ["--data-root", str(data["fer"]), "--output-dir", str(face_dir), "--epochs", "2",
+                 "--batch-size", "8", "--workers", "1", *common]
+    face = pretrain_face.run(pretrain_face.parse_args(face_args))
+    assert face["test"]["num_samples"] == 14 and len(face["history"]) == 2
+    for name in ("train.log", "results.json", "checkpoint.pt", "confusion_privatetest.png"):
+        assert (face_dir / name).is_file(), name
+    assert (face_dir / "final" / "model.safetensors").is_file()
+    # resume: the finished run is taken up again from its checkpoint and trains nothing more
+    again = pretrain_face.run(pretrain_face.parse_args([*face_args, "--resume"]))
+    assert again["history"] == face["history"]
+    with pytest.raises(FERError, match="--resume"):  # an existing run is never silently overwritten
+        pretrain_face.run(pretrain_face.parse_args(face_args))
+
+    voice = pretrain_voice.run(pretrain_voice.parse_args([
+        "--data-root", str(data["voices"]), "--output-dir", str(voice_dir), "--folds-file", str(data["folds"]),
+        "--folds", "0", "--release", "--epochs", "2", "--batch-size", "4", *common]))
+    assert voice["synthetic"] is True
+    assert voice["cross_validation"]["folds"][0]["test_actors"] == [1]
+    assert (voice_dir / "release" / "final" / "model.safetensors").is_file()
+    assert (voice_dir / "fold0" / "runs").is_dir() is False  # --report-to none
+
+    fusion = train_fusion.run(train_fusion.parse_args([
+        "--face-from", str(face_dir / "final"), "--voice-from", str(voice_dir / "release" / "final"),
+        "--face-crops", str(face_dir / "crops"), "--data-root", str(data["voices"]), "--output-dir",
+        str(fusion_dir), "--folds-file", str(data["folds"]), "--epochs", "1", "--batch-size", "8",
+        "--face-results", str(face_dir / "results.json"), "--voice-results", str(voice_dir / "results.json"),
+        "--threads", "1", "--report-to", "none"]))
+    assert fusion["face_only_privatetest"]["seven_way"]["num_samples"] == 14
+    model = FERForEmotionClassification.from_pretrained(fusion_dir / "final")
+    record = model.config.provenance
+    assert model.config.is_trained and model.config.trained_on_synthetic_data
+    assert record["training"]["modalities"] == ["audio", "video"]
+    assert set(record["training"]["metrics"]) >= {"face_accuracy", "face_uar", "voice_accuracy", "voice_uar"}
+    # the frozen parts are the earlier stages' weights, unchanged
+    face_model = FERForEmotionClassification.from_pretrained(face_dir / "final")
+    voice_model = FERForEmotionClassification.from_pretrained(voice_dir / "release" / "final")
+    assert torch.equal(model.vision_encoder.embeddings.patch_embedding.weight,
+                       face_model.vision_encoder.embeddings.patch_embedding.weight)
+    assert torch.equal(model.audio_encoder.subsampling.layers[0].weight,
+                       voice_model.audio_encoder.subsampling.layers[0].weight)
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused_on_resume(data, tmp_path):
+    from fer_hf.tools.stages import StageRun
+
+    run = StageRun(tmp_path, "face", threads=1, report_to="none")
+    run.save_checkpoint({"model": {"w": torch.tensor([1.0, float("nan")])}, "epoch": 1})
+    run.close()
+    resumed = StageRun(tmp_path, "face", threads=1, resume=True, report_to="none")
+    try:
+        with pytest.raises(FERError, match="non-finite"):
+            resumed.load_checkpoint()
+    finally:
+        resumed.close()
+
+
+def test_collapse_and_chance_are_named():
+    truth = np.repeat(np.arange(8), 10)
+    assert "collapsed" in collapse_verdict(truth, np.full(80, 3), 8)
+    assert "chance" in collapse_verdict(truth, np.random.default_rng(0).integers(0, 8, 80), 8)
+    assert collapse_verdict(truth, truth, 8) is None
+
+
+def test_select_best_refuses_to_choose_among_ties():
+    tied = [{"val_uar": 0.125, "val_loss": 2.07}] * 3
+    assert select_best(tied) is None
+    assert select_best([{"val_uar": 0.3, "val_loss": 1.0}, {"val_uar": 0.4, "val_loss": 1.2}]) == 1
+    assert select_best([{"val_uar": 0.4, "val_loss": 1.0}, {"val_uar": 0.4, "val_loss": 0.9}]) == 1
+
+
+def test_a_branch_that_was_never_trained_is_not_used():
+    config = FERConfig.from_preset("tiny")
+    config.provenance = make_training_provenance(dataset="RAVDESS", synthetic=False, modality_layout="audio-only",
+                                                 mode="release", epochs=1)
+    assert config.trained_modalities == ("audio",)
+    torch.manual_seed(0)
+    model = FERForEmotionClassification(config).eval()
+    audio = torch.randn(1, config.num_mel_frames(), 80)
+    video = torch.randn(1, config.num_frames, 3, 32, 32)
+    with torch.no_grad():
+        out = model(input_features=audio, pixel_values_videos=video)
+    assert out.modalities_used.tolist() == [[True, False]]
+    with pytest.raises(NoUsableModalityError, match="trained on voices only"):
+        model(pixel_values_videos=video)
+    untrained = FERForEmotionClassification(FERConfig.from_preset("tiny")).eval()
+    assert untrained.config.trained_modalities is None
+    with torch.no_grad():
+        assert untrained(input_features=audio, pixel_values_videos=video).modalities_used.tolist() == [[True, True]]
