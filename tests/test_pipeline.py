@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -11,12 +10,13 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
+from hub_user import run_as_hub_user  # noqa: E402
 from media_factory import astronaut_face, make_clip  # noqa: E402
 
 from fer_hf import RAVDESS_LABELS, FERConfig, FERForEmotionClassification, FERProcessor  # noqa: E402
 from fer_hf.errors_fer import FERInputError  # noqa: E402
 from fer_hf.pipeline_fer import FER_PIPELINE_TASK, FEREmotionRecognitionPipeline  # noqa: E402
-from fer_hf.tools.export import fresh_process_env, write_export_folder  # noqa: E402
+from fer_hf.tools.export import write_export_folder  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +56,8 @@ def test_pipeline_from_a_folder_in_a_fresh_process(setup, tmp_path):
     """Both `pipeline(task=..., model=dir, ...)` and `pipeline(model=dir, ...)` (task from config.json) work."""
     script = textwrap.dedent(
         f"""
-        import json, importlib.util
+        import json
         from transformers import pipeline
-        assert importlib.util.find_spec("fer_hf") is None
         folder, clip = {str(setup["folder"])!r}, {str(setup["clip"])!r}
         explicit = pipeline(task={FER_PIPELINE_TASK!r}, model=folder, trust_remote_code=True)
         inferred = pipeline(model=folder, trust_remote_code=True)
@@ -67,14 +66,7 @@ def test_pipeline_from_a_folder_in_a_fresh_process(setup, tmp_path):
         print(json.dumps(out))
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=fresh_process_env(tmp_path / "modules"),
-        timeout=600,
-    )
+    result = run_as_hub_user(script, tmp_path, tmp_path / "modules")
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["task"] == FER_PIPELINE_TASK and out["cls"].startswith("transformers_modules.")
