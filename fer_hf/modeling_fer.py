@@ -672,6 +672,10 @@ class FERForEmotionClassification(FERPreTrainedModel):
                 )
 
 
+# `save_pretrained` then writes `"auto_map": {"AutoModel": "modeling_fer.FERForEmotionClassification"}` and copies
+# the code files, so `AutoModel.from_pretrained(folder, trust_remote_code=True)` works anywhere.
+FERForEmotionClassification.register_for_auto_class("AutoModel")
+
 __all__ = [
     "PAYLOAD_MODULES",
     "FERPreTrainedModel",
