@@ -44,7 +44,8 @@ def expected_scores(setup, **options):
 
 
 def check_ranked(result, expected, top_k=None):
-    assert [set(r) for r in result] == [{"label", "score"}] * len(result)
+    assert [set(r) for r in result] == [{"label", "score", "top"}] * len(result)
+    assert not any(r["top"] for r in result[1:])  # `top` marks the first entry, or none (no clear emotion)
     scores = [r["score"] for r in result]
     assert scores == sorted(scores, reverse=True)
     assert len(result) == (top_k or len(RAVDESS_LABELS))
@@ -104,6 +105,17 @@ def test_pipeline_returns_the_full_result_with_modalities(setup):
     audio_only = classifier({"audio": (0.1 * rng.standard_normal(32000)).astype(np.float32),
                              "sampling_rate": 16000}, return_result=True)
     assert audio_only.windows[0].modalities["video_reason"] == "no video frames given"
+
+
+def test_top_is_the_results_top_label_by_its_confidence_margin(setup):
+    """The one-liner follows the result's rule: below the margin ("no clear emotion") no entry is `top`."""
+    for margin, named in ((0.0, True), (0.99, False)):
+        processor = FERProcessor.from_model_config(setup["model"].config, min_speech_fraction=0.0,
+                                                   confidence_margin=margin)
+        classifier = FEREmotionRecognitionPipeline(model=setup["model"], processor=processor, device=-1)
+        ranked, result = classifier(setup["clip"]), classifier(setup["clip"], return_result=True)
+        assert [r["top"] for r in ranked] == [named] + [False] * (len(ranked) - 1)
+        assert result.top_label == (ranked[0]["label"] if named else None) and result.confident == named
 
 
 def test_pipeline_without_a_saved_processor_builds_one(setup):
