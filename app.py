@@ -60,7 +60,8 @@ def parse_settings(argv: list[str]) -> Settings:
     parser.add_argument("--batch-windows", type=int, default=int(env("FER_BATCH_WINDOWS", "4")),
                         help="windows per model call (bounds memory; results appear after each batch)")
     parser.add_argument("--hop-seconds", type=float, default=float(env("FER_HOP_SECONDS", "1.0")),
-                        help="time between the starts of two overlapping 3 s windows (env FER_HOP_SECONDS)")
+                        help="time between the starts of two overlapping 3 s windows, rounded to whole frame "
+                             "steps (realtime: 1.0 -> 1.125 s) (env FER_HOP_SECONDS)")
     parser.add_argument("--render-side", type=int, default=int(env("FER_RENDER_SIDE", "480")),
                         help="long side of the annotated video in pixels, 0 = no annotated video (env FER_RENDER_SIDE)")
     parser.add_argument("--int8", action="store_true", default=env("FER_INT8", "0").lower() in ("1", "true", "yes"),
@@ -198,6 +199,7 @@ MODEL, PROCESSOR, MODEL_INFO = load_model(_source, SETTINGS.preset)
 MODEL, PROCESSOR, DEVICE = _prepare(MODEL, PROCESSOR, int8=SETTINGS.int8)
 CONFIG = MODEL.config
 LABELS = [CONFIG.id2label[i] for i in range(len(CONFIG.id2label))]
+HOP_SECONDS = PROCESSOR.geometry.timeline_hop(SETTINGS.hop_seconds)[1]  # --hop-seconds on whole frame steps
 PROVENANCE = provenance(CONFIG, MODEL_INFO)
 MODEL_SUMMARY = {**PROVENANCE, "source": MODEL_INFO["source"], "preset": MODEL_INFO["preset"]}
 logger.info("model %s (preset %s) | %s | device %s%s", MODEL_INFO["source"], MODEL_INFO["preset"],
@@ -440,7 +442,7 @@ def input_column():
                            elem_id="first-part-button")
     gr.Markdown(
         f"Limits: files up to **{SETTINGS.max_upload_mb} MB**, clips up to **{SETTINGS.max_seconds:.0f} s**. "
-        f"The model reads {CONFIG.clip_seconds:.0f} s windows, one starting every {SETTINGS.hop_seconds:g} s. "
+        f"The model reads {CONFIG.clip_seconds:.0f} s windows, one starting every {HOP_SECONDS:g} s. "
         f"Requests are handled {SETTINGS.concurrency} at a time; others wait in a queue of "
         f"{SETTINGS.queue_size}. Uploaded clips are deleted from the server within the hour."
     )

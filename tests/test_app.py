@@ -286,6 +286,8 @@ def test_limits_and_api_are_stated_in_the_page(served_app):
     config = httpx.get(f"{url.rstrip('/')}/config", timeout=30).json()
     text = json.dumps(config)
     assert f"clips up to **{MAX_SECONDS} s**" in text and "files up to **5 MB**" in text
+    hop = app.new_analysis().analyzer.hop_s  # the hop the windows really have: 1 s on whole 0.375 s frame steps
+    assert hop == app.HOP_SECONDS == pytest.approx(1.125) and f"one starting every {hop:g} s" in text
     video = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "video-input")
     assert video["props"]["sources"] == ["upload", "webcam"] and video["props"]["include_audio"] is True
     assert video["props"]["webcam_options"]["mirror"] is False
