@@ -125,3 +125,30 @@ def test_headline_names_an_emotion_only_above_the_margin():
     assert text.startswith("## No clear emotion") and "a 36 %, b 33 %, c 31 %" in text and "10 %" in text
     clear = dict(base, probabilities={"a": 0.6, "b": 0.3, "c": 0.1}, confident=True, top_label="a")
     assert app_plots.headline_markdown(clear).startswith("## a ")
+
+
+def _contrast(foreground: str, background: str) -> float:
+    """WCAG contrast ratio of two `#rrggbb` colours."""
+    def luminance(colour):
+        channels = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        r, g, b = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+    high, low = sorted((luminance(foreground), luminance(background)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_provenance_banner_text_is_white_on_every_element_and_readable():
+    import re
+
+    import app_plots
+
+    for summary, status in (("untrained model: its outputs are meaningless", "untrained"),
+                            ("trained on a synthetic set", "trained")):
+        banner = app_plots.provenance_banner(summary, status)
+        (background,) = re.findall(r"background:(#[0-9a-f]{6})", banner)
+        # inline colours: Gradio's `.prose *` rule would otherwise paint the bold title dark grey
+        assert f'style="background:{background};color:{app_plots.BANNER_TEXT}"' in banner
+        assert f'<b style="color:{app_plots.BANNER_TEXT}">' in banner
+        assert _contrast(app_plots.BANNER_TEXT, background) >= 4.5, (status, background)
+    assert app_plots.provenance_banner("trained weights from x", "trained") == ""
+
