@@ -152,3 +152,17 @@ def test_provenance_banner_text_is_white_on_every_element_and_readable():
         assert _contrast(app_plots.BANNER_TEXT, background) >= 4.5, (status, background)
     assert app_plots.provenance_banner("trained weights from x", "trained") == ""
 
+
+def test_live_modality_marks_are_words_not_emoji():
+    """Emoji marks render as empty boxes without an emoji font: the live status says used / not used."""
+    from types import SimpleNamespace
+
+    import app_live
+
+    used = dict(video=True, audio=True, face_frames=8, frames=8, speech_fraction=0.5, audio_reason="ok",
+                video_reason="ok")
+    unused = dict(used, video=False, audio=False, video_reason="no face found", audio_reason="silent audio track")
+    texts = [app_live.modalities_markdown(SimpleNamespace(modalities=m)) for m in (used, unused)]
+    assert texts[0] == "**Face:** used (8 of 8 frames)  ·  **Speech:** used (speech in 50 % of the window)"
+    assert "Face:** not used: no face found" in texts[1] and "Speech:** not used: silent audio track" in texts[1]
+    assert all(ord(ch) < 0x2190 for text in texts for ch in text)  # no symbol, dingbat or emoji code points
