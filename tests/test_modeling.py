@@ -251,6 +251,29 @@ def test_save_and_reload_with_safetensors(model, config, tmp_path):
     assert torch.allclose(model(**inputs).logits, reloaded(**inputs).logits, atol=1e-6)
 
 
+def test_no_cuda_kernel_hint_on_cpu_runs(model, config):
+    """transformers asks for `causal_conv1d` (a CUDA kernel) on LFM2's convolutions: not on a CPU run."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    hints = logging.getLogger("transformers.integrations.hub_kernels")
+    hints.addHandler(handler)
+    try:
+        hf_logging.warning_once.cache_clear()  # it logs once per process: make this run the first
+        with torch.no_grad():
+            model(**make_inputs(config))
+        assert not [r for r in records if "causal_conv1d" in r.getMessage()]
+        hints.warning("`causal_conv1d` is not installed")  # outside a CPU forward the hint goes through
+        assert [r.getMessage() for r in records] == ["`causal_conv1d` is not installed"]
+    finally:
+        hints.removeHandler(handler)
+        hf_logging.warning_once.cache_clear()
+
+
 def test_hub_code_has_only_relative_imports():
     import fer_hf
 
