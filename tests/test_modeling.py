@@ -251,6 +251,19 @@ def test_save_and_reload_with_safetensors(model, config, tmp_path):
     assert torch.allclose(model(**inputs).logits, reloaded(**inputs).logits, atol=1e-6)
 
 
+def test_saved_weights_are_as_readable_as_the_config(model, tmp_path):
+    """safetensors writes through a private temporary file (0600); the weights get the umask's mode like the rest."""
+    for umask, expected in ((0o022, 0o644), (0o077, 0o600)):
+        old = os.umask(umask)
+        try:
+            model.save_pretrained(tmp_path / oct(umask))
+        finally:
+            os.umask(old)
+        modes = {name: os.stat(tmp_path / oct(umask) / name).st_mode & 0o777
+                 for name in ("model.safetensors", "config.json")}
+        assert modes == {"model.safetensors": expected, "config.json": expected}
+
+
 def test_no_cuda_kernel_hint_on_cpu_runs(model, config):
     """transformers asks for `causal_conv1d` (a CUDA kernel) on LFM2's convolutions: not on a CPU run."""
     import logging
