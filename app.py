@@ -245,9 +245,10 @@ def new_analysis() -> app_analysis.ClipAnalysis:
 
 
 @gpu
-def run_model(video: str):
-    """The analysis of one clip (the only part that needs the accelerator): yields `AnalysisStep`s."""
-    yield from new_analysis().run(video)
+def run_model(video: str, name: str | None = None):
+    """The analysis of one clip (the only part that needs the accelerator): yields `AnalysisStep`s. `name`: the
+    result's `source` (default: the uploaded file's own name, not its path on the server)."""
+    yield from new_analysis().run(video, name)
 
 
 def _is_user_error(exc: BaseException) -> bool:
@@ -307,11 +308,11 @@ def _stream_outputs(result: dict, done: int, total: int, folder: Path) -> tuple:
             gr.skip(), timeline, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
 
 
-def _analyse(video: str, progress, folder: Path) -> tuple[dict | None, float]:
+def _analyse(video: str, progress, folder: Path, name: str | None) -> tuple[dict | None, float]:
     """Run the analysis with progress; yields the streamed outputs, returns (result, seconds) at the end."""
     started = time.perf_counter()
     result = None
-    for step in run_model(video):
+    for step in run_model(video, name):
         result = step.result
         progress((step.done, step.total), desc=f"Analysing: {step.stage}", unit="windows")
         yield _stream_outputs(result, step.done, step.total, folder)
@@ -320,6 +321,11 @@ def _analyse(video: str, progress, folder: Path) -> tuple[dict | None, float]:
 
 def predict(video: str | None, progress=gr.Progress()):
     """Analyse one clip (generator: the outputs fill in as the windows finish)."""
+    yield from _predict(video, progress)
+
+
+def _predict(video: str | None, progress, name: str | None = None):
+    """`predict`, with the name the result gives the clip (`source`; default: the file's own name)."""
     hide_first_part = gr.Button(visible=False)
     if not video:
         yield (message_html("No video yet", "Upload a video or record one with the webcam, then press "
@@ -328,7 +334,7 @@ def predict(video: str | None, progress=gr.Progress()):
     yield (message_html("", "", "empty"), *[gr.skip()] * 9, hide_first_part)
     folder = _request_folder()
     try:
-        result, seconds = yield from _analyse(video, progress, folder)
+        result, seconds = yield from _analyse(video, progress, folder, name)
         progress(0.95, desc="Drawing the annotated video")
         annotated = None
         if SETTINGS.render_side > 0:
@@ -360,7 +366,7 @@ def predict_first_part(video: str | None, progress=gr.Progress()):
         return
     cut = app_media.remux(video, _request_folder() / f"first_part{Path(video).suffix or '.mp4'}",
                           max_seconds=SETTINGS.max_seconds - 0.2)
-    yield from predict(cut, progress)
+    yield from _predict(cut, progress, Path(video).name)
 
 
 def fix_recording(video: str | None):
