@@ -60,7 +60,8 @@ def parse_settings(argv: list[str]) -> Settings:
     parser.add_argument("--batch-windows", type=int, default=int(env("FER_BATCH_WINDOWS", "4")),
                         help="windows per model call (bounds memory; results appear after each batch)")
     parser.add_argument("--hop-seconds", type=float, default=float(env("FER_HOP_SECONDS", "1.0")),
-                        help="time between the starts of two overlapping 3 s windows (env FER_HOP_SECONDS)")
+                        help="time between the starts of two overlapping 3 s windows, rounded to whole frame "
+                             "steps (realtime: 1.0 -> 1.125 s) (env FER_HOP_SECONDS)")
     parser.add_argument("--render-side", type=int, default=int(env("FER_RENDER_SIDE", "480")),
                         help="long side of the annotated video in pixels, 0 = no annotated video (env FER_RENDER_SIDE)")
     parser.add_argument("--int8", action="store_true", default=env("FER_INT8", "0").lower() in ("1", "true", "yes"),
@@ -198,6 +199,7 @@ MODEL, PROCESSOR, MODEL_INFO = load_model(_source, SETTINGS.preset)
 MODEL, PROCESSOR, DEVICE = _prepare(MODEL, PROCESSOR, int8=SETTINGS.int8)
 CONFIG = MODEL.config
 LABELS = [CONFIG.id2label[i] for i in range(len(CONFIG.id2label))]
+HOP_SECONDS = PROCESSOR.geometry.timeline_hop(SETTINGS.hop_seconds)[1]  # --hop-seconds on whole frame steps
 PROVENANCE = provenance(CONFIG, MODEL_INFO)
 MODEL_SUMMARY = {**PROVENANCE, "source": MODEL_INFO["source"], "preset": MODEL_INFO["preset"]}
 logger.info("model %s (preset %s) | %s | device %s%s", MODEL_INFO["source"], MODEL_INFO["preset"],
@@ -243,9 +245,10 @@ def new_analysis() -> app_analysis.ClipAnalysis:
 
 
 @gpu
-def run_model(video: str):
-    """The analysis of one clip (the only part that needs the accelerator): yields `AnalysisStep`s."""
-    yield from new_analysis().run(video)
+def run_model(video: str, name: str | None = None):
+    """The analysis of one clip (the only part that needs the accelerator): yields `AnalysisStep`s. `name`: the
+    result's `source` (default: the uploaded file's own name, not its path on the server)."""
+    yield from new_analysis().run(video, name)
 
 
 def _is_user_error(exc: BaseException) -> bool:
@@ -305,11 +308,11 @@ def _stream_outputs(result: dict, done: int, total: int, folder: Path) -> tuple:
             gr.skip(), timeline, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
 
 
-def _analyse(video: str, progress, folder: Path) -> tuple[dict | None, float]:
+def _analyse(video: str, progress, folder: Path, name: str | None) -> tuple[dict | None, float]:
     """Run the analysis with progress; yields the streamed outputs, returns (result, seconds) at the end."""
     started = time.perf_counter()
     result = None
-    for step in run_model(video):
+    for step in run_model(video, name):
         result = step.result
         progress((step.done, step.total), desc=f"Analysing: {step.stage}", unit="windows")
         yield _stream_outputs(result, step.done, step.total, folder)
@@ -318,6 +321,11 @@ def _analyse(video: str, progress, folder: Path) -> tuple[dict | None, float]:
 
 def predict(video: str | None, progress=gr.Progress()):
     """Analyse one clip (generator: the outputs fill in as the windows finish)."""
+    yield from _predict(video, progress)
+
+
+def _predict(video: str | None, progress, name: str | None = None):
+    """`predict`, with the name the result gives the clip (`source`; default: the file's own name)."""
     hide_first_part = gr.Button(visible=False)
     if not video:
         yield (message_html("No video yet", "Upload a video or record one with the webcam, then press "
@@ -326,7 +334,7 @@ def predict(video: str | None, progress=gr.Progress()):
     yield (message_html("", "", "empty"), *[gr.skip()] * 9, hide_first_part)
     folder = _request_folder()
     try:
-        result, seconds = yield from _analyse(video, progress, folder)
+        result, seconds = yield from _analyse(video, progress, folder, name)
         progress(0.95, desc="Drawing the annotated video")
         annotated = None
         if SETTINGS.render_side > 0:
@@ -358,7 +366,7 @@ def predict_first_part(video: str | None, progress=gr.Progress()):
         return
     cut = app_media.remux(video, _request_folder() / f"first_part{Path(video).suffix or '.mp4'}",
                           max_seconds=SETTINGS.max_seconds - 0.2)
-    yield from predict(cut, progress)
+    yield from _predict(cut, progress, Path(video).name)
 
 
 def fix_recording(video: str | None):
@@ -442,7 +450,7 @@ def input_column():
                            elem_id="first-part-button")
     gr.Markdown(
         f"Limits: files up to **{SETTINGS.max_upload_mb} MB**, clips up to **{SETTINGS.max_seconds:.0f} s**. "
-        f"The model reads {CONFIG.clip_seconds:.0f} s windows, one starting every {SETTINGS.hop_seconds:g} s. "
+        f"The model reads {CONFIG.clip_seconds:.0f} s windows, one starting every {HOP_SECONDS:g} s. "
         f"Requests are handled {SETTINGS.concurrency} at a time; others wait in a queue of "
         f"{SETTINGS.queue_size}. Uploaded clips are deleted from the server within the hour."
     )

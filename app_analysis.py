@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 from fer_hf.analysis_fer import FERAnalyzer
@@ -63,22 +64,34 @@ class ClipAnalysis:
                                    notes=list(info.notes), model=self._summary())
         return result.to_dict()
 
-    def run(self, path: str) -> Iterator[AnalysisStep]:
-        """Yield an `AnalysisStep` at the start, after every `batch_windows` windows, and with the final result."""
+    def run(self, path: str, name: str | None = None) -> Iterator[AnalysisStep]:
+        """Yield an `AnalysisStep` at the start, after every `batch_windows` windows, and with the final result.
+
+        `name`: the result's `source` (default: the file's name; never the server's temporary path).
+        """
+        source = name or Path(path).name
         info = probe_media(str(path), self.processor.max_duration_s)
         total = len(self.analyzer.plan(info.duration_s))
         windows, skipped, done = [], [], 0
+<<<<<<< HEAD
         yield AnalysisStep(self._partial(str(path), info, [], []), 0, total, "reading the clip")
+=======
+        yield AnalysisStep(self._partial(source, info.duration_s, [], []), 0, total, "reading the clip")
+>>>>>>> cli
         for event in self.analyzer.stream(str(path)):
             if event.result is not None:
-                event.result.model = self._summary()
+                event.result.model, event.result.source = self._summary(), source
                 yield AnalysisStep(event.result.to_dict(), event.done, event.total,
                                    f"{event.done} of {event.total} windows")
                 return
             done = event.done
             (windows if event.window is not None else skipped).append(event.window or event.skipped)
             if done % self.batch_windows == 0 and done < event.total:
+<<<<<<< HEAD
                 yield AnalysisStep(self._partial(str(path), info, windows, skipped), done, event.total,
+=======
+                yield AnalysisStep(self._partial(source, info.duration_s, windows, skipped), done, event.total,
+>>>>>>> cli
                                    f"{done} of {event.total} windows")
 
 

@@ -118,13 +118,14 @@ atexit.register(shutil.rmtree, _TEMP, ignore_errors=True)
 # ----------------------------------------------------------------------------------------------------------------
 # What the page shows
 def modalities_markdown(update: LiveUpdate | None) -> str:
+    """Whether the face and the voice were used, in words (emoji marks render as boxes without an emoji font)."""
     if update is None:
         return "Face: – · Speech: –"
     m = update.modalities
-    face = (f"✅ used ({m['face_frames']} of {m['frames']} frames)" if m["video"] else f"❌ {m['video_reason']}")
+    face = f"used ({m['face_frames']} of {m['frames']} frames)" if m["video"] else f"not used: {m['video_reason']}"
     fraction = m.get("speech_fraction")
     heard = "" if fraction is None else f"speech in {100 * fraction:.0f} % of the window"
-    speech = (f"✅ used ({heard})" if heard else "✅ used") if m["audio"] else f"❌ {m['audio_reason']}"
+    speech = (f"used ({heard})" if heard else "used") if m["audio"] else f"not used: {m['audio_reason']}"
     return f"**Face:** {face}  ·  **Speech:** {speech}"
 
 

@@ -108,13 +108,19 @@ def legend_html(labels: list[str]) -> str:
     return f'<div id="emotion-legend" class="fer-legend">Colours: {chips}</div>'
 
 
+BANNER_TEXT = "#ffffff"
+BANNER_BACKGROUNDS = {"untrained": "#b71c1c", "synthetic": "#bf360c"}  # both >= 4.5:1 against the white text
+
+
 def provenance_banner(summary: str, status: str) -> str:
-    """Red for an untrained model, amber for a smoke-test (synthetic) one; empty for a trained model."""
+    """Red for an untrained model, dark orange for a smoke-test (synthetic) one; empty for a trained model.
+
+    The text colour is set on every element: Gradio's `.prose *` rule would paint the bold title dark grey."""
     if status == "trained" and "synthetic" not in summary:
         return ""
-    background = "#b71c1c" if status != "trained" else "#e65100"
-    return (f'<div id="untrained-banner" class="fer-banner" style="background:{background}">'
-            f"<b>⚠️ {summary[:1].upper()}{summary[1:]}</b></div>")
+    background = BANNER_BACKGROUNDS["untrained" if status != "trained" else "synthetic"]
+    return (f'<div id="untrained-banner" class="fer-banner" style="background:{background};color:{BANNER_TEXT}">'
+            f'<b style="color:{BANNER_TEXT}">⚠️ {summary[:1].upper()}{summary[1:]}</b></div>')
 
 
 # ----------------------------------------------------------------------------------------------------------------

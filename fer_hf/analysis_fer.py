@@ -86,9 +86,7 @@ class FERAnalyzer:
         self.dtype = dtype or param.dtype
         if self.device != param.device or self.dtype != param.dtype:
             self.model.to(device=self.device, dtype=self.dtype)
-        g = processor.geometry
-        self.hop_frames = max(1, round(hop_seconds / g.frame_step_s))
-        self.hop_s = self.hop_frames * g.frame_step_s
+        self.hop_frames, self.hop_s = processor.geometry.timeline_hop(hop_seconds)
 
     # ------------------------------------------------------------------------------------------
     def analyze(self, video, timeline: bool = True, progress=None):

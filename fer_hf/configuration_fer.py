@@ -784,6 +784,9 @@ class FERConfig(PretrainedConfig):
         }
 
 
+# `save_pretrained` writes `"auto_map": {"AutoConfig": "configuration_fer.FERConfig"}`.
+FERConfig.register_for_auto_class()
+
 __all__ = [
     "FERConfig",
     "RAVDESS_LABELS",

@@ -8,6 +8,9 @@ the source of the module that defines it.)
 
 from __future__ import annotations
 
+import contextvars
+import logging
+
 import torch
 from torch import nn
 from transformers.models.lfm2.modeling_lfm2 import (
@@ -18,6 +21,19 @@ from transformers.models.lfm2.modeling_lfm2 import (
 )
 
 from .modules_fer import FERGatedProjection, FERLayerRecorder
+
+# LFM2's short convolutions ask for the `causal_conv1d` package, a CUDA kernel, on every CPU run too. The hint is
+# dropped while the fusion runs on CPU (nothing to install there) and kept on a GPU. transformers logs it once per
+# process: a process that runs on CPU first does not see it later on a GPU either.
+_FUSION_ON_CPU = contextvars.ContextVar("fer_fusion_on_cpu", default=False)
+
+
+class _NoCudaKernelHintOnCpu(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_FUSION_ON_CPU.get() and "causal_conv1d" in record.getMessage())
+
+
+logging.getLogger("transformers.integrations.hub_kernels").addFilter(_NoCudaKernelHintOnCpu())
 
 
 class FERLfm2FusionBackbone(Lfm2PreTrainedModel):
@@ -49,14 +65,18 @@ class FERLfm2FusionBackbone(Lfm2PreTrainedModel):
             future = torch.ones(n, n, dtype=torch.bool, device=hidden.device).triu(1)
             mask = mask.masked_fill(future, torch.finfo(hidden.dtype).min)
         attention = [layer.self_attn for layer in self.layers if layer.is_attention_layer]
-        with FERLayerRecorder(self.layers, attention, output_hidden_states, output_attentions) as record:
-            for layer in self.layers:
-                hidden = layer(
-                    hidden,
-                    attention_mask=mask if layer.is_attention_layer else None,
-                    position_embeddings=position_embeddings,
-                    position_ids=position_ids,
-                )
+        on_cpu = _FUSION_ON_CPU.set(hidden.device.type == "cpu")
+        try:
+            with FERLayerRecorder(self.layers, attention, output_hidden_states, output_attentions) as record:
+                for layer in self.layers:
+                    hidden = layer(
+                        hidden,
+                        attention_mask=mask if layer.is_attention_layer else None,
+                        position_embeddings=position_embeddings,
+                        position_ids=position_ids,
+                    )
+        finally:
+            _FUSION_ON_CPU.reset(on_cpu)
         hidden = self.norm(hidden)
         if output_hidden_states:
             record.hidden_states[-1] = hidden

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 import warnings
 from dataclasses import dataclass
 
@@ -165,6 +166,18 @@ PIPELINE_REGISTRATION = {
 }
 
 
+def _weights_like_config(folder) -> None:
+    """Give the `*.safetensors` files of `folder` the mode `config.json` got from the umask (readable as the rest)."""
+    config = os.path.join(folder, "config.json")
+    if not os.path.isfile(config):
+        return
+    mode = stat.S_IMODE(os.stat(config).st_mode)
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        if name.endswith(".safetensors") and os.path.isfile(path) and stat.S_IMODE(os.stat(path).st_mode) != mode:
+            os.chmod(path, mode)
+
+
 class FERPreTrainedModel(PreTrainedModel):
     config_class = FERConfig
     config: FERConfig
@@ -251,12 +264,15 @@ class FERPreTrainedModel(PreTrainedModel):
         """`PreTrainedModel.save_pretrained`, plus what makes any saved folder a complete remote-code model:
         `custom_pipelines` in `config.json` (so `pipeline(model=folder, trust_remote_code=True)` finds the task),
         every payload module (`PAYLOAD_MODULES`), not only those the model's imports reach, and, when the folder has
-        no processor yet, `FERProcessor.from_model_config(config)` (a processor saved there later replaces it)."""
+        no processor yet, `FERProcessor.from_model_config(config)` (a processor saved there later replaces it).
+        The weights get the file mode of `config.json` (safetensors writes them through a private temporary file,
+        mode 0600, whatever the umask)."""
         if getattr(self, "is_int8_quantized", False):
             raise RuntimeError("an int8-quantised model is for inference only; save the fp32 model instead")
         self.config.custom_pipelines = {task: dict(info) for task, info in PIPELINE_REGISTRATION.items()}
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
+            _weights_like_config(save_directory)
             source = os.path.dirname(os.path.abspath(__file__))
             missing = [name for name in PAYLOAD_MODULES if not os.path.isfile(os.path.join(source, name))]
             if missing:  # only in a partial download of a Hub copy
@@ -691,6 +707,10 @@ class FERForEmotionClassification(FERPreTrainedModel):
                     "attn_implementation='eager' to get them all (those under SDPA are empty)"
                 )
 
+
+# `save_pretrained` then writes `"auto_map": {"AutoModel": "modeling_fer.FERForEmotionClassification"}` and copies
+# the code files, so `AutoModel.from_pretrained(folder, trust_remote_code=True)` works anywhere.
+FERForEmotionClassification.register_for_auto_class("AutoModel")
 
 __all__ = [
     "PAYLOAD_MODULES",

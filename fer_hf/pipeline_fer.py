@@ -5,7 +5,9 @@ A saved model folder's `config.json` names this class under `custom_pipelines`, 
     from transformers import pipeline
     classifier = pipeline(model="user/fer-model", trust_remote_code=True)   # task read from config.json
     classifier("clip.mp4")
-    # [{"label": "happy", "score": 0.41}, {"label": "neutral", "score": 0.17}, ...]   sorted high to low
+    # [{"label": "happy", "score": 0.41, "top": True}, {"label": "neutral", "score": 0.17, "top": False}, ...]
+    # sorted high to low; "top" marks the result's `top_label`: no entry has it when the first two are closer than
+    # the processor's `confidence_margin` (0.10), the "no clear emotion" of the result and the app
     result = classifier("clip.mp4", return_result=True)                   # the full FERClipResult
     result.windows[0].modalities                                           # which modalities were used, and why
 
@@ -30,8 +32,9 @@ FER_PIPELINE_TASK = "audio-visual-emotion-recognition"
 
 
 class FEREmotionRecognitionPipeline(Pipeline):
-    """Media file (or decoded arrays) -> emotion labels with probabilities, sorted high to low, or the full
-    `FERClipResult` with `return_result=True`. Uses the model's processor (`FERProcessor`)."""
+    """Media file (or decoded arrays) -> emotion labels with probabilities, sorted high to low, `top` marking the
+    result's `top_label` (none below the confidence margin), or the full `FERClipResult` with `return_result=True`.
+    Uses the model's processor (`FERProcessor`)."""
 
     _load_processor = None  # optional: a folder without processor_config.json gets one from the model config
     _load_tokenizer = False
@@ -86,7 +89,8 @@ class FEREmotionRecognitionPipeline(Pipeline):
                                                  self.model.config)[0]
         if return_result:
             return result
-        return [{"label": label, "score": score} for label, score in result.ranked(top_k)]
+        return [{"label": label, "score": score, "top": label == result.top_label}
+                for label, score in result.ranked(top_k)]
 
 
 def register_fer_pipeline():

@@ -97,6 +97,12 @@ class FERGeometry:
     def frame_times_seconds(self) -> list[float]:
         return [round((k + 0.5) * self.frame_step_s, 6) for k in range(self.num_frames)]
 
+    def timeline_hop(self, hop_seconds: float) -> tuple[int, float]:
+        """(frame steps, seconds) between timeline windows: `hop_seconds` rounded to a whole number of frame steps,
+        at least one, so overlapping windows share their frames (realtime: 1.0 -> 3 steps = 1.125 s)."""
+        steps = max(1, round(hop_seconds / self.frame_step_s))
+        return steps, steps * self.frame_step_s
+
     def segment_bounds_seconds(self, kind: str = "fused") -> list[tuple[float, float]]:
         """(start_s, end_s) of each segment from the window start, for "video", "audio" or "fused" (their union)."""
         return window_segment_bounds(self.num_frames, self.clip_seconds, self.num_encoder_frames,

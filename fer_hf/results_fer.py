@@ -148,12 +148,20 @@ def softmax(logits) -> np.ndarray:
     return x / x.sum(-1, keepdims=True)
 
 
+def top_margin(probs) -> float:
+    """How far the top probability leads the second (1.0 with one class): what `decide` holds against the margin."""
+    ranked = np.sort(np.asarray(probs, np.float64))[::-1]
+    return float(ranked[0] - ranked[1]) if len(ranked) > 1 else 1.0
+
+
 def decide(probs: np.ndarray, labels: list, margin: float) -> tuple[str | None, bool]:
-    """(top_label or None, confident): confident when top1 - top2 >= margin."""
-    order = np.argsort(-probs, kind="stable")
-    gap = float(probs[order[0]] - probs[order[1]]) if len(order) > 1 else 1.0
-    confident = gap >= margin - 1e-12
-    return (labels[int(order[0])] if confident else None), bool(confident)
+    """(top_label or None, confident): confident when top1 - top2 >= margin ("no clear emotion" otherwise).
+
+    The one rule for the top label: results, the pipeline's ranking, the app and `fer-annotate`'s tables use it.
+    """
+    probs = np.asarray(probs, np.float64)
+    confident = top_margin(probs) >= margin - 1e-12
+    return (labels[int(np.argmax(probs))] if confident else None), bool(confident)
 
 
 def outputs_to_numpy(outputs) -> dict:
@@ -338,4 +346,5 @@ __all__ = [
     "model_summary",
     "outputs_to_numpy",
     "softmax",
+    "top_margin",
 ]

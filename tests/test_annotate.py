@@ -21,6 +21,7 @@ from media_factory import astronaut_face, copy_as, make_clip, make_empty_file, m
 from fer_hf import FERConfig, FERForEmotionClassification, FERProcessor  # noqa: E402
 from fer_hf.errors_fer import FERInputError  # noqa: E402
 from fer_hf.pipeline_fer import FEREmotionRecognitionPipeline  # noqa: E402
+from fer_hf.results_fer import decide, top_margin  # noqa: E402
 from fer_hf.tools.annotate import annotate, build_parser, main  # noqa: E402
 from fer_hf.tools.annotate_inputs import discover  # noqa: E402
 from fer_hf.tools.annotate_local import plan_threads  # noqa: E402
@@ -85,9 +86,9 @@ def test_folder_run_rows_schema_and_exit_status(corpus, folder_run):
     schema = pq.read_schema(folder_run["out"])
     assert schema.names[:7] == ["source", "person_id", "is_speaker", "window_index", "start_s", "end_s", "status"]
     assert schema.names[7:15] == PROBS
-    assert {"top_label", "audio_used", "video_used", "audio_reason", "video_reason", "face_frames", "frames",
-            "error_type", "error", "model_status", "model_summary", "model_preset", "config_hash",
-            "file_key"} <= set(schema.names)
+    assert {"top_label", "margin", "audio_used", "video_used", "audio_reason", "video_reason", "speech_fraction",
+            "face_frames", "frames", "error_type", "error", "model_status", "model_summary", "model_preset",
+            "config_hash", "file_key"} <= set(schema.names)
     assert str(schema.field("window_index").type) == "int32" and str(schema.field("prob_happy").type) == "double"
     files = {Path(r["source"]).name: r for r in folder_run["files"]}
     assert set(files) == {Path(p).name for p in [*corpus["good"].values(), *corpus["bad"].values()]}
@@ -95,12 +96,13 @@ def test_folder_run_rows_schema_and_exit_status(corpus, folder_run):
     for name in ("face_tone.mp4", "audio_only.mp4", "busy.webm"):
         assert files[name]["status"] == "ok" and files[name]["windows"] >= 1
         assert abs(sum(files[name][c] for c in PROBS) - 1) < 1e-5
+        check_answer(files[name], corpus["processor"].confidence_margin)
     assert files["face_tone.mp4"]["windows"] == 2  # 4 s in 3 s windows: 0-3 and 1-4 (the last ends at the end)
     for row in folder_run["windows"]:
         assert row["model_status"] == "untrained" and row["model_preset"] == "tiny"
         if row["status"] == "ok":
             assert abs(sum(row[c] for c in PROBS) - 1) < 1e-5
-            assert row["top_label"] == max(LABELS, key=lambda label: row[f"prob_{label}"])
+            check_answer(row, corpus["processor"].confidence_margin)
             assert row["end_s"] > row["start_s"] >= 0
     by_file = {}
     for row in folder_run["windows"]:
@@ -115,6 +117,29 @@ def test_folder_run_rows_schema_and_exit_status(corpus, folder_run):
     assert all(r["is_speaker"] for r in folder_run["windows"] if r["status"] != "error")
     assert files["busy.webm"]["person_id"] == 0 and files["busy.webm"]["people"] == 1
     assert files["audio_only.mp4"]["person_id"] is None and files["audio_only.mp4"]["people"] == 0
+
+
+def check_answer(row, confidence_margin):
+    """`top_label` and `margin` follow the result type's rule: null below the confidence margin."""
+    ordered = [row[c] for c in PROBS]
+    assert row["margin"] == pytest.approx(top_margin(ordered), abs=1e-6)
+    assert row["top_label"] == decide(ordered, LABELS, confidence_margin)[0]
+    assert (row["top_label"] is None) == (row["margin"] < confidence_margin)
+
+
+def test_top_label_is_null_below_the_confidence_margin(corpus, tmp_path):
+    """One meaning of the top label: with a margin no answer reaches, every `top_label` is null ("no clear
+    emotion", as the result, the pipeline and the app say); the margins and probabilities are unchanged."""
+    model_dir = tmp_path / "model"
+    corpus["model"].save_pretrained(model_dir)
+    FERProcessor.from_model_config(corpus["model"].config, min_speech_fraction=0.0,
+                                   confidence_margin=0.99).save_pretrained(model_dir)
+    out = tmp_path / "results.parquet"
+    run([corpus["good"]["face_pcm"], "--model", model_dir, "--output", out, "--workers", "0"], expect=0)
+    windows, files = read(out), read(out.with_name("results.files.parquet"))
+    assert windows and all(r["top_label"] is None and 0 <= r["margin"] < 0.99 for r in windows)
+    (summary,) = files
+    assert summary["top_label"] is None and summary["margin"] == pytest.approx(top_margin([summary[c] for c in PROBS]))
 
 
 def test_error_rows_carry_the_processors_message(corpus, folder_run):
@@ -150,8 +175,8 @@ def test_rows_equal_the_pipelines_per_window_output(corpus, folder_run):
         assert [(r["start_s"], r["end_s"]) for r in rows] == [(i["window_start_s"], i["window_end_s"])
                                                                for i in info.windows]
         for r, i in zip(rows, info.windows):
-            assert (r["audio_used"], r["video_used"], r["audio_reason"], r["video_reason"]) == (
-                i["audio_used"], i["video_used"], i["audio_reason"], i["video_reason"])
+            assert (r["audio_used"], r["video_used"], r["audio_reason"], r["video_reason"], r["speech_fraction"]) == (
+                i["audio_used"], i["video_used"], i["audio_reason"], i["video_reason"], i["speech_fraction"])
             assert r["face_frames"] == sum(b is not None for b in i["face_boxes"])
             assert r["person_id"] == (i["person"]["track_id"] if i["video_used"] else None)
         got = np.array([[r[c] for c in PROBS] for r in rows])
@@ -163,8 +188,8 @@ def test_rows_equal_the_pipelines_per_window_output(corpus, folder_run):
         summary = next(r for r in folder_run["files"] if r["source"] == path)
         for item in ranked:
             assert abs(summary[f"prob_{item['label']}"] - item["score"]) < (1e-5 if same_samples.all() else 1e-2)
-        if same_samples.all():
-            assert summary["top_label"] == ranked[0]["label"]
+        if same_samples.all():  # the same answer: the pipeline's `top` entry, or none below the margin
+            assert summary["top_label"] == next((item["label"] for item in ranked if item["top"]), None)
     assert len([r for r in folder_run["windows"] if r["source"] == pcm]) == 3  # windows at 0, 1.5 and 2 s
 
 

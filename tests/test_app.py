@@ -166,6 +166,7 @@ def test_data_api_returns_the_result_as_json_only(client, tmp_path):
     assert RESULT_KEYS <= set(result) and result["labels"] == list(LABELS)
     _check_probabilities(result["probabilities"])
     assert result["duration_s"] == pytest.approx(10.0, abs=0.1)
+    assert result["source"] == "ten.mp4"  # the uploaded file's name, not its temporary path on the server
     starts = [w["start_s"] for w in result["windows"]]
     # 3 s windows about every second: the engine rounds the 1 s hop to whole frame steps (3 x 0.375 s)
     assert starts == pytest.approx([1.125 * k for k in range(8)])
@@ -195,7 +196,9 @@ def test_ui_endpoint_gives_annotated_video_timeline_and_details(client, clips):
     assert "Voice and face both used" in out["headline"]
     by_suffix = {Path(f).suffix: f for f in out["files"]}
     assert set(by_suffix) == {".json", ".csv"}
-    assert json.loads(Path(by_suffix[".json"]).read_text())["probabilities"] == out["result"]["probabilities"]
+    saved = json.loads(Path(by_suffix[".json"]).read_text())
+    assert saved["probabilities"] == out["result"]["probabilities"]
+    assert saved["source"] == out["result"]["source"] == Path(clips["long"]).name
     rows = list(csv.DictReader(io.StringIO(Path(by_suffix[".csv"]).read_text())))
     assert {"clip_probability", "window_probability", "segment_attention", "face_found"} <= {r["table"] for r in rows}
 
@@ -258,6 +261,7 @@ def test_too_long_clip_offers_its_first_part(served_app, client, clips):
     first = dict(zip(OUTPUTS, client.predict(gradio_client.handle_file(clips["too_long"]),
                                              api_name="/predict_first_part")))
     assert first["result"]["duration_s"] <= MAX_SECONDS
+    assert first["result"]["source"] == Path(clips["too_long"]).name  # the upload's name, not the cut's
     _check_probabilities(first["result"]["probabilities"])
 
 
@@ -286,6 +290,8 @@ def test_limits_and_api_are_stated_in_the_page(served_app):
     config = httpx.get(f"{url.rstrip('/')}/config", timeout=30).json()
     text = json.dumps(config)
     assert f"clips up to **{MAX_SECONDS} s**" in text and "files up to **5 MB**" in text
+    hop = app.new_analysis().analyzer.hop_s  # the hop the windows really have: 1 s on whole 0.375 s frame steps
+    assert hop == app.HOP_SECONDS == pytest.approx(1.125) and f"one starting every {hop:g} s" in text
     video = next(c for c in config["components"] if c.get("props", {}).get("elem_id") == "video-input")
     assert video["props"]["sources"] == ["upload", "webcam"] and video["props"]["include_audio"] is True
     assert video["props"]["webcam_options"]["mirror"] is False

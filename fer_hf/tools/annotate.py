@@ -200,7 +200,7 @@ def annotate(args) -> AnnotateSummary:
     """Run `fer-annotate` with parsed `args` (see `build_parser`)."""
     from fer_hf.tools.annotate_inputs import discover
     from fer_hf.tools.annotate_model import config_hash, load_annotator, model_info
-    from fer_hf.tools.annotate_rows import RowBuilder, metadata_fields
+    from fer_hf.tools.annotate_rows import TABLE_VERSION, RowBuilder, metadata_fields
     from fer_hf.tools.annotate_store import PartStore, output_format, summary_path
 
     fmt = output_format(args.output, args.format)
@@ -218,11 +218,12 @@ def annotate(args) -> AnnotateSummary:
     )
     # the run's own settings, for the worker side and the configuration hash ("decode": how windows are made)
     settings = {"people": args.people, "max_windows": args.max_windows}
-    chash = config_hash(model, processor, args.model, args.preset, args.seed, dict(settings, decode="stream"))
+    chash = config_hash(model, processor, args.model, args.preset, args.seed,
+                        dict(settings, decode="stream", table=TABLE_VERSION))
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     info = dict(model_info(model.config), config_hash=chash)
-    probe = RowBuilder(labels, ([], {}), info)
-    builder = RowBuilder(labels, metadata_fields(files, probe.reserved), info)
+    probe = RowBuilder(labels, ([], {}), info, processor.confidence_margin)
+    builder = RowBuilder(labels, metadata_fields(files, probe.reserved), info, processor.confidence_margin)
     jobs = [(f, f.key(chash)) for f in files]
     output = Path(args.output)
     with PartStore(output.with_name(output.name + ".parts"), *builder.schemas()) as store:

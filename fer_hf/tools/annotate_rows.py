@@ -4,7 +4,9 @@ Window table: one row per window of a file and person classified (`--people spea
 `--people all`: every face track present in the window, `is_speaker` marking the chosen one); a file that cannot
 be read gives one row with `status="error"` and the processor's message; a window with neither usable audio nor
 a face gives a row with `status="skipped"` and the reasons. Summary table: one row per file.
-Column order and types are fixed by the schemas below (metadata columns follow `source`).
+Column order and types are fixed by the schemas below (metadata columns follow `source`). `top_label` follows the
+result type's rule (`results_fer.decide`): null below the processor's `confidence_margin` ("no clear emotion"), as
+the pipeline, the app and `FERClipResult` say; `margin` is how far the top probability leads the second.
 
 A file's rows arrive chunk by chunk, classified in any order (`FileRows`); the file is complete, and its summary
 made, once its end message has come and every chunk it announced is in.
@@ -17,11 +19,13 @@ from types import SimpleNamespace
 
 import pyarrow as pa
 
-from fer_hf.results_fer import aggregate_windows
+from fer_hf.results_fer import aggregate_windows, decide, top_margin
 
 logger = logging.getLogger(__name__)
 
 STATUS_OK, STATUS_SKIPPED, STATUS_ERROR = "ok", "skipped", "error"
+# The tables' layout, part of the resume key (2: `top_label` by the confidence margin; `margin`, `speech_fraction`).
+TABLE_VERSION = 2
 
 
 def probability_columns(labels: list[str]) -> list[str]:
@@ -48,9 +52,11 @@ def windows_schema(labels: list[str], metadata: list[pa.Field]) -> pa.Schema:
          pa.field("start_s", pa.float64()), pa.field("end_s", pa.float64()),
          pa.field("status", pa.string()),
          *[pa.field(c, pa.float64()) for c in probability_columns(labels)],
-         pa.field("top_label", pa.string()),
+         pa.field("top_label", pa.string()),  # null: no clear emotion (margin below the confidence margin)
+         pa.field("margin", pa.float64()),  # top probability minus the second
          pa.field("audio_used", pa.bool_()), pa.field("video_used", pa.bool_()),
          pa.field("audio_reason", pa.string()), pa.field("video_reason", pa.string()),
+         pa.field("speech_fraction", pa.float64()),  # share of the window's audio that is speech (null: not run)
          pa.field("face_frames", pa.int32()), pa.field("frames", pa.int32()),
          pa.field("error_type", pa.string()), pa.field("error", pa.string()),
          *_model_fields()]
@@ -65,7 +71,7 @@ def files_schema(labels: list[str], metadata: list[pa.Field]) -> pa.Schema:
          pa.field("duration_s", pa.float64()),
          pa.field("windows", pa.int32()), pa.field("windows_skipped", pa.int32()),
          *[pa.field(c, pa.float64()) for c in probability_columns(labels)],
-         pa.field("top_label", pa.string()),
+         pa.field("top_label", pa.string()), pa.field("margin", pa.float64()),  # of the clip answer
          pa.field("person_id", pa.int64()),  # the person chosen in most windows: the clip answer is theirs
          pa.field("people", pa.int32()),  # face tracks found in the file
          pa.field("size_bytes", pa.int64()), pa.field("mtime_ns", pa.int64()),
@@ -120,10 +126,13 @@ class RowBuilder:
         labels: class names in model order.
         metadata: `(fields, mapping)` from `metadata_fields`.
         model_info: `model_status`, `model_summary`, `model_preset`, `config_hash`.
+        confidence_margin: the processor's; below it `top_label` is null (the result type's rule).
     """
 
-    def __init__(self, labels: list[str], metadata: tuple[list[pa.Field], dict[str, str]], model_info: dict):
+    def __init__(self, labels: list[str], metadata: tuple[list[pa.Field], dict[str, str]], model_info: dict,
+                 confidence_margin: float):
         self.labels = list(labels)
+        self.confidence_margin = float(confidence_margin)
         self.prob_columns = probability_columns(self.labels)
         self.meta_fields, self.meta_mapping = metadata
         self.meta_types = {f.name: f.type for f in self.meta_fields}
@@ -133,6 +142,12 @@ class RowBuilder:
 
     def schemas(self) -> tuple[pa.Schema, pa.Schema]:
         return windows_schema(self.labels, self.meta_fields), files_schema(self.labels, self.meta_fields)
+
+    def _answer(self, probs: dict) -> dict:
+        """`top_label` (None below the confidence margin) and `margin` of `{label: p}`, by the result's rule."""
+        ordered = [probs[label] for label in self.labels]
+        top, _ = decide(ordered, self.labels, self.confidence_margin)
+        return {"top_label": top, "margin": round(top_margin(ordered), 6)}
 
     def _common(self, file, key: str) -> dict:
         return {"source": file.path, **_metadata(file, self.meta_mapping, self.meta_types),
@@ -151,7 +166,7 @@ class RowBuilder:
         common = self._common(file, key)
         rows = [dict(common, **meta, status=STATUS_OK,
                      **{c: probs[label] for c, label in zip(self.prob_columns, self.labels)},
-                     top_label=next(iter(probs)))
+                     **self._answer(probs))
                 for meta, probs in zip(chunk["rows"], probabilities)]
         rows += [dict(common, **skip, person_id=None, is_speaker=True, status=STATUS_SKIPPED, audio_used=False,
                       video_used=False) for skip in chunk["skipped"]]
@@ -160,12 +175,11 @@ class RowBuilder:
     def summary(self, file, key: str, end: dict, speaker: list, skipped: int, person_id: int | None) -> dict:
         """The summary row of a complete file: `speaker` holds the chosen person's classified windows
         (`probabilities`, `modalities`), whose aggregate is the clip answer, as the pipeline gives it."""
-        # margin 0: only the probabilities are used; top_label is the most probable class, as in the window rows
-        clip, _, _ = aggregate_windows(speaker, self.labels, 0.0)
+        clip, _, _ = aggregate_windows(speaker, self.labels, self.confidence_margin)
         return dict(
             self._common(file, key), status=STATUS_OK, duration_s=end["duration_s"], windows=len(speaker),
             windows_skipped=skipped, **{c: clip[label] for c, label in zip(self.prob_columns, self.labels)},
-            top_label=max(clip, key=clip.get), person_id=person_id, people=end["people"],
+            **self._answer(clip), person_id=person_id, people=end["people"],
             size_bytes=file.size_bytes, mtime_ns=file.mtime_ns, seconds=end["seconds"],
         )
 
@@ -212,4 +226,4 @@ class FileRows:
 
 
 __all__ = ["FileRows", "RowBuilder", "metadata_fields", "probability_columns", "windows_schema", "files_schema",
-           "STATUS_OK", "STATUS_SKIPPED", "STATUS_ERROR"]
+           "STATUS_OK", "STATUS_SKIPPED", "STATUS_ERROR", "TABLE_VERSION"]

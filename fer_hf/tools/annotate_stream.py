@@ -150,6 +150,7 @@ def _row_meta(info: dict, is_speaker: bool) -> dict:
         "person_id": info["person"]["track_id"] if info["video_used"] else None, "is_speaker": is_speaker,
         "audio_used": info["audio_used"], "video_used": info["video_used"],
         "audio_reason": info["audio_reason"], "video_reason": info["video_reason"],
+        "speech_fraction": info.get("speech_fraction"),
         "face_frames": sum(b is not None for b in info["face_boxes"]),
         "frames": sum(t is not None for t in info["frame_source_times_s"]),
     }
@@ -218,7 +219,8 @@ def file_chunks(processor, path: str, people: str = "speaker", max_windows: int 
             if not picked or not picked[0][1]:  # the chosen person's row has neither modality: a skipped window
                 i = row["info"]
                 skip = {"window_index": w, "start_s": i["window_start_s"], "end_s": i["window_end_s"],
-                        "audio_reason": i["audio_reason"], "video_reason": i["video_reason"]}
+                        "audio_reason": i["audio_reason"], "video_reason": i["video_reason"],
+                        "speech_fraction": i.get("speech_fraction")}
                 skipped.append(skip)
                 first_skip = first_skip or skip
             usable = usable or bool(picked and picked[0][1])

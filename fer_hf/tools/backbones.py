@@ -26,16 +26,11 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 from huggingface_hub import hf_hub_download, list_repo_files
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 from safetensors import safe_open
-from torch import nn
-from transformers import Lfm2Config, ParakeetEncoderConfig, SiglipConfig, SiglipVisionConfig
-
-from fer_hf.configuration_fer import FERConfig, make_backbones_provenance
-from fer_hf.modeling_fer import FERForEmotionClassification
 
 from .checkpoint_loading import (
     BackboneLoadError,
@@ -45,7 +40,15 @@ from .checkpoint_loading import (
     load_state_into,
     sort_checkpoint_keys,
 )
+from .cli import PRESET_NAMES
 from .nemo_import import import_nemo_encoder, load_nemo_encoder
+
+if TYPE_CHECKING:  # torch, transformers and the model are imported where used: `fer-backbones --help` answers at once
+    import torch
+    from torch import nn
+
+    from fer_hf.configuration_fer import FERConfig
+    from fer_hf.modeling_fer import FERForEmotionClassification
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +206,8 @@ def _siglip_target(has_head: bool):
 
 def load_vision_backbone(encoder: nn.Module, source: str | Path, token=None) -> BackboneReport:
     """Load a SigLIP vision tower (from a `SiglipModel` or `SiglipVisionModel` checkpoint) into `encoder`."""
+    from transformers import SiglipConfig, SiglipVisionConfig
+
     ckpt = CheckpointSource(source, token=token)
     raw = ckpt.config_dict()
     model_type = raw.get("model_type")
@@ -246,6 +251,8 @@ def _lfm2_target(num_layers: int):
 
 def load_fusion_backbone(backbone: nn.Module, source: str | Path, token=None) -> BackboneReport:
     """Load the first LFM2 decoder layers and the final norm of an `Lfm2ForCausalLM` checkpoint into `backbone`."""
+    from transformers import Lfm2Config
+
     ckpt = CheckpointSource(source, token=token)
     raw = ckpt.config_dict()
     if raw.get("model_type") != "lfm2":
@@ -341,6 +348,8 @@ def load_audio_backbone(
             f"audio checkpoint {source} has model_type {model_type!r}; expected one of {list(_PARAKEET_MODEL_TYPES)}"
         )
     found_dict = raw if model_type == "parakeet_encoder" else raw.get("encoder_config") or {}
+    from transformers import ParakeetEncoderConfig
+
     found = ParakeetEncoderConfig.from_dict(found_dict)
     _check_config("audio", str(source), encoder.config, found, AUDIO_CONFIG_FIELDS)
     report = BackboneReport("audio", str(source), f"transformers {model_type} (safetensors)")
@@ -350,6 +359,8 @@ def load_audio_backbone(
 # ----------------------------------------------------------------------------------------------
 # The whole model
 def _as_config(config_or_preset) -> FERConfig:
+    from fer_hf.configuration_fer import FERConfig
+
     if isinstance(config_or_preset, FERConfig):
         return FERConfig.from_dict(config_or_preset.to_dict())
     if isinstance(config_or_preset, str) and config_or_preset in FERConfig.PRESETS:
@@ -376,6 +387,9 @@ def build_model_from_backbones(
     are recorded in `model.config.provenance` (status "backbones", or "untrained" when none was loaded); the model
     card lists them as base models and says the head is untrained.
     """
+    from fer_hf.configuration_fer import make_backbones_provenance
+    from fer_hf.modeling_fer import FERForEmotionClassification
+
     config = _as_config(config_or_preset)
     model = FERForEmotionClassification(config).eval()
     reports = {}
@@ -408,8 +422,8 @@ def save_model_with_report(model, reports: dict[str, BackboneReport], output_dir
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: build a model from pretrained backbones and write it with a per-backbone key report."""
-    parser = argparse.ArgumentParser(prog="python -m fer_hf.tools.backbones", description=main.__doc__)
-    parser.add_argument("--preset", default="seed", help=f"one of {list(FERConfig.PRESETS)} or a config.json folder")
+    parser = argparse.ArgumentParser(prog="fer-backbones", description=main.__doc__)
+    parser.add_argument("--preset", default="seed", help=f"one of {list(PRESET_NAMES)} or a config.json folder")
     parser.add_argument("--vision", help="SigLIP checkpoint: Hub id or folder (google/siglip2-base-patch16-224)")
     parser.add_argument("--audio", help="FastConformer: .nemo file, NeMo Hub repo, or Parakeet checkpoint")
     parser.add_argument("--fusion", help="LFM2 checkpoint: Hub id or folder (LiquidAI/LFM2-700M)")

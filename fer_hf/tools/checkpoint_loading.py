@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from fer_hf.errors_fer import FERError
+
+if TYPE_CHECKING:  # imported where used, so that the commands parse their arguments without torch
+    import torch
+    from torch import nn
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +85,8 @@ def sort_checkpoint_keys(keys, target_of) -> tuple[dict[str, str], dict[str, int
 
 def load_state_into(module: nn.Module, tensors: dict[str, torch.Tensor], report: BackboneReport) -> BackboneReport:
     """Copy `tensors` into `module` after checking that keys and shapes match exactly; fills `report`."""
+    import torch
+
     target = module.state_dict()
     report.missing = sorted(set(target) - set(tensors))
     report.unexpected = sorted(report.unexpected + [k for k in tensors if k not in target])

@@ -1,4 +1,9 @@
-"""Command-line error handling shared by the tools: a refusal is one clear line, the trace only with `--debug`."""
+"""What the command-line tools share: a refusal is one clear line (the trace only with `--debug`), one log format,
+and the names the parsers offer as choices.
+
+Every `fer-*` command parses its arguments before it imports torch or transformers, so `--help` and a wrong argument
+answer at once; the names below are written out here for that reason (tests check them against their sources).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ from fer_hf.errors_fer import FERError
 logger = logging.getLogger("fer_hf.tools")
 
 EXIT_REFUSED = 2
+PRESET_NAMES = ("seed", "realtime", "tiny")  # FERConfig.PRESETS
+BACKBONE_PARTS = ("vision", "audio", "fusion")  # trainer.BACKBONE_PREFIXES
 
 
 @contextlib.contextmanager
@@ -46,4 +53,4 @@ def setup_logging(debug: bool = False) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-__all__ = ["EXIT_REFUSED", "refusals_as_one_line", "setup_logging", "shipped_model"]
+__all__ = ["BACKBONE_PARTS", "EXIT_REFUSED", "PRESET_NAMES", "refusals_as_one_line", "setup_logging", "shipped_model"]

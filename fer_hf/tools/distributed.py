@@ -21,8 +21,6 @@ import json
 import logging
 from typing import Any, Callable
 
-import torch
-
 from fer_hf.errors_fer import FERError
 
 logger = logging.getLogger(__name__)
@@ -34,28 +32,36 @@ class DistributedMismatchError(FERError):
 
 def distributed_state():
     """accelerate's `PartialState`, started with `cpu=True` when CUDA is missing (gloo on CPU, NCCL on GPUs)."""
+    import torch
     from accelerate import PartialState
 
     return PartialState(cpu=not torch.cuda.is_available())
 
 
+def _dist():
+    """`torch.distributed`, imported on first use (so the commands parse their arguments without torch)."""
+    import torch.distributed
+
+    return torch.distributed
+
+
 def _initialised() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
+    return _dist().is_available() and _dist().is_initialized()
 
 
 def rank_and_world() -> tuple[int, int]:
     """(global rank, world size); (0, 1) without a process group."""
     if not _initialised():
         return 0, 1
-    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return _dist().get_rank(), _dist().get_world_size()
 
 
 def gather(obj: Any) -> list[Any]:
     """Every rank's `obj` (picklable), in rank order, on every rank."""
-    if not _initialised() or torch.distributed.get_world_size() == 1:
+    if not _initialised() or _dist().get_world_size() == 1:
         return [obj]
-    out: list[Any] = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(out, obj)
+    out: list[Any] = [None] * _dist().get_world_size()
+    _dist().all_gather_object(out, obj)
     return out
 
 
@@ -76,7 +82,7 @@ def on_main_then_broadcast(fn: Callable[[], Any]) -> Any:
         except BaseException as err:  # noqa: BLE001 - reported to the other ranks, then re-raised
             error = err
             payload[0] = ("error", f"{type(err).__name__}: {err}")
-    torch.distributed.broadcast_object_list(payload, src=0)
+    _dist().broadcast_object_list(payload, src=0)
     status, value = payload[0]
     if status == "error":
         if error is not None:

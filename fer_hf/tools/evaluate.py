@@ -44,14 +44,13 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from fer_hf.errors_fer import FERInputError
 
 from .cli import refusals_as_one_line, setup_logging
-from .data import CachedClipDataset, FERCollator, build_cache
 from .metrics import classification_metrics, mean_std, plot_confusion_matrix
 from .ravdess import (
     DEFAULT_FOLDS,
@@ -62,6 +61,12 @@ from .ravdess import (
     fold_split,
     load_folds,
 )
+
+if TYPE_CHECKING:
+    import torch
+
+# torch and the modules that need it are imported in the functions that use them, so that `fer-evaluate --help`
+# and a wrong argument answer at once.
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +87,9 @@ def checkpoint_training_record(checkpoint: str | Path) -> dict:
     return dict(((config.get("provenance") or {}).get("training")) or {})
 
 
-@torch.no_grad()
 def predict(model, dataset, collator, batch_size: int = 8, device: str | torch.device = "cpu", progress=False):
     """Run the model over `dataset`. Returns (y_true int64 `(N,)`, y_pred int64 `(N,)`, probs float32 `(N, C)`)."""
+    import torch
     from tqdm.auto import tqdm
 
     model.eval()
@@ -94,7 +99,8 @@ def predict(model, dataset, collator, batch_size: int = 8, device: str | torch.d
         batch = collator([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
         labels = batch.pop("labels")
         batch = {k: v.to(device) for k, v in batch.items()}
-        logits = model(**batch).logits.float()
+        with torch.no_grad():
+            logits = model(**batch).logits.float()
         probs.append(logits.softmax(-1).cpu().numpy())
         y_true.append(labels.numpy())
     if not probs:
@@ -121,8 +127,12 @@ def evaluate_fold(
 ) -> dict:
     """Evaluate one checkpoint on one fold's `split_name` actors ("test" or "val"). Returns the fold's entry of the
     results JSON (and writes `confusion_fold<k>.png` under `out_dir` when given)."""
+    import torch
+
     from fer_hf.modeling_fer import FERForEmotionClassification
     from fer_hf.processing_fer import FERProcessor
+
+    from .data import CachedClipDataset, FERCollator, build_cache
 
     checkpoint = Path(checkpoint)
     if not (checkpoint / "config.json").is_file():
@@ -264,10 +274,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> None:
+    """`fer-evaluate`: arguments first (no torch import before they are valid), then the run."""
     argv = sys.argv[1:] if argv is None else list(argv)
     setup_logging()
-    with refusals_as_one_line("--debug" in argv):
-        run(parse_args(argv))
+    args = parse_args(argv)
+    with refusals_as_one_line(args.debug):
+        run(args)
 
 
 if __name__ == "__main__":

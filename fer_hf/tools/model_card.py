@@ -172,7 +172,8 @@ def usage_snippet(repo_id: str) -> str:
     return f'''from transformers import pipeline
 
 classifier = pipeline(model="{repo_id}", trust_remote_code=True)
-print(classifier("clip.mp4"))  # [{{'label': 'happy', 'score': 0.41}}, ...], sorted high to low
+print(classifier("clip.mp4"))  # [{{'label': 'happy', 'score': 0.41, 'top': True}}, ...], sorted high to low
+# "top" marks the answer; no entry has it when the first two are closer than 0.10 (no clear emotion)
 
 # Step by step, with the per-segment outputs (the pipeline task is "{FER_PIPELINE_TASK}")
 import torch

@@ -27,14 +27,17 @@ import sys
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 import yaml
-from transformers import ParakeetEncoder, ParakeetEncoderConfig
 
 from fer_hf.errors_fer import FERError
 
 from .checkpoint_loading import BackboneReport, load_state_into, sort_checkpoint_keys
+
+if TYPE_CHECKING:  # torch and transformers are imported where used: `fer-nemo-import --help` answers at once
+    import torch
+    from transformers import ParakeetEncoder, ParakeetEncoderConfig
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +181,8 @@ def _resolve_interpolations(node, root: dict):
 
 def read_nemo_archive(path: str | Path) -> NemoArchive:
     """Read `model_config.yaml` and `model_weights.ckpt` from a `.nemo` tar without extracting it to disk."""
+    import torch
+
     path = str(path)
     try:
         tar = tarfile.open(path, mode="r:*")
@@ -313,6 +318,8 @@ def _check_front_end(pre: dict | None, feat_in: int) -> list[str]:
 
 def parakeet_config_from_nemo(model_config: dict) -> ParakeetEncoderConfig:
     """`ParakeetEncoderConfig` with the shape of the NeMo encoder (call `check_nemo_encoder` first)."""
+    from transformers import ParakeetEncoderConfig
+
     enc = _resolve_interpolations(model_config, model_config)["encoder"]
     d_model = enc["d_model"]
     channels = enc.get("subsampling_conv_channels", -1)
@@ -393,6 +400,8 @@ def import_nemo_encoder(path: str | Path, check_front_end: bool = True) -> NemoE
 
 def load_nemo_encoder(path: str | Path, check_front_end: bool = True) -> tuple[ParakeetEncoder, BackboneReport]:
     """A standalone `ParakeetEncoder` with the shape and weights of a `.nemo` FastConformer encoder."""
+    from transformers import ParakeetEncoder
+
     imported = import_nemo_encoder(path, check_front_end=check_front_end)
     encoder = ParakeetEncoder(imported.config).eval()
     report = BackboneReport("audio", str(path), "NeMo .nemo archive (ConformerEncoder)")
@@ -403,7 +412,7 @@ def load_nemo_encoder(path: str | Path, check_front_end: bool = True) -> tuple[P
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: convert a `.nemo` FastConformer encoder into a transformers `ParakeetEncoder` folder (safetensors)."""
-    parser = argparse.ArgumentParser(prog="python -m fer_hf.tools.nemo_import", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="fer-nemo-import", description=main.__doc__)
     parser.add_argument("nemo_file", help="path to a .nemo archive (e.g. stt_en_fastconformer_ctc_large.nemo)")
     parser.add_argument("--output-dir", required=True, help="folder to write config.json + model.safetensors")
     parser.add_argument("--skip-front-end-check", action="store_true", help="accept a different mel front-end")

@@ -42,7 +42,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from fer_hf.configuration_fer import RAVDESS_LABELS
 from fer_hf.errors_fer import FERInputError
 
 logger = logging.getLogger(__name__)
@@ -99,6 +98,8 @@ class RavdessClip:
 
     @property
     def label_name(self) -> str:
+        from fer_hf.configuration_fer import RAVDESS_LABELS  # here: the commands parse arguments without torch
+
         return RAVDESS_LABELS[self.label]
 
     @property
@@ -209,6 +210,8 @@ class RavdessIndex:
         return [c for c in self.clips if c.actor in keep]
 
     def label_counts(self) -> dict[str, int]:
+        from fer_hf.configuration_fer import RAVDESS_LABELS
+
         counts = Counter(c.label_name for c in self.clips)
         return {name: counts.get(name, 0) for name in RAVDESS_LABELS}
 

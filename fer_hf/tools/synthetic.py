@@ -354,7 +354,7 @@ def generate(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m fer_hf.tools.synthetic", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="fer-synthetic", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="output folder (created)")
     parser.add_argument("--actors", type=int, default=SyntheticSpec.num_actors, help="number of actors (1-24)")
     parser.add_argument("--clips-per-class", type=int, default=SyntheticSpec.clips_per_class,

@@ -30,17 +30,11 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-from transformers import TrainingArguments, set_seed
-from transformers.trainer_utils import get_last_checkpoint
-
-from fer_hf.configuration_fer import FERConfig
 from fer_hf.errors_fer import FERInputError
 
-from .cli import refusals_as_one_line, setup_logging
-from .data import CachedClipDataset, FERCollator, build_cache
+from .cli import BACKBONE_PARTS, PRESET_NAMES, refusals_as_one_line, setup_logging
 from .distributed import (
     check_on_all_ranks,
     check_same_on_all_ranks,
@@ -62,24 +56,33 @@ from .ravdess import (
     release_split,
 )
 from .recipe import SCOPE_CV, SCOPE_FOLD, release_settings, training_provenance
-from .run_dir import OutputDirLock, RunLockedError, SessionCallback, SessionLog, totals
-from .trainer import (
-    BACKBONE_PREFIXES,
-    BackboneFreezeCallback,
-    FERTrainer,
-    SaveProcessorCallback,
-    backbone_of,
-    class_weights,
-    compute_metrics_fn,
-)
+
+if TYPE_CHECKING:
+    from fer_hf.configuration_fer import FERConfig
+
+# torch, transformers and the modules that need them are imported in the functions that use them, so that
+# `fer-train --help` and a wrong argument answer at once.
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_EPOCHS = 30
+PREPARE_DESCRIPTION = ("Build the preprocessing cache of every clip (fer-train --prepare-only: the first step of a "
+                       "cluster job), then stop. Give the data and model options the training run will get.")
+_TRAINER_NAMES = ("BackboneFreezeCallback", "FERTrainer", "backbone_of", "class_weights")  # re-exported
+
+
+def __getattr__(name: str):
+    if name in _TRAINER_NAMES:
+        from . import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def resolve_precision(name: str) -> dict:
     """TrainingArguments flags: bf16/fp16 only when CUDA is available (`auto`: bf16 if supported, else fp16)."""
+    import torch
+
     cuda = torch.cuda.is_available()
     if name == "auto":
         name = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
@@ -97,6 +100,8 @@ def build_model(args, config: FERConfig):
 
 
 def make_config(args) -> FERConfig:
+    from fer_hf.configuration_fer import FERConfig
+
     overrides = {}
     for item in args.set or []:
         key, _, value = item.partition("=")
@@ -121,6 +126,8 @@ def make_config(args) -> FERConfig:
 
 def _cache(args, clips, processor):
     """Rank 0 builds the cache for `clips`; every rank gets rank 0's report and checks it can read the files."""
+    from .data import build_cache
+
     rank, world = rank_and_world()
     report = on_main_then_broadcast(lambda: build_cache(
         clips, processor, args.cache_dir, workers=args.workers, image_format=args.image_format,
@@ -145,6 +152,10 @@ def _folder_bytes(folder: Path) -> int:
 
 def _prepare_run_dir(args, run_dir: Path) -> str | None:
     """The checkpoint to resume from (or None), after refusing to mix a fresh run into an old one."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from .run_dir import SessionLog
+
     if args.resume:
         resume = get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
         if resume is None:
@@ -172,6 +183,13 @@ def train_fold(args, fold: int | None, index, folds, release: dict | None = None
 
     Returns the summary written to `final/training_info.json`.
     """
+    import numpy as np
+    import torch
+    from transformers import TrainingArguments, set_seed
+
+    from .data import CachedClipDataset, FERCollator
+    from .run_dir import SessionCallback, SessionLog, totals
+    from .trainer import BackboneFreezeCallback, FERTrainer, SaveProcessorCallback, class_weights, compute_metrics_fn
 
     started = time.time()
     rank, world = rank_and_world()
@@ -334,6 +352,8 @@ def prepare_cache(args, index) -> dict:
 @contextlib.contextmanager
 def output_dir_lock(folder):
     """Rank 0 holds the output folder's lock for the whole run; every rank stops when it is taken."""
+    from .run_dir import OutputDirLock, RunLockedError
+
     rank, world = rank_and_world()
     lock, error = OutputDirLock(folder), None
     if rank == 0:
@@ -348,15 +368,20 @@ def output_dir_lock(folder):
         lock.release()
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="fer-train", description=__doc__.split("\n\n")[0])
+def parse_args(argv=None, prepare_only: bool = False) -> argparse.Namespace:
+    """`fer-train`'s arguments; with `prepare_only`, `fer-prepare-cache`'s (the same, with `--prepare-only` implied)."""
+    if prepare_only:
+        p = argparse.ArgumentParser(prog="fer-prepare-cache", description=PREPARE_DESCRIPTION)
+    else:
+        p = argparse.ArgumentParser(prog="fer-train", description=__doc__.split("\n\n")[0])
     d = p.add_argument_group("data")
     d.add_argument("--data-root", required=True, help="RAVDESS folder (Actor_XX/ sub-folders or flat)")
     d.add_argument("--modality", choices=tuple(MODALITY_LAYOUTS), default="audio-video",
                    help="which RAVDESS files: " + "; ".join(f"{k}: {v}" for k, v in MODALITY_LAYOUTS.items()))
     d.add_argument("--cache-dir", default="cache", help="preprocessing cache root (default: cache)")
-    d.add_argument("--prepare-only", action="store_true",
-                   help="only build the preprocessing cache of every clip (first step of a cluster job), then stop")
+    d.add_argument("--prepare-only", action="store_true", default=prepare_only,
+                   help=argparse.SUPPRESS if prepare_only else
+                   "only build the preprocessing cache of every clip (first step of a cluster job), then stop")
     d.add_argument("--folds", help="folds file (JSON or one fold per line); default: the 6 folds of 4 actors")
     d.add_argument("--fold", default="0", help="fold index, or 'all' to train every fold in turn (default 0)")
     d.add_argument("--validation", choices=VALIDATION_STRATEGIES, default="next_fold",
@@ -367,7 +392,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     d.add_argument("--jpeg-quality", type=int, default=95)
     d.add_argument("--dataloader-workers", type=int, default=0)
     m = p.add_argument_group("model")
-    m.add_argument("--preset", choices=FERConfig.PRESETS, default="seed")
+    m.add_argument("--preset", choices=PRESET_NAMES, default="seed")
     m.add_argument("--init-from", help="start from a saved FER model folder (e.g. with pretrained backbones)")
     m.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, JSON value (repeatable)")
     m.add_argument("--modality-dropout", type=float, help="override config.modality_dropout")
@@ -390,7 +415,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     o.add_argument("--max-grad-norm", type=float, default=1.0)
     o.add_argument("--freeze-epochs", type=int, default=0,
                    help="keep the backbones frozen for the first N epochs (-1: always; 0: never)")
-    o.add_argument("--freeze-parts", nargs="+", choices=tuple(BACKBONE_PREFIXES), default=list(BACKBONE_PREFIXES))
+    o.add_argument("--freeze-parts", nargs="+", choices=BACKBONE_PARTS, default=list(BACKBONE_PARTS))
     o.add_argument("--class-balance", choices=("loss", "none"), default="loss")
     o.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     o.add_argument("--seed", type=int, default=42)
@@ -461,21 +486,22 @@ def run(args) -> list[dict]:
         return [train_fold(args, k, index, folds) for k in fold_ids]
 
 
-def main(argv=None) -> None:
+def main(argv=None, prepare_only: bool = False) -> None:
+    """`fer-train`: arguments first (no torch import before they are valid), then the run."""
     argv = sys.argv[1:] if argv is None else list(argv)
     setup_logging()
-    with refusals_as_one_line("--debug" in argv):
-        run(parse_args(argv))
+    args = parse_args(argv, prepare_only=prepare_only)
+    with refusals_as_one_line(args.debug):
+        run(args)
 
 
 def prepare_main(argv=None) -> None:
-    """`fer-prepare-cache`: `fer-train --prepare-only` under its own name."""
-    main(["--prepare-only", *(sys.argv[1:] if argv is None else argv)])
+    """`fer-prepare-cache`: `fer-train --prepare-only` under its own name and usage."""
+    main(argv, prepare_only=True)
 
 
 if __name__ == "__main__":
     main()
 
 
-__all__ = ["BackboneFreezeCallback", "FERTrainer", "backbone_of", "class_weights", "parse_args", "prepare_main",
-           "resolve_precision", "run", "train_fold"]
+__all__ = [*_TRAINER_NAMES, "parse_args", "prepare_main", "resolve_precision", "run", "train_fold"]
