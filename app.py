@@ -17,7 +17,8 @@ import os
 import sys
 from dataclasses import dataclass
 
-PRESET_NAMES = ("seed", "realtime", "tiny")  # FERConfig.PRESETS, named here so `--help` needs no torch import
+# FERConfig.PRESETS, named here so `--help` needs no torch import
+PRESET_NAMES = ("seed", "realtime", "tiny", "compact")
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -73,11 +73,7 @@ class ClipAnalysis:
         info = probe_media(str(path), self.processor.max_duration_s)
         total = len(self.analyzer.plan(info.duration_s))
         windows, skipped, done = [], [], 0
-<<<<<<< HEAD
-        yield AnalysisStep(self._partial(str(path), info, [], []), 0, total, "reading the clip")
-=======
-        yield AnalysisStep(self._partial(source, info.duration_s, [], []), 0, total, "reading the clip")
->>>>>>> cli
+        yield AnalysisStep(self._partial(source, info, [], []), 0, total, "reading the clip")
         for event in self.analyzer.stream(str(path)):
             if event.result is not None:
                 event.result.model, event.result.source = self._summary(), source
@@ -87,11 +83,7 @@ class ClipAnalysis:
             done = event.done
             (windows if event.window is not None else skipped).append(event.window or event.skipped)
             if done % self.batch_windows == 0 and done < event.total:
-<<<<<<< HEAD
-                yield AnalysisStep(self._partial(str(path), info, windows, skipped), done, event.total,
-=======
-                yield AnalysisStep(self._partial(source, info.duration_s, windows, skipped), done, event.total,
->>>>>>> cli
+                yield AnalysisStep(self._partial(source, info, windows, skipped), done, event.total,
                                    f"{done} of {event.total} windows")
 
 

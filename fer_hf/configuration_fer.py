@@ -117,7 +117,8 @@ _TINY_BACKBONES = dict(
 # every stage trains from scratch on 2 CPU cores and the timeline runs far under real time. Widths, depths and the
 # frame/patch size were chosen by measurement (docs/training.md "The compact preset"): 48x48 grey face crops (the
 # resolution of FER2013, its face pretraining data) in 8x8 patches of 6 px, a 6-layer 128-wide SigLIP tower, a
-# 4-layer 144-wide FastConformer with x8 subsampling (32 channels: its convolutions were 60 % of a step at 64), 4 LFM2 layers of width 256.
+# 4-layer 144-wide FastConformer with x8 subsampling (32 channels: its convolutions were 60 % of a step at 64),
+# 4 LFM2 layers of width 256.
 _COMPACT = dict(
     vision_config=dict(
         hidden_size=128,

@@ -231,8 +231,10 @@ def build_window_result(out: dict, row: int, info: dict, labels: list, geometry,
     modalities = {
         "audio": audio_used, "video": video_used,
         # usable input that the model still did not use: its branch was never trained (config.trained_modalities)
-        "audio_reason": "ok" if audio_used else _reason(info.get("audio_reason"), "the model was not trained on voices"),
-        "video_reason": "ok" if video_used else _reason(info.get("video_reason"), "the model was not trained on faces"),
+        "audio_reason": "ok" if audio_used else _reason(info.get("audio_reason"),
+                                                        "the model was not trained on voices"),
+        "video_reason": "ok" if video_used else _reason(info.get("video_reason"),
+                                                        "the model was not trained on faces"),
         "speech_fraction": info.get("speech_fraction"),
         "face_frames": int(sum(1 for f in frames if f.face_found)),
         "frames": int(sum(valid)),

@@ -16,7 +16,7 @@ from fer_hf.errors_fer import FERError
 logger = logging.getLogger("fer_hf.tools")
 
 EXIT_REFUSED = 2
-PRESET_NAMES = ("seed", "realtime", "tiny")  # FERConfig.PRESETS
+PRESET_NAMES = ("seed", "realtime", "tiny", "compact")  # FERConfig.PRESETS
 BACKBONE_PARTS = ("vision", "audio", "fusion")  # trainer.BACKBONE_PREFIXES
 
 
@@ -53,4 +53,5 @@ def setup_logging(debug: bool = False) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-__all__ = ["BACKBONE_PARTS", "EXIT_REFUSED", "PRESET_NAMES", "refusals_as_one_line", "setup_logging", "shipped_model"]
+__all__ = ["BACKBONE_PARTS", "EXIT_REFUSED", "PRESET_NAMES", "refusals_as_one_line", "setup_logging",
+           "shipped_model"]

@@ -338,7 +338,8 @@ def run(args: argparse.Namespace) -> dict:
     fold_results = [train_split(args, f"fold{k}", out, fold_split(k, protocol), clips, waves) for k in folds]
     summary = {"stage": "voice", "preset": args.preset, "synthetic": synthetic,
                "data": ("synthetic RAVDESS-named" if synthetic else "RAVDESS") + " speech, audio-only (03) files",
-               "protocol": f"{len(protocol)} folds of actors {[list(f) for f in protocol]}; the next fold validates", "load_seconds": round(load_seconds, 1),
+               "protocol": f"{len(protocol)} folds of actors {[list(f) for f in protocol]}; "
+               "the next fold validates", "load_seconds": round(load_seconds, 1),
                "augment": not args.no_augment, "epochs": args.epochs}
     if fold_results:
         summary["cross_validation"] = summarise(fold_results)

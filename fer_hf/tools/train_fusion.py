@@ -215,7 +215,6 @@ def recipe_provenance(args, split, results: dict, synthetic: bool = False) -> di
 
 def run(args: argparse.Namespace) -> dict:
     import torch
-    import torch.nn.functional as F
 
     from fer_hf.configuration_fer import RAVDESS_LABELS, FERConfig
     from fer_hf.modeling_fer import FERForEmotionClassification
