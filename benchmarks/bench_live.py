@@ -218,11 +218,16 @@ def child(args) -> None:
     from fer_hf.streaming_fer import LiveAnalyzer
 
     torch.manual_seed(0)
-    config = FERConfig.from_preset(args.preset)
-    model = FERForEmotionClassification(config).eval()
+    if args.model:  # a saved folder, e.g. the shipped checkpoints/compact
+        model = FERForEmotionClassification.from_pretrained(args.model).eval()
+        processor = FERProcessor.from_pretrained(args.model)
+        args.preset = model.config.preset or args.model
+    else:
+        config = FERConfig.from_preset(args.preset)
+        model = FERForEmotionClassification(config).eval()
+        processor = FERProcessor.from_model_config(config)
     if args.precision == "int8":
         model.quantize_int8_()
-    processor = FERProcessor.from_model_config(config)
     frames, audio = load_clip(Path(args.clip), FRAME_EVERY_S)
     if args.voice == "espeak":  # real (synthetic) speech: the clip's own tone-like voice is borderline for the VAD
         audio = spoken_audio(len(frames) * FRAME_EVERY_S)
@@ -270,6 +275,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="25 s per configuration instead of 10 minutes")
     parser.add_argument("--seconds", type=float, default=None, help="streaming time per configuration")
     parser.add_argument("--preset", default="realtime")
+    parser.add_argument("--model", help="a saved model folder (e.g. checkpoints/compact) instead of --preset")
     parser.add_argument("--precisions", default="fp32,int8")
     parser.add_argument("--clip", default=str(ROOT / "examples" / "astronaut_timeline.mp4"),
                         help="the recorded clip streamed in a loop (needs sound and a face)")
@@ -288,7 +294,8 @@ def main() -> None:
     results = []
     for precision in args.precisions.split(","):
         cmd = [sys.executable, __file__, "--child", "--precision", precision, "--preset", args.preset,
-               "--seconds", str(args.seconds), "--clip", args.clip, "--voice", args.voice]
+               "--seconds", str(args.seconds), "--clip", args.clip, "--voice", args.voice,
+               *(["--model", args.model] if args.model else [])]
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if out.returncode != 0:
             raise SystemExit(f"{precision} run failed:\n{out.stderr[-3000:]}")

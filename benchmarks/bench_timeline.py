@@ -30,12 +30,27 @@ from fer_hf.processing_fer import FERProcessor  # noqa: E402
 logger = logging.getLogger("bench_timeline")
 
 
-def make_clip(path: Path, seconds: float) -> str:
+def make_clip(path: Path, seconds: float, voice: str = "espeak") -> str:
+    """A 720p 30 fps clip of the astronaut's face with espeak-ng speech (so the speech decision lets the audio
+    encoder run), or the media factory's tone with `voice="tone"`."""
+    import numpy as np
+
     from tests.media_factory import astronaut_face
     from tests.media_factory import make_clip as factory_make_clip
 
-    factory_make_clip(path, seconds=seconds, fps=30, size=(1280, 720), audio="tone", sample_rate=48000,
-                      channels=2, face_image=astronaut_face(), face_box=(450, 150, 830, 530))
+    audio = "tone"
+    if voice == "espeak":
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        import frontend_media
+
+        speech = frontend_media.speech(seconds)
+        if speech is None:
+            raise SystemExit("the spoken clip needs espeak-ng (apt-get install espeak-ng); or pass --voice tone")
+        t = np.arange(int(seconds * 48000)) / 48000
+        audio = np.interp(t, np.arange(len(speech)) / 16000, speech).astype(np.float32)
+    factory_make_clip(path, seconds=seconds, fps=30, size=(1280, 720), audio=audio, sample_rate=48000,
+                      channels=1 if voice == "espeak" else 2, face_image=astronaut_face(),
+                      face_box=(450, 150, 830, 530))
     return str(path)
 
 
@@ -51,6 +66,9 @@ def without_cache(model, processor, clip: str, hop_s: float, batch_size: int) ->
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="realtime")
+    parser.add_argument("--model", help="a saved model folder (e.g. checkpoints/compact) instead of --preset")
+    parser.add_argument("--voice", choices=("espeak", "tone"), default="espeak",
+                        help="sound of the generated clip: espeak-ng speech (the audio encoder runs) or a tone")
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the generated clip")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
@@ -60,11 +78,16 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = FERForEmotionClassification(FERConfig.from_preset(args.preset)).eval()
-    processor = FERProcessor.from_model_config(model.config, max_windows=10_000)
+    if args.model:
+        model = FERForEmotionClassification.from_pretrained(args.model).eval()
+        processor = FERProcessor.from_pretrained(args.model, max_windows=10_000)
+        args.preset = model.config.preset or args.model
+    else:
+        model = FERForEmotionClassification(FERConfig.from_preset(args.preset)).eval()
+        processor = FERProcessor.from_model_config(model.config, max_windows=10_000)
     analyzer = FERAnalyzer(model, processor, batch_size=args.batch_size)
     with tempfile.TemporaryDirectory() as tmp:
-        clip = args.clip or make_clip(Path(tmp) / "clip.mp4", args.seconds)
+        clip = args.clip or make_clip(Path(tmp) / "clip.mp4", args.seconds, args.voice)
         duration = processor.prepare(videos=clip)[1].clips[0].duration_s
         analyzer.analyze(clip, timeline=False)  # warm-up: codec init, cascade load, first-call allocations
         start = time.perf_counter()
@@ -75,8 +98,10 @@ def main(argv=None) -> None:
         uncached = time.perf_counter() - start
     print(f"preset {args.preset}, clip {duration:.1f} s 1280x720 30 fps, {torch.get_num_threads()} torch threads, "
           f"hop {analyzer.hop_s:.3f} s, batch {args.batch_size}")
+    used = [w.modalities for w in result.windows]
     print(f"with frame cache    : {len(result.windows) + len(result.skipped_windows)} windows, {cached:7.1f} s, "
-          f"{cached / duration:.2f} s of work per s of video")
+          f"{cached / duration:.2f} s of work per s of video; windows using the voice "
+          f"{sum(m['audio'] for m in used)}, the face {sum(m['video'] for m in used)} of {len(used)}")
     print(f"without frame cache : {rows} windows, {uncached:7.1f} s, "
           f"{uncached / duration:.2f} s of work per s of video")
     print(f"speed-up            : {uncached / cached:.2f}x")

@@ -40,6 +40,7 @@ from fer_hf.errors_fer import FERError
 from fer_hf.modeling_fer import FERForEmotionClassification
 from fer_hf.pipeline_fer import FER_PIPELINE_TASK, FEREmotionRecognitionPipeline, register_fer_pipeline
 
+from .compact_card import degenerate_reason
 from .model_card import render_model_card
 from .requirements import NO_DEPS_FILE_NAME, no_deps_requirements_text, requirements_text
 
@@ -234,6 +235,7 @@ def export(
     overwrite: bool = False,
     clip: str | Path | None = None,
     allow_untrained: bool = False,
+    allow_degenerate: bool = False,
 ) -> dict:
     """Write, verify and (with `push_to_hub`) upload; returns a summary dict.
 
@@ -247,6 +249,12 @@ def export(
         raise ExportError(
             f"{checkpoint} is not a trained model ({model.config.provenance_summary()}); its card would have to say "
             "so. Export a model saved by fer-train, or pass --allow-untrained to publish it as what it is."
+        )
+    reason = degenerate_reason(model.config)
+    if reason and not allow_degenerate:
+        raise ExportError(
+            f"{checkpoint} looks collapsed or at chance: {reason}. Publishing it would mislead its users; fix the "
+            "training, or pass --allow-degenerate to publish it anyway (its card still shows the scores)."
         )
     logger.info("exporting a model that is %s", model.config.provenance_summary())
     card_id = push_to_hub or repo_id or str(output_dir)
@@ -276,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="export a model that is not trained (random weights, or pretrained backbones only); the card says so",
     )
+    parser.add_argument("--allow-degenerate", action="store_true",
+                        help="export a model whose recorded scores are at chance or collapsed (refused otherwise)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     summary = export(
@@ -289,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         overwrite=args.overwrite,
         clip=args.clip,
         allow_untrained=args.allow_untrained,
+        allow_degenerate=args.allow_degenerate,
     )
     check = summary["verification"]
     sys.stdout.write(

@@ -14,6 +14,7 @@ import yaml
 
 from fer_hf.pipeline_fer import FER_PIPELINE_TASK
 
+from .compact_card import PSEUDO_PAIRS, render_compact_card
 from .requirements import install_command
 
 LICENSE = "cc-by-nc-sa-4.0"  # RAVDESS is CC BY-NC-SA 4.0; weights trained on it inherit the terms
@@ -213,6 +214,8 @@ def status_notice(config) -> str:
 def render_model_card(model, repo_id: str, eval_results: dict | None = None) -> str:
     """The full `README.md` text for `model` (a `FERForEmotionClassification`)."""
     config = model.config
+    if training_record(config).get("modality_layout") == PSEUDO_PAIRS:  # the staged compact recipe
+        return render_compact_card(model, repo_id, eval_results, usage_snippet(repo_id))
     sources = dict((config.provenance or {}).get("backbones") or {})
     base_models = [s for s in sources.values() if _HUB_ID.match(str(s))]
     claims = metric_claims(config, eval_results)
