@@ -32,17 +32,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from huggingface_hub import HfApi
-from safetensors.torch import load_file
 
 from fer_hf.errors_fer import FERError
-from fer_hf.modeling_fer import FERForEmotionClassification
-from fer_hf.pipeline_fer import FER_PIPELINE_TASK, FEREmotionRecognitionPipeline, register_fer_pipeline
 
 from .compact_card import degenerate_reason
-from .model_card import render_model_card
 from .requirements import NO_DEPS_FILE_NAME, no_deps_requirements_text, requirements_text
+
+# torch, transformers, safetensors and huggingface_hub are imported where they are used, so that `fer-export --help`
+# and argument errors answer at once.
+HfApi = None  # huggingface_hub.HfApi, imported at the first push (tests put a stand-in here)
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +81,7 @@ class ExportVerificationError(ExportError):
 # ----------------------------------------------------------------------------------------------
 def load_checkpoint(checkpoint: str | Path):
     """The model (eval mode) and its processor from a `save_pretrained` folder (processor rebuilt if absent)."""
+    from fer_hf.modeling_fer import FERForEmotionClassification
     from fer_hf.processing_fer import FERProcessor
 
     checkpoint = Path(checkpoint)
@@ -125,6 +124,10 @@ def write_export_folder(
     overwrite: bool = False,
 ) -> Path:
     """Write the Hub folder: weights (safetensors), config with `custom_pipelines`, processor, code, model card."""
+    from fer_hf.pipeline_fer import FER_PIPELINE_TASK, FEREmotionRecognitionPipeline, register_fer_pipeline
+
+    from .model_card import render_model_card
+
     out = Path(output_dir)
     if out.exists() and any(out.iterdir()):
         if not overwrite:
@@ -172,6 +175,9 @@ def verify_export(model, processor, folder: str | Path, clip: str | Path | None 
 
     Returns `{"max_abs_diff", "pipeline_max_diff", "pipeline", "seconds", ...}`; raises `ExportVerificationError`.
     """
+    import torch
+    from safetensors.torch import load_file
+
     start = time.perf_counter()
     model.eval()  # dropout off, as in the fresh process
     folder = Path(folder).resolve()
@@ -214,7 +220,10 @@ def verify_export(model, processor, folder: str | Path, clip: str | Path | None 
 
 def push_folder(folder: str | Path, repo_id: str, private: bool = False, token: str | None = None) -> str:
     """Create the model repo (if needed) and upload the folder; returns the commit URL."""
-    api = HfApi(token=token)
+    api_class = HfApi
+    if api_class is None:
+        from huggingface_hub import HfApi as api_class
+    api = api_class(token=token)
     api.create_repo(repo_id, exist_ok=True, private=private, repo_type="model")
     commit = api.upload_folder(
         repo_id=repo_id, folder_path=str(folder), repo_type="model", commit_message="Upload FER model (fer-export)"
@@ -244,6 +253,14 @@ def export(
     """
     if isinstance(eval_results, (str, Path)):
         eval_results = json.loads(Path(eval_results).read_text())
+    out = Path(output_dir)
+    if out.exists() and any(out.iterdir()) and not overwrite:  # before the model is loaded: refuse at once
+        raise ExportError(f"{out} is not empty; choose another --output-dir or pass --overwrite")
+    if clip is not None:  # verification runs in another folder: a relative path must be made absolute here
+        clip = Path(clip).expanduser().resolve()
+        if not clip.is_file():
+            raise ExportError(f"the verification clip {clip} does not exist")
+    created = not out.exists() or not any(out.iterdir())
     model, processor = load_checkpoint(checkpoint)
     if not model.config.is_trained and not allow_untrained:
         raise ExportError(
@@ -261,7 +278,12 @@ def export(
     folder = write_export_folder(model, processor, output_dir, card_id, eval_results, max_shard_size, overwrite)
     summary = {"folder": str(folder), "files": sorted(p.name for p in folder.iterdir()),
                "provenance": model.config.provenance_info()}
-    summary["verification"] = verify_export(model, processor, folder, clip=clip)
+    try:
+        summary["verification"] = verify_export(model, processor, folder, clip=clip)
+    except BaseException:
+        if created:  # never leave a half-checked folder that looks like a finished export
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     if push_to_hub:
         summary["pushed"] = push_folder(folder, push_to_hub, private=private)
     return summary
@@ -269,7 +291,7 @@ def export(
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: export a checkpoint as a verified Hub folder, optionally pushing it."""
-    parser = argparse.ArgumentParser(prog="python -m fer_hf.tools.export", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="fer-export", description=main.__doc__)
     parser.add_argument("--checkpoint", required=True, help="save_pretrained folder of a trained model")
     parser.add_argument("--output-dir", required=True, help="folder to write (must be empty unless --overwrite)")
     parser.add_argument("--eval-results", help="results.json written by fer-evaluate (model-index + card table)")
@@ -286,8 +308,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--allow-degenerate", action="store_true",
                         help="export a model whose recorded scores are at chance or collapsed (refused otherwise)")
+    parser.add_argument("--debug", action="store_true", help="full traceback of a refusal")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from .cli import refusals_as_one_line
+
+    with refusals_as_one_line(args.debug):
+        return _run(args)
+
+
+def _run(args) -> int:
     summary = export(
         args.checkpoint,
         args.output_dir,

@@ -12,8 +12,6 @@ import re
 
 import yaml
 
-from fer_hf.pipeline_fer import FER_PIPELINE_TASK
-
 from .compact_card import PSEUDO_PAIRS, render_compact_card
 from .requirements import install_command
 
@@ -170,6 +168,8 @@ def _front_matter(repo_id: str, claims: dict, results: dict | None, base_models:
 
 def usage_snippet(repo_id: str) -> str:
     """Python code a user can paste: the pipeline, then the processor + model step by step."""
+    from fer_hf.pipeline_fer import FER_PIPELINE_TASK
+
     return f'''from transformers import pipeline
 
 classifier = pipeline(model="{repo_id}", trust_remote_code=True)

@@ -106,6 +106,27 @@ def face_vectors(model, crops: np.ndarray, roi: np.ndarray, processor, views: in
     return out
 
 
+def cached_face_vectors(model, train_faces: dict, test_faces: dict, processor, args) -> tuple[np.ndarray, ...]:
+    """`face_vectors` of the training (2 views) and PrivateTest (1 view) crops, kept next to the crops and keyed by
+    the face model's weights, so the fusion runs of every fold compute them once."""
+    import hashlib
+    import os
+
+    weights = Path(args.face_from) / "model.safetensors"
+    key = hashlib.sha1(f"{weights.resolve()}:{weights.stat().st_size}:{weights.stat().st_mtime_ns}:"
+                       f"{len(train_faces['labels'])}:{len(test_faces['labels'])}:{args.seed}".encode()).hexdigest()
+    path = Path(args.face_crops) / f"frame-vectors-{key[:16]}.npz"
+    if path.exists():
+        with np.load(path) as data:
+            return data["train"], data["test"]
+    train = face_vectors(model, train_faces["crops"], train_faces["roi"], processor, 2, args.seed)
+    test = face_vectors(model, test_faces["crops"], test_faces["roi"], processor, 1, args.seed)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, train=train, test=test)
+    os.replace(tmp, path)
+    return train, test
+
+
 def frames_of(vectors: np.ndarray, num_frames: int, rng: np.random.Generator, drop: bool) -> tuple:
     """`(T, Dv)` frames of one still face (a random view per frame) and the `(T,)` frame mask."""
     views = rng.integers(0, vectors.shape[0], num_frames) if drop else np.zeros(num_frames, int)
@@ -245,8 +266,7 @@ def run(args: argparse.Namespace) -> dict:
         t0 = time.time()
         train_faces, test_faces = load_face_split(args.face_crops, "Training"), load_face_split(args.face_crops,
                                                                                                "PrivateTest")
-        train_vecs = face_vectors(model, train_faces["crops"], train_faces["roi"], processor, 2, args.seed)
-        test_vecs = face_vectors(model, test_faces["crops"], test_faces["roi"], processor, 1, args.seed)
+        train_vecs, test_vecs = cached_face_vectors(model, train_faces, test_faces, processor, args)
         to_ravdess = np.array([FER_TO_RAVDESS[name] for name in FER_LABELS])
         face_labels = to_ravdess[train_faces["labels"]]
         by_label = {c: np.flatnonzero(face_labels == c) for c in range(len(RAVDESS_LABELS))}
