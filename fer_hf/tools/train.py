@@ -189,6 +189,7 @@ def train_fold(args, fold: int | None, index, folds, release: dict | None = None
 
     from .data import CachedClipDataset, FERCollator
     from .run_dir import SessionCallback, SessionLog, totals
+    from .stages import collapse_verdict, select_best
     from .trainer import BackboneFreezeCallback, FERTrainer, SaveProcessorCallback, class_weights, compute_metrics_fn
 
     started = time.time()
@@ -281,13 +282,19 @@ def train_fold(args, fold: int | None, index, folds, release: dict | None = None
     val_metrics = trainer.evaluate() if has_val else {}
     best_step = getattr(trainer.state, "best_global_step", None)
     best_epoch = next((e["epoch"] for e in eval_history if e["step"] == best_step), None)
-    test_metrics = None
+    if len(eval_history) > 1 and select_best([{"val_uar": e["eval_uar"]} for e in eval_history]) is None:
+        logger.warning("%s: EVERY EPOCH SCORED THE SAME validation UAR (%.4f): the model learned nothing to choose "
+                       "by, so the kept epoch means nothing", name, eval_history[0]["eval_uar"])
+    test_metrics, verdict = None, None
     if len(test_ds):
         pred = trainer.predict(test_ds, metric_key_prefix="test")
-        test_metrics = classification_metrics(np.asarray(pred.label_ids), np.asarray(pred.predictions).argmax(-1),
-                                              labels)
+        y_true, y_pred = np.asarray(pred.label_ids), np.asarray(pred.predictions).argmax(-1)
+        test_metrics = classification_metrics(y_true, y_pred, labels)
+        verdict = collapse_verdict(y_true, y_pred, len(labels))
         logger.info("%s: test actors %s: accuracy %.4f, UAR %.4f, macro-F1 %.4f", name, list(split.test),
                     test_metrics["accuracy"], test_metrics["uar"], test_metrics["macro_f1"])
+        if verdict:
+            logger.warning("%s: THE MODEL IS DEGENERATE on its test actors: %s", name, verdict)
     if release is not None:
         provenance = training_provenance(
             config, synthetic=index.synthetic, layout=index.layout, mode="release", split=split.to_dict(),
@@ -310,7 +317,8 @@ def train_fold(args, fold: int | None, index, folds, release: dict | None = None
         class_weights=None if weights is None else weights.tolist(), freeze_epochs=args.freeze_epochs,
         epochs_trained=trainer.state.epoch, best_epoch=best_epoch, best_checkpoint=trainer.state.best_model_checkpoint,
         train_metrics=result.metrics, val_metrics=val_metrics, test_metrics=test_metrics, eval_history=eval_history,
-        release=release, provenance=provenance, resumed_from=resume, global_step=trainer.state.global_step,
+        release=release, provenance=provenance, verdict=verdict, resumed_from=resume,
+        global_step=trainer.state.global_step,
         session_seconds=round(time.time() - started, 1), total=totals(session_list), sessions=session_list,
         world_size=world, ranks=ranks, args=dict(vars(args), world_size=world),
     )
@@ -322,6 +330,9 @@ def train_fold(args, fold: int | None, index, folds, release: dict | None = None
     if trainer.is_world_process_zero():
         processor.save_pretrained(str(final_dir))
         (final_dir / "training_info.json").write_text(json.dumps(info, indent=1, default=str))
+        from .model_card import render_model_card
+
+        (final_dir / "README.md").write_text(render_model_card(trainer.model, str(final_dir)))
     logger.info("%s done in %.0f s (whole run %.0f s); final model in %s; val %s", name, info["session_seconds"],
                 info["seconds"], final_dir, val_metrics)
     return info
@@ -419,6 +430,9 @@ def parse_args(argv=None, prepare_only: bool = False) -> argparse.Namespace:
     o.add_argument("--class-balance", choices=("loss", "none"), default="loss")
     o.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto")
     o.add_argument("--seed", type=int, default=42)
+    o.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's; under contention 1 thread per process can be many "
+                        "times faster than the default)")
     r = p.add_argument_group("run")
     r.add_argument("--output-dir", help="default: checkpoints/<preset>")
     r.add_argument("--resume", action="store_true", help="continue from the last checkpoint of each fold")
@@ -492,7 +506,18 @@ def main(argv=None, prepare_only: bool = False) -> None:
     setup_logging()
     args = parse_args(argv, prepare_only=prepare_only)
     with refusals_as_one_line(args.debug):
-        run(args)
+        from .stages import set_threads
+
+        set_threads(args.threads)
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(Path(args.output_dir) / "train.log")  # the whole log, every session appended
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
+        try:
+            run(args)
+        finally:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
 
 
 def prepare_main(argv=None) -> None:
