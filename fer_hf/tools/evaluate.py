@@ -167,6 +167,11 @@ def evaluate_fold(
         entry["confusion_matrix_png"] = png
     logger.info("fold %d: %d clips, accuracy %.4f, UAR %.4f, macro-F1 %.4f", fold, len(dataset),
                 metrics["accuracy"], metrics["uar"], metrics["macro_f1"])
+    from .stages import collapse_verdict
+
+    entry["verdict"] = collapse_verdict(y_true, y_pred, len(labels))
+    if entry["verdict"]:
+        logger.warning("fold %d: THE MODEL IS DEGENERATE: %s", fold, entry["verdict"])
     return entry
 
 
