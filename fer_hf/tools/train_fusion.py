@@ -304,7 +304,8 @@ def run(args: argparse.Namespace) -> dict:
             model.train()
             t_epoch = time.time()
             samples = [("pair", i) for i in train_idx] + [
-                ("face", int(j)) for j in rng.choice(len(face_labels), len(train_idx), replace=False)]
+                ("face", int(j)) for j in rng.choice(len(face_labels), len(train_idx),
+                                                     replace=len(train_idx) > len(face_labels))]
             order = rng.permutation(len(samples))
             running = 0.0
             for step in range(steps_per_epoch):
