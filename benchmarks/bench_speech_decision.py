@@ -3,6 +3,7 @@
     python benchmarks/bench_speech_decision.py /path/to/audio_speech_actors_01-24            # all 1,440 clips
     python benchmarks/bench_speech_decision.py /path/to/audio_speech_actors_01-24 --actors 1-6
     python benchmarks/bench_speech_decision.py --negatives-only                              # generated audio only
+    python benchmarks/bench_speech_decision.py /path/to/audio_speech_actors_01-24 --compare  # before / after
 
 Each RAVDESS clip (file names `03-01-EE-II-SS-RR-AA.wav` under `Actor_XX/`, any modality with audio) goes through
 the processor's own path: `probe_media`, the single centred window of the model's length (`plan_windows`),
@@ -13,6 +14,12 @@ The negatives are generated (numpy, nothing downloaded; `--negative-seeds` varia
 `window_from_arrays` and the same `window_row`: music (chords with a kick drum, a band with melody, chords and
 drums, a solo melody with vibrato, a piano-like melody, loud clipped versions), noise (white, pink, brown, pink
 noise with a syllable-rate envelope), mains hum and a siren. A negative that is accepted is a false acceptance.
+Generated positives: `tests/frontend_media.shout` (a formant voice, loud and clipped) at a speaking pitch (180 Hz)
+and at shouting / screaming pitches (600-700 Hz).
+
+`--compare` runs each window through two processors, Silero alone (`high_pitch_hz=0`, the decision before the
+high-voice rescoring) and the default settings, on the same decoded audio, and reports both with the time the
+speech check took per window.
 
 The RAVDESS audio is read from where it lies and never copied. Writes `benchmarks/results/bench_speech_decision.json`.
 """
@@ -31,6 +38,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 RATE = 16000
 EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
@@ -164,28 +172,33 @@ def ravdess_files(folder: Path, actors: set[int] | None) -> list[tuple[Path, int
     return files
 
 
-def decide_file(processor, path: Path) -> dict:
-    """The processor's decision on the clip's single centred window."""
+def decode_file(processor, path: Path):
+    """The clip's single centred window, decoded as the processor decodes a file."""
     from fer_hf.media_fer import decode_window, plan_windows, probe_media
 
     info = probe_media(path, processor.max_duration_s)
     (start, end), = plan_windows(info.duration_s, processor.geometry.clip_seconds)
-    window = decode_window(str(path), start, end, processor.num_frames, info.duration_s, processor.sampling_rate,
-                           processor.video_processing.decode_max_side, info.timing)
-    row = processor.window_row(window, faces=None)
-    return {"used": bool(row["info"]["audio_used"]), "reason": row["info"]["audio_reason"],
-            "speech_fraction": row["info"]["speech_fraction"]}
+    return decode_window(str(path), start, end, processor.num_frames, info.duration_s, processor.sampling_rate,
+                         processor.video_processing.decode_max_side, info.timing)
 
 
-def decide_array(processor, audio: np.ndarray) -> dict:
+def array_window(processor, audio: np.ndarray):
+    """A window of generated audio, as the processor cuts one from arrays."""
     from fer_hf.media_fer import window_from_arrays
 
-    seconds = len(audio) / RATE
-    window = window_from_arrays(audio, None, None, 0.0, processor.geometry.clip_seconds, processor.num_frames,
-                                seconds, processor.sampling_rate)
-    row = processor.window_row(window, no_video="no video frames given")
-    return {"used": bool(row["info"]["audio_used"]), "reason": row["info"]["audio_reason"],
-            "speech_fraction": row["info"]["speech_fraction"]}
+    return window_from_arrays(audio, None, None, 0.0, processor.geometry.clip_seconds, processor.num_frames,
+                              len(audio) / RATE, processor.sampling_rate)
+
+
+def decide(processors: dict, window) -> dict:
+    """`{setting name: decision}` for one window: `FERProcessor.window_row` (audio check, then speech check)."""
+    out = {}
+    for name, processor in processors.items():
+        t0 = time.perf_counter()
+        info = processor.window_row(window, no_video="no video")["info"]
+        out[name] = {"used": bool(info["audio_used"]), "reason": info["audio_reason"],
+                     "speech_fraction": info["speech_fraction"], "ms": 1000 * (time.perf_counter() - t0)}
+    return out
 
 
 def build_processor(**settings):
@@ -196,7 +209,7 @@ def build_processor(**settings):
 
 
 def report_ravdess(rows: list[dict]) -> dict:
-    """Rejection counts per emotion x intensity, per intensity, and the rejected files."""
+    """Rejection counts per emotion x intensity, per intensity, and the rejected files (rows of one setting)."""
     cells = defaultdict(lambda: [0, 0])  # (emotion, intensity) -> [rejected, total]
     for r in rows:
         cell = cells[(r["emotion"], r["intensity"])]
@@ -216,7 +229,7 @@ def report_ravdess(rows: list[dict]) -> dict:
         per_intensity[INTENSITIES[i]] = {"rejected": rej, "total": tot}
         print(f"{INTENSITIES[i]:10s} rejected {rej}/{tot} ({100 * rej / max(tot, 1):.1f} %)")
     rejected = [r for r in rows if not r["used"]]
-    print(f"all        rejected {len(rejected)}/{len(rows)}")
+    print(f"all        rejected {len(rejected)}/{len(rows)}; speech check {_ms(rows)}")
     for r in rejected:
         print(f"  {r['file']}: {r['reason']}")
     return {"per_cell": {f"{EMOTIONS[e - 1]}/{INTENSITIES[i]}": {"rejected": c[0], "total": c[1]}
@@ -224,19 +237,33 @@ def report_ravdess(rows: list[dict]) -> dict:
             "per_intensity": per_intensity, "rejected": [r["file"] for r in rejected]}
 
 
-def report_negatives(rows: list[dict]) -> dict:
-    """False acceptances per kind of negative."""
+def _ms(rows: list[dict]) -> str:
+    ms = np.array([r["ms"] for r in rows])
+    return f"median {np.median(ms):.1f} ms, mean {ms.mean():.1f} ms, max {ms.max():.0f} ms per window"
+
+
+def report_generated(rows: list[dict], title: str, positive: bool) -> dict:
+    """Acceptances per kind of generated audio (rows of one setting)."""
     kinds = defaultdict(list)
     for r in rows:
         kinds[r["name"].rsplit("/", 1)[0]].append(r)
-    print(f"\n{'negative':40s} accepted (speech fraction per seed)")
+    print(f"\n{title:40s} accepted (speech fraction per seed)")
     for kind, rs in kinds.items():
         fractions = " ".join("-" if r["speech_fraction"] is None else f"{r['speech_fraction']:.2f}" for r in rs)
         print(f"{kind:40s} {sum(r['used'] for r in rs)}/{len(rs)}  ({fractions})")
     accepted = sum(r["used"] for r in rows)
-    print(f"false acceptance: {accepted}/{len(rows)} ({100 * accepted / max(len(rows), 1):.1f} %)")
-    return {"false_accepted": accepted, "total": len(rows),
+    label = "accepted" if positive else "false acceptance"
+    print(f"{label}: {accepted}/{len(rows)} ({100 * accepted / max(len(rows), 1):.1f} %); speech check {_ms(rows)}")
+    return {"accepted": accepted, "total": len(rows),
             "per_kind": {k: {"accepted": sum(r["used"] for r in rs), "total": len(rs)} for k, rs in kinds.items()}}
+
+
+def positives(seconds: float = 3.0, seeds: int = 3) -> dict[str, np.ndarray]:
+    """`{kind/seed: float32 audio}`: the generated formant voice, loud and clipped, at speaking and shouting pitch."""
+    import frontend_media as fm
+
+    return {f"voice at {f0} Hz, clipped/{seed}": fm.shout(seconds, f0, seed)
+            for f0 in (180, 600, 650, 700) for seed in range(seeds)}
 
 
 def main(argv=None) -> int:
@@ -245,35 +272,51 @@ def main(argv=None) -> int:
     parser.add_argument("--actors", help="actors to use, e.g. 1-6 or 1,3,5 (default: all)")
     parser.add_argument("--negative-seeds", type=int, default=3, help="variants of each generated negative")
     parser.add_argument("--negatives-only", action="store_true", help="skip RAVDESS")
+    parser.add_argument("--compare", action="store_true",
+                        help="also run Silero alone (high_pitch_hz=0), the decision before the high-voice rescoring")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "bench_speech_decision.json")
     args = parser.parse_args(argv)
     if args.ravdess is None and not args.negatives_only:
         parser.error("give the RAVDESS folder, or --negatives-only")
 
-    processor = build_processor()
-    audio_settings = processor.audio_processing.to_dict()
-    print(f"audio settings: {audio_settings}")
+    processors = {"default": build_processor()}
+    if args.compare:
+        processors = {"silero alone": build_processor(high_pitch_hz=0.0), **processors}
     result = {"machine": {"platform": platform.platform(), "python": platform.python_version()},
-              "audio_settings": audio_settings}
+              "audio_settings": {name: p.audio_processing.to_dict() for name, p in processors.items()}}
+    for name, p in processors.items():
+        print(f"{name}: {p.audio_processing.to_dict()}")
+    rows = {name: [] for name in processors}
 
-    rows = []
     if not args.negatives_only:
         files = ravdess_files(args.ravdess, parse_actors(args.actors))
         if not files:
             parser.error(f"no RAVDESS speech files under {args.ravdess}")
         t0 = time.perf_counter()
         for k, (path, emotion, intensity, actor) in enumerate(files):
-            decision = decide_file(processor, path)
-            rows.append(dict(decision, file=path.name, emotion=emotion, intensity=intensity, actor=actor))
+            window = decode_file(processors["default"], path)
+            for name, decision in decide(processors, window).items():
+                rows[name].append(dict(decision, file=path.name, emotion=emotion, intensity=intensity, actor=actor))
             if (k + 1) % 120 == 0:
                 print(f"  {k + 1}/{len(files)} clips, {time.perf_counter() - t0:.0f} s", flush=True)
-        result["ravdess"] = report_ravdess(rows)
-        result["ravdess"]["seconds"] = round(time.perf_counter() - t0, 1)
+        result["ravdess"] = {}
+        for name in processors:
+            print(f"\n== RAVDESS, {name}: clips rejected as no speech")
+            result["ravdess"][name] = report_ravdess(rows[name])
+        result["ravdess_seconds"] = round(time.perf_counter() - t0, 1)
 
-    negative_rows = [dict(decide_array(processor, audio), name=name)
-                     for name, audio in negatives(processor.geometry.clip_seconds, args.negative_seeds).items()]
-    result["negatives"] = report_negatives(negative_rows)
-    result["rows"] = rows + negative_rows
+    clip_s = processors["default"].geometry.clip_seconds
+    result["negatives"], result["positives"] = {}, {}
+    for kind, generated in (("negatives", negatives(clip_s, args.negative_seeds)), ("positives", positives(clip_s))):
+        generated_rows = {name: [] for name in processors}
+        for sample, audio in generated.items():
+            for name, decision in decide(processors, array_window(processors["default"], audio)).items():
+                generated_rows[name].append(dict(decision, name=sample))
+        for name in processors:
+            title = f"{kind}, {name}"
+            result[kind][name] = report_generated(generated_rows[name], title, positive=kind == "positives")
+            rows[name] += generated_rows[name]
+    result["rows"] = rows
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=1))
     print(f"\nwrote {args.output}")
