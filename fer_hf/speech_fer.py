@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 import os
 import threading
 
@@ -286,7 +287,8 @@ def speech_decision(fraction: float | None, min_speech_fraction: float = MIN_SPE
     if fraction is None:
         return False, "audio too short for speech detection"
     if fraction < min_speech_fraction:
-        return False, (f"{NO_SPEECH_REASON} (speech in {100 * fraction:.0f} % of the window, below the "
+        shown = math.floor(100 * fraction)  # rounded down: 9.7 % is not "10 %, below the 10 % needed"
+        return False, (f"{NO_SPEECH_REASON} (speech in {shown} % of the window, below the "
                        f"{100 * min_speech_fraction:.0f} % needed)")
     return True, "ok"
 

@@ -57,6 +57,7 @@ def test_threshold_is_configurable():
     assert speech_decision(0.3, min_speech_fraction=0.5)[0] is False
     assert speech_decision(0.3, min_speech_fraction=0.2) == (True, "ok")
     assert speech_decision(None)[0] is False
+    assert "speech in 9 % of the window, below the 10 % needed" in speech_decision(0.097)[1]
     with pytest.raises(ValueError, match="threshold"):
         SileroSpeechDetector(threshold=1.5)
 
