@@ -14,7 +14,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .speech_fer import MIN_SPEECH_FRACTION, SPEECH_THRESHOLD, ClipSpeech, SileroSpeechDetector, speech_decision
+from .speech_fer import (
+    HIGH_PITCH_HZ,
+    MIN_SPEECH_FRACTION,
+    SPEECH_THRESHOLD,
+    ClipSpeech,
+    SileroSpeechDetector,
+    speech_decision,
+)
 
 MIN_AUDIO_SAMPLES = 400  # one 25 ms analysis window at 16 kHz; shorter audio cannot be normalised
 
@@ -33,10 +40,14 @@ class FERAudioProcessor:
             its 32 ms chunks is speech (Silero VAD, `speech_fer`); music, noise and near-silence are not. 0 turns
             speech detection off (any non-silent audio is used).
         speech_threshold (`float`, defaults to 0.5): VAD probability from which a chunk is speech.
+        high_pitch_hz (`float`, defaults to 350): a window that falls short of `min_speech_fraction` and whose
+            voiced chunks have a median pitch of at least this is scored again with its pitch lowered (shouted and
+            screamed speech lies above the VAD's range; `speech_fer`). 0 turns this off.
     """
 
     defaults = dict(silence_threshold=1e-4, min_audio_samples=MIN_AUDIO_SAMPLES,
-                    min_speech_fraction=MIN_SPEECH_FRACTION, speech_threshold=SPEECH_THRESHOLD)
+                    min_speech_fraction=MIN_SPEECH_FRACTION, speech_threshold=SPEECH_THRESHOLD,
+                    high_pitch_hz=HIGH_PITCH_HZ)
 
     def __init__(self, feature_extractor, num_samples: int, **settings):
         unknown = sorted(set(settings) - set(self.defaults))
@@ -50,7 +61,8 @@ class FERAudioProcessor:
         self.min_audio_samples = int(values["min_audio_samples"])
         self.min_speech_fraction = float(values["min_speech_fraction"])
         self.speech_threshold = float(values["speech_threshold"])
-        if self.silence_threshold < 0 or self.min_audio_samples < 1:
+        self.high_pitch_hz = float(values["high_pitch_hz"])
+        if self.silence_threshold < 0 or self.min_audio_samples < 1 or self.high_pitch_hz < 0:
             raise ValueError(f"bad audio settings: {values}")
         if not 0.0 <= self.min_speech_fraction <= 1.0 or not 0.0 < self.speech_threshold < 1.0:
             raise ValueError(f"`min_speech_fraction` must be in [0, 1] and `speech_threshold` in (0, 1), got "
@@ -81,12 +93,18 @@ class FERAudioProcessor:
     def check_speech(self, audio: np.ndarray, speech: ClipSpeech | None, start_s: float) -> tuple:
         """(usable, reason, speech_fraction) for a window's non-silent samples starting at `start_s` (clip s).
 
-        Without a session (speech detection off) the audio is usable and the fraction is None.
+        Without a session (speech detection off) the audio is usable and the fraction is None. A window short of
+        speech whose voice is pitched at least `high_pitch_hz` gets the fraction found with its pitch lowered
+        when that is higher (`ClipSpeech.lowered_speech_fraction`).
         """
         if speech is None:
             return True, "ok", None
         speech.add(audio, start_s)
         fraction = speech.speech_fraction(start_s, start_s + len(audio) / self.sampling_rate)
+        if fraction is not None and fraction < self.min_speech_fraction:
+            lowered = speech.lowered_speech_fraction(audio, self.high_pitch_hz, enough=self.min_speech_fraction)
+            if lowered is not None and lowered > fraction:
+                fraction = lowered
         used, reason = speech_decision(fraction, self.min_speech_fraction)
         return used, reason, None if fraction is None else round(fraction, 4)
 

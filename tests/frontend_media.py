@@ -3,6 +3,8 @@
 - `speech(seconds)`: real synthetic speech from `espeak-ng` (None when it is not installed), 16 kHz.
 - `music(seconds)`: chords of harmonic tones with a rhythm (plucked attacks, a kick drum on the beat).
 - `noise(seconds, level)`: white noise; a low `level` is near-silence.
+- `shout(seconds, f0)`: a generated voice (vowels with formants, consonant bursts, syllable-rate envelope), loud
+  and clipped; at `f0` of 550-750 Hz it is pitched like shouted or screamed speech.
 - `talking_face_frames(...)`: frames with one or two copies of the astronaut's real face whose mouths open and
   close (the mouth region is stretched vertically) following given envelopes.
 - `write_people_clip(path, seconds)`: a video file of two people side by side (the right one larger) and a tone.
@@ -31,8 +33,9 @@ def espeak_available() -> bool:
     return shutil.which("espeak-ng") is not None
 
 
-def speech(seconds: float, voice: str = "en", seed: int = 0) -> np.ndarray | None:
-    """float32 `(seconds * 16000,)`: espeak-ng sentences back to back (cut or zero-padded), None without espeak-ng."""
+def speech(seconds: float, voice: str = "en", seed: int = 0, pitch: int | None = None) -> np.ndarray | None:
+    """float32 `(seconds * 16000,)`: espeak-ng sentences back to back (cut or zero-padded), None without espeak-ng.
+    `pitch`: espeak-ng's pitch adjustment, 0-99 (its default 50)."""
     if not espeak_available():
         return None
     out = []
@@ -41,8 +44,9 @@ def speech(seconds: float, voice: str = "en", seed: int = 0) -> np.ndarray | Non
     with tempfile.TemporaryDirectory() as tmp:
         while sum(len(o) for o in out) < total:
             path = Path(tmp) / f"s{i}.wav"
-            subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-w", str(path), SENTENCES[i % len(SENTENCES)]],
-                           check=True, capture_output=True)
+            extra = [] if pitch is None else ["-p", str(int(pitch))]
+            subprocess.run(["espeak-ng", "-v", voice, "-s", "150", *extra, "-w", str(path),
+                            SENTENCES[i % len(SENTENCES)]], check=True, capture_output=True)
             with wave.open(str(path)) as w:
                 rate = w.getframerate()
                 data = np.frombuffer(w.readframes(w.getnframes()), np.int16).astype(np.float32) / 32768
@@ -76,6 +80,42 @@ def music(seconds: float, bpm: float = 100.0, seed: int = 0) -> np.ndarray:
 def noise(seconds: float, level: float = 0.1, seed: int = 0) -> np.ndarray:
     """float32 white noise with standard deviation `level`."""
     return (np.random.default_rng(seed).standard_normal(int(seconds * RATE)) * level).astype(np.float32)
+
+
+# First three formants (Hz) of five vowels as shouted (F1 raised).
+VOWEL_FORMANTS = ((850, 1400, 2800), (600, 2000, 2800), (400, 2500, 3200), (650, 1000, 2700), (450, 1000, 2500))
+
+
+def shout(seconds: float, f0: float = 650.0, seed: int = 0, syllables_per_s: float = 4.5,
+          clipped: bool = True) -> np.ndarray:
+    """float32 mono: a source-filter voice. Each syllable is a vowel (harmonics of a pitch gliding up and down around
+    `f0`, shaped by the vowel's formants) for 70 % of the syllable, then a short noise burst (a consonant).
+    `clipped`: driven 2.5x past full scale and clipped, like a shout recorded too hot; else peak 0.5."""
+    rng = np.random.default_rng(seed)
+    n, step = int(seconds * RATE), 1.0 / syllables_per_s
+    out = np.zeros(n)
+    for k in range(int(np.ceil(seconds / step))):
+        s0 = int(k * step * RATE)
+        length = int(0.7 * step * RATE)
+        s1 = min(n, s0 + length)
+        if s1 <= s0:
+            break
+        tt = np.arange(s1 - s0) / RATE
+        base = f0 * (1 + 0.1 * rng.standard_normal())
+        pitch = base * (1 + 0.15 * np.sin(np.pi * tt * RATE / length) - 0.1 * tt * RATE / length)
+        phase = 2 * np.pi * np.cumsum(pitch) / RATE
+        formants = VOWEL_FORMANTS[int(rng.integers(len(VOWEL_FORMANTS)))]
+        vowel = np.zeros(len(tt))
+        for h in range(1, int(7000 / base)):
+            gain = sum(1 / (1 + ((h * base - f) / (80 + 0.05 * f)) ** 2) for f in formants) / np.sqrt(h)
+            vowel += gain * np.sin(h * phase)
+        vowel *= np.minimum(1, tt / 0.02) * np.minimum(1, (tt[-1] - tt) / 0.04 + 1e-9)
+        out[s0:s1] += vowel
+        c1 = min(n, s1 + int(0.06 * RATE))
+        if c1 > s1:
+            out[s1:c1] += 0.1 * np.abs(vowel).max() * np.diff(rng.standard_normal(c1 - s1 + 1))
+    out /= max(float(np.abs(out).max()), 1e-12)
+    return (np.clip(2.5 * out, -1, 1) if clipped else 0.5 * out).astype(np.float32)
 
 
 def envelope(audio: np.ndarray, times: np.ndarray, half_window_s: float = 0.04) -> np.ndarray:
@@ -157,4 +197,4 @@ def write_people_clip(path, seconds: float, fps: float = 10.0, size: tuple = (48
 
 
 __all__ = ["ASTRONAUT_MOUTH", "RATE", "envelope", "espeak_available", "face_box_in_scene", "music", "noise",
-           "open_mouth", "scene", "speech", "write_people_clip"]
+           "open_mouth", "scene", "shout", "speech", "write_people_clip"]
