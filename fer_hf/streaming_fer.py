@@ -35,16 +35,18 @@ window only. Every update is a `FERWindowResult`, and the session's download is 
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors_fer import FERInputError
+from .errors_fer import FERInputError, LiveSessionClosedError
 from .faces_fer import resize_image
 from .processing_fer import MIN_AUDIO_SAMPLES
 from .results_fer import FERSkippedWindow
@@ -60,6 +62,7 @@ MIN_WINDOW_CONTENT_S = 1.0  # the first update waits for this much of both strea
 STALE_STREAM_S = 2.0  # a stream silent for this long no longer holds the window back
 START_GRACE_S = 3.0  # after the first stream starts, the first update waits this long for the other one
 MIN_AUDIO_COVERAGE = 0.25  # a window whose received audio covers less than this share of its content has no audio
+CLOSE_WAIT_S = 30.0  # `LiveSession.close` waits this long for an analysis in progress before leaving the rest to it
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -311,6 +314,8 @@ class LiveUpdate:
         compute_s: time spent classifying it (face front-end on the new frames, embeddings, audio, fusion).
         new_frames / reused_frames: frames embedded for this window / taken from the cache.
         produced_s: session time when the result was ready.
+        frame_stride: 1 when every frame bin of the window was used, 2 when every other one (falling behind).
+        precision: the weights that ran it: "int8" (the analyzer's int8 copy) or the model's dtype ("float32").
     """
 
     index: int
@@ -321,6 +326,8 @@ class LiveUpdate:
     new_frames: int
     reused_frames: int
     produced_s: float
+    frame_stride: int = 1
+    precision: str = "float32"
 
     @property
     def start_s(self) -> float:
@@ -341,7 +348,7 @@ class LiveUpdate:
     def timing(self) -> dict:
         return {"index": self.index, "start_s": self.start_s, "end_s": self.end_s, "latency_s": self.latency_s,
                 "compute_s": self.compute_s, "new_frames": self.new_frames, "reused_frames": self.reused_frames,
-                "produced_s": self.produced_s}
+                "produced_s": self.produced_s, "frame_stride": self.frame_stride, "precision": self.precision}
 
 
 @dataclass
@@ -354,6 +361,9 @@ class LiveSession:
         session_seconds: the session stops accepting data after this long.
         max_updates: results kept for the download (oldest dropped first).
         clock: monotonic clock in seconds (a test or a benchmark may pass its own).
+        frame_stride: use the frames of every `frame_stride`-th frame bin only (1: all); the others are masked and
+            never put through the face front-end or SigLIP. Live mode raises it when the machine falls behind.
+        int8: run the updates on the analyzer's int8 copy of the model once it is built (`LiveAnalyzer`).
     """
 
     clip_seconds: float
@@ -368,6 +378,8 @@ class LiveSession:
     frames: FrameTimeline = field(init=False)
     updates: deque = field(init=False)
     stopped: bool = False
+    frame_stride: int = 1
+    int8: bool = False
 
     def __post_init__(self):
         self.started_at = self.clock()
@@ -376,6 +388,7 @@ class LiveSession:
         self.frames = FrameTimeline(self.bin_s, keep_seconds=keep, max_side=self.decode_max_side)
         self.updates = deque(maxlen=self.max_updates)
         self._lock = threading.Lock()
+        self._analysis_lock = threading.Lock()  # held by the one analysis at a time; `close` waits for it
         self._last_end_s: float | None = None
         self.engine = None  # the analysis engine's FERLiveSession (set by LiveAnalyzer.new_session)
         self.audio_errors = 0
@@ -386,6 +399,24 @@ class LiveSession:
 
     def now_s(self) -> float:
         return self.clock() - self.started_at
+
+    def uses_bin_of(self, time_s: float) -> bool:
+        """Whether the frame bin holding `time_s` is used at the current `frame_stride` (bins keep their parity as
+        windows slide, so the frames kept stay cached across windows)."""
+        return math.floor(time_s / self.bin_s + 1e-6) % max(1, int(self.frame_stride)) == 0
+
+    @contextmanager
+    def analysing(self):
+        """Hold the session for one analysis (`LiveAnalyzer.analyze` / `prefetch`): `close()` waits for it to end.
+        Raises `LiveSessionClosedError` when the session is already stopped."""
+        with self._analysis_lock:
+            if self.stopped:
+                raise LiveSessionClosedError("this live session was stopped; start a new one")
+            try:
+                yield
+            finally:
+                if self.stopped and self.engine is not None:  # closed meanwhile and `close` gave up waiting
+                    self.engine.close()
 
     @property
     def expired(self) -> bool:
@@ -523,14 +554,22 @@ class LiveSession:
         """The session so far as one `FERClipResult` (source "live"); None before the first classified window."""
         return None if self.engine is None else self.engine.result()
 
-    def close(self) -> None:
-        """Stop accepting data and free the buffers (the results stay for the download)."""
+    def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
+        """Stop accepting data and free the buffers (the results stay for the download). An analysis in progress
+        ends first (the engine's frames are never freed under it), so its result is part of the download; after
+        `wait_s` the analysis frees them itself when it ends."""
         with self._lock:
             self.stopped = True
             self.frames._bins.clear()
             self.audio._chunks.clear()
-            if self.engine is not None:
-                self.engine.close()
+        if self._analysis_lock.acquire(timeout=wait_s):
+            try:
+                if self.engine is not None:
+                    self.engine.close()
+            finally:
+                self._analysis_lock.release()
+        else:
+            logger.warning("live session closed while an analysis still ran after %.0f s; it frees the rest", wait_s)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -556,6 +595,48 @@ class LiveAnalyzer:
             )
         self.model, self.processor = model, processor
         self.engine = FERAnalyzer(model, processor, batch_size=1)
+        self._int8 = None  # FERAnalyzer on the int8 copy of the model, once built (`prepare_int8`)
+        self._int8_thread: threading.Thread | None = None
+        self._int8_lock = threading.Lock()
+
+    @property
+    def int8_possible(self) -> bool:
+        """Whether an int8 copy could make updates cheaper: the model runs in float on the CPU."""
+        return self.engine.device.type == "cpu" and not getattr(self.model, "is_int8_quantized", False)
+
+    @property
+    def int8_ready(self) -> bool:
+        return self._int8 is not None
+
+    def prepare_int8(self, wait: bool = False) -> bool:
+        """Build, once per analyzer, a copy of the model whose linear layers are quantised to int8
+        (`quantize_int8_`), in a background thread so that no update waits for it; sessions with `int8` set use it
+        from their next update on. It holds a second copy of the weights (int8 for the linear layers). Returns
+        whether it is ready (`wait=True` waits for the build). False where `int8_possible` is False."""
+        if not self.int8_possible:
+            return False
+        with self._int8_lock:
+            if self._int8 is None and self._int8_thread is None:
+                self._int8_thread = threading.Thread(target=self._build_int8, name="fer-live-int8", daemon=True)
+                self._int8_thread.start()
+            thread = self._int8_thread
+        if wait and thread is not None:
+            thread.join()
+        return self._int8 is not None
+
+    def _build_int8(self) -> None:
+        from .analysis_fer import FERAnalyzer
+
+        began = time.perf_counter()
+        try:
+            quantised = copy.deepcopy(self.model).eval().quantize_int8_()
+            self._int8 = FERAnalyzer(quantised, self.processor, batch_size=1)
+            logger.info("live mode: int8 copy of the model ready in %.1f s", time.perf_counter() - began)
+        except Exception:  # live mode goes on in float; the page still says it is falling behind
+            logger.exception("live mode: building the int8 copy of the model failed")
+
+    def _engine_for(self, session: LiveSession):
+        return self._int8 if session.int8 and self._int8 is not None else self.engine
 
     def new_session(self, **kwargs) -> LiveSession:
         cfg = self.model.config
@@ -565,35 +646,49 @@ class LiveAnalyzer:
         return session
 
     def prefetch(self, session: LiveSession) -> int:
-        """While no window is due: put the frames whose bins are final through the face front-end and SigLIP now
-        (`FERLiveSession.prepare`), so the next update only runs the audio encoder and the fusion, and its latency
-        drops by that much. Returns how many frames were prepared (0 when there is nothing new)."""
-        frames = session.final_frames()
-        _hand_over(session, frames)
-        if not frames:
-            return 0
-        return session.engine.prepare(frames[-1].capture_s + 1e-6)
+        """While no window is due: put the frames whose bins are final (and used at the session's `frame_stride`)
+        through the face front-end and SigLIP now (`FERLiveSession.prepare`), so the next update only runs the audio
+        encoder and the fusion, and its latency drops by that much. Returns how many frames were prepared (0 when
+        there is nothing new). Raises `LiveSessionClosedError` after `session.close()`."""
+        with session.analysing():
+            frames = [f for f in session.final_frames() if session.uses_bin_of(f.capture_s)]
+            _hand_over(session, frames)
+            if not frames:
+                return 0
+            session.engine.analyzer = self._engine_for(session)
+            return session.engine.prepare(frames[-1].capture_s + 1e-6)
 
     def analyze(self, session: LiveSession, window: LiveWindow) -> LiveUpdate | None:
         """Classify one window; None when it holds neither usable sound nor a face (it is then kept in the
-        session's result as a skipped window, with the reasons)."""
+        session's result as a skipped window, with the reasons). With `session.frame_stride` > 1 only the frames of
+        the bins it keeps are used; with `session.int8` the int8 copy runs it once built. Raises
+        `LiveSessionClosedError` after `session.close()` (a close during the analysis waits for it)."""
         began = time.perf_counter()
-        engine = session.engine
-        _hand_over(session, window.frames)
-        embedded = engine.frames_embedded
-        item = engine.classify_window(window.audio, window.end_s, start_s=window.start_s,
-                                      audio_missing=window.audio_reason, camera_reason=window.camera_reason)
-        if isinstance(item, FERSkippedWindow):
-            return None
-        new = engine.frames_embedded - embedded
-        produced = session.now_s()
-        update = LiveUpdate(
-            index=session.updates_total, window=item, end_s=round(window.end_s, 4),
-            latency_s=round(produced - window.end_s, 4), compute_s=round(time.perf_counter() - began, 4),
-            new_frames=new, reused_frames=max(0, item.modalities["face_frames"] - new), produced_s=round(produced, 4),
-        )
-        session.record(update)
-        return update
+        with session.analysing():
+            engine = session.engine
+            engine.analyzer = self._engine_for(session)
+            stride = max(1, int(session.frame_stride))
+            mask = None if stride == 1 else [session.uses_bin_of(t) for t in window.frame_times_s]
+            _hand_over(session, window.frames if mask is None else [f for f, use in zip(window.frames, mask) if use])
+            embedded = engine.frames_embedded
+            item = engine.classify_window(window.audio, window.end_s, start_s=window.start_s,
+                                          audio_missing=window.audio_reason, camera_reason=window.camera_reason,
+                                          frame_mask=mask)
+            if isinstance(item, FERSkippedWindow):
+                return None
+            new = engine.frames_embedded - embedded
+            produced = session.now_s()
+            model = engine.analyzer.model
+            precision = "int8" if getattr(model, "is_int8_quantized", False) else \
+                str(engine.analyzer.dtype).replace("torch.", "")
+            update = LiveUpdate(
+                index=session.updates_total, window=item, end_s=round(window.end_s, 4),
+                latency_s=round(produced - window.end_s, 4), compute_s=round(time.perf_counter() - began, 4),
+                new_frames=new, reused_frames=max(0, item.modalities["face_frames"] - new),
+                produced_s=round(produced, 4), frame_stride=stride, precision=precision,
+            )
+            session.record(update)
+            return update
 
 
 def _hand_over(session: LiveSession, frames: list) -> None:
