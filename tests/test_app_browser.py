@@ -2,7 +2,8 @@
 
 A 25 s clip whose person leaves the frame: progress advances window by window, the button is disabled meanwhile,
 the timeline renders and the annotated video plays (its duration, and a frame from the face-less span carries the
-"no face used" marker); the "no clear emotion" headline; a bad file shows the app's own title; a clip the browser
+"no face used" marker); the "no clear emotion" headline; a bad file shows the app's own title, and nothing of the
+clip analysed before it stays under the error; a clip the browser
 cannot preview (FLV) gets a note instead of an error, and is analysed; the page at 390 px
 has no horizontal overflow; the webcam path records through Chromium's fake capture device (a face picture and a
 tone), the recording gets a real duration and is analysed with both modalities. Waits are on page state, except
@@ -182,6 +183,25 @@ def test_bad_file_shows_the_apps_own_title(page, clips):
     pills = page.evaluate("() => [...document.querySelectorAll('.error')]"
                           ".filter(e => !e.closest('.toast-wrap, .toast-body, #message-box')).length")
     assert pills == 0  # the outputs are not turned into error pills
+
+
+def test_an_error_clears_the_previous_clips_results(page, clips):
+    """A clip is analysed, then a file that is not a video: under the error, nothing of the first clip is left
+    (headline, probabilities, annotated video, timeline, details, numbers, downloads)."""
+    _upload(page, clips["face"])
+    _analyse_and_wait(page)
+    assert "Whole-clip answer" in page.inner_text("#summary")
+    page.wait_for_function("() => document.querySelector('#annotated-video video')")
+    page.click("#video-input button[aria-label='Clear']")
+    _upload(page, clips["text"])
+    page.click("#analyse-button")
+    page.locator("#app-message.fer-error").wait_for()
+    page.wait_for_function("() => !document.querySelector('#annotated-video video')")
+    assert page.inner_text("#summary").strip() == ""
+    assert not any(label in page.inner_text("#probabilities") for label in ("neutral", "happy", "surprised"))
+    assert _rendered_images(page, "#timeline-plot") == 0
+    page.get_by_role("tab", name="Numbers (JSON / CSV)").click()
+    assert page.locator("#downloads a").count() == 0 and "schema_version" not in page.inner_text("#numbers")
 
 
 def test_a_clip_the_browser_cannot_preview_gets_a_note_not_an_error(page, tmp_path):
