@@ -238,6 +238,41 @@ def test_small_screen_has_no_horizontal_overflow(browser, url):
     context.close()
 
 
+def test_small_screen_text_of_the_timeline_and_the_video_is_readable(browser, url, long_clip):
+    """At 390 px the timeline image and the annotated video shrink to the column: their smallest text (the
+    timeline's TIMELINE_FONT_PT, the overlay's class labels) still shows at least 8.5 px high (was about 5 px).
+    With FER_OVERLAY_SCREENSHOTS=<folder> the page is saved there as overlay_390.png."""
+    import os
+
+    import app_overlay
+    import app_plots
+
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    page.wait_for_selector("#analyse-button")
+    try:
+        _upload(page, long_clip)
+        page.click("#analyse-button")
+        page.wait_for_function("() => document.querySelector('#message-box .fer-done')", timeout=180_000)
+        page.wait_for_function("() => document.querySelector('#annotated-video video')?.readyState >= 1")
+        shown, natural = page.eval_on_selector("#timeline-plot img", "i => [i.clientWidth, i.naturalWidth]")
+        assert shown <= 390 and app_plots.TIMELINE_FONT_PT * 100 / 72 * shown / natural >= 8.5, (shown, natural)
+        shown, vw, vh = page.eval_on_selector("#annotated-video video",
+                                              "v => [v.clientWidth, v.videoWidth, v.videoHeight]")
+        labels = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
+        text_px = app_overlay.plan_overlay(vw, vh, labels).text_px
+        assert text_px * min(shown, vw) / vw >= 8.5, (text_px, shown, vw)
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+        folder = os.environ.get("FER_OVERLAY_SCREENSHOTS")
+        if folder:
+            page.locator("#annotated-video").scroll_into_view_if_needed()
+            page.screenshot(path=str(Path(folder) / "overlay_390.png"), full_page=True)
+    finally:
+        context.close()
+
+
 def test_limits_are_stated(page):
     text = page.inner_text("body")
     assert f"clips up to {MAX_SECONDS} s" in text and "files up to 5 MB" in text
