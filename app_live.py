@@ -11,10 +11,10 @@ model: each tick classifies the newest window that has arrived, if it is at leas
 one (a tick with no window due puts the frames whose bins are final through the face front-end and SigLIP
 ahead, so the next update only runs the audio and the fusion), with every event of that kind sharing one
 worker (`concurrency_limit=1`), so two sessions take turns and a slow machine updates less often instead of
-queueing work; when updates take longer than the step, the session's `LoadPolicy` uses every other frame, then the
-int8 copy of the model, and the page says it is falling behind. Leaving the page (the Blocks `unload` event) or
-pressing Stop frees the session; the session's results can be downloaded as the upload result type
-(`FERClipResult` JSON, the same CSV as uploads) with a timing table.
+queueing work; when updates take longer than the step, the session's `LoadPolicy` (`app_live_load.py`) uses every
+other frame, then the int8 copy of the model, and the page says it is falling behind. Leaving the page (the Blocks
+`unload` event) or pressing Stop frees the session; the session's results can be downloaded as the upload result
+type (`FERClipResult` JSON, the same CSV as uploads) with a timing table.
 
 Settings (environment): FER_LIVE_SECONDS (session limit, default 300), FER_LIVE_MAX_SESSIONS (default 2),
 FER_LIVE_STEP_S (least time between two updates, default 0.75 s), FER_LIVE_INT8 (0: never switch a session that
@@ -33,13 +33,13 @@ import shutil
 import tempfile
 import threading
 import time
-from collections import deque
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
 
 import app_plots
+from app_live_load import LoadPolicy
 from fer_hf.errors_fer import FERInputError, LiveSessionClosedError
 from fer_hf.streaming_fer import LiveAnalyzer, LiveSession, LiveUpdate
 
@@ -68,72 +68,7 @@ FRAME_EVERY_S = 0.125  # camera snapshots: 8 per second, about three per frame b
 AUDIO_EVERY_S = 0.25  # microphone chunk length
 CHART_SECONDS = 60.0
 SLOW_FACTOR = 1.5  # updates this much further apart than STEP_S: the page says the session is falling behind
-LATENCY_TARGET_S = 1.5
 LIVE_INT8 = os.environ.get("FER_LIVE_INT8", "auto").lower() not in ("0", "off", "no", "false")
-
-
-# ----------------------------------------------------------------------------------------------------------------
-class LoadPolicy:
-    """How much work the updates of one session do, from how long its last updates took.
-
-    Level 0 uses every frame; level 1 the frames of every other frame bin (half the new frames go through the face
-    front-end and SigLIP); level 2 also runs the int8 copy of the model (`LiveAnalyzer.prepare_int8`; only where it
-    can help: float on the CPU, and `FER_LIVE_INT8` not 0). An update is slow when its compute took longer than the
-    step or its result came more than `LATENCY_TARGET_S` after capture. Two slow updates among the last three since
-    the level last changed raise it; `LOWER_AFTER` quick ones in a row (compute under a third of the step) lower it.
-    `falling_behind`: two of the last three updates were slow, whatever the level.
-    """
-
-    LOWER_AFTER = 10
-
-    def __init__(self, step_s: float, int8_possible: bool):
-        self.step_s = float(step_s)
-        self.levels = [(1, False), (2, False)] + ([(2, True)] if int8_possible else [])
-        self.level = 0
-        self._recent: deque = deque(maxlen=3)  # slow or not, the last three updates
-        self._since_change: deque = deque(maxlen=3)
-        self._quick = 0
-        self.compute_s: deque = deque(maxlen=5)
-
-    @property
-    def frame_stride(self) -> int:
-        return self.levels[self.level][0]
-
-    @property
-    def int8(self) -> bool:
-        return self.levels[self.level][1]
-
-    @property
-    def falling_behind(self) -> bool:
-        return sum(self._recent) >= 2
-
-    def observe(self, compute_s: float, latency_s: float) -> bool:
-        """Take one update's compute time and latency; True when the level changed."""
-        slow = compute_s > self.step_s or latency_s > LATENCY_TARGET_S
-        self.compute_s.append(compute_s)
-        self._recent.append(slow)
-        self._since_change.append(slow)
-        self._quick = self._quick + 1 if compute_s < self.step_s / 3 else 0
-        if sum(self._since_change) >= 2 and self.level < len(self.levels) - 1:
-            self.level += 1
-        elif self._quick >= self.LOWER_AFTER and self.level > 0:
-            self.level -= 1
-        else:
-            return False
-        self._since_change.clear()
-        self._quick = 0
-        return True
-
-    def reduction(self, num_frames: int, int8_ready: bool = True) -> str:
-        """What the updates leave out now, in words ("" at level 0)."""
-        if self.level == 0:
-            return ""
-        kept = -(-num_frames // self.frame_stride)
-        every = "every other frame" if self.frame_stride == 2 else f"one frame in {self.frame_stride}"
-        words = f"each window uses {every} ({kept} of {num_frames})"
-        if self.int8:
-            words += " and the int8 model" if int8_ready else "; the int8 model is being prepared"
-        return words
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -476,7 +411,9 @@ def add_live_tab(demo: gr.Blocks, model, processor, model_info: dict | None = No
                   concurrency_id="live-ingest", show_progress="hidden", api_name=False)
     camera.stream(on_frame, inputs=[camera], stream_every=FRAME_EVERY_S, **ingest)
     microphone.stream(on_audio, inputs=[microphone], stream_every=AUDIO_EVERY_S, **ingest)
-    control = dict(api_name=False, concurrency_limit=None, concurrency_id="live-control")  # never behind an upload
+    # Start and Stop share the model's worker: a tick in progress is finished and sent before Stop runs, so nothing a
+    # tick says can land after "Stopped" (and neither ever waits behind an upload's analysis)
+    control = dict(api_name=False, concurrency_limit=1, concurrency_id="live-model")
     start.click(on_start, None, [timer, start, stop, status, files, probabilities, modalities, chart],
                 **control).success(None, js=_START_JS)
     stop.click(on_stop, None, [timer, start, stop, status, files], **control).then(None, js=_STOP_JS)
@@ -488,7 +425,8 @@ def add_live_tab(demo: gr.Blocks, model, processor, model_info: dict | None = No
             "timer": timer}
 
 
-__all__ = ["REGISTRY", "LiveRegistry", "add_live_tab", "live_unavailable_reason", "timing_csv", "write_downloads"]
+__all__ = ["REGISTRY", "LiveRegistry", "LoadPolicy", "add_live_tab", "live_unavailable_reason", "timing_csv",
+           "write_downloads"]
 
 
 if __name__ == "__main__":  # a quick look at the tab alone: python app_live.py [--preset tiny]
