@@ -325,14 +325,19 @@ def predict(video: str | None, progress=gr.Progress()):
     yield from _predict(video, progress)
 
 
+# The nine result outputs after the message (headline, probabilities, annotated video, timeline, the three detail
+# plots, the JSON, the downloads), emptied: a new run or an error never leaves the previous clip's results on the page.
+CLEARED = ("", None, None, None, None, None, None, None, None)
+
+
 def _predict(video: str | None, progress, name: str | None = None):
     """`predict`, with the name the result gives the clip (`source`; default: the file's own name)."""
     hide_first_part = gr.Button(visible=False)
     if not video:
         yield (message_html("No video yet", "Upload a video or record one with the webcam, then press "
-                            "“Analyse emotions”.", "info"), *[gr.skip()] * 9, hide_first_part)
+                            "“Analyse emotions”.", "info"), *CLEARED, hide_first_part)
         return
-    yield (message_html("", "", "empty"), *[gr.skip()] * 9, hide_first_part)
+    yield (message_html("", "", "empty"), *CLEARED, hide_first_part)
     folder = _request_folder()
     try:
         result, seconds = yield from _analyse(video, progress, folder, name)
@@ -348,8 +353,8 @@ def _predict(video: str | None, progress, name: str | None = None):
                    app_plots.audio_figure(window, audio, CONFIG.sampling_rate, frame_s),
                    app_plots.faces_figure(window, crops, LABELS))
     except Exception as exc:  # noqa: BLE001 - every failure reaches the person as words, never a stack trace
-        title, text = explain_error(exc, video)
-        yield (message_html(title, text), *[gr.skip()] * 9, gr.Button(visible=_is_too_long(exc)))
+        title, text = explain_error(exc, video)  # and nothing of this run's partial results stays under it
+        yield (message_html(title, text), *CLEARED, gr.Button(visible=_is_too_long(exc)))
         return
     json_path, csv_path = folder / "emotion_result.json", folder / "emotion_result.csv"
     json_path.write_text(json.dumps(app_analysis.compact(result), indent=1))

@@ -11,12 +11,14 @@ model: each tick classifies the newest window that has arrived, if it is at leas
 one (a tick with no window due puts the frames whose bins are final through the face front-end and SigLIP
 ahead, so the next update only runs the audio and the fusion), with every event of that kind sharing one
 worker (`concurrency_limit=1`), so two sessions take turns and a slow machine updates less often instead of
-queueing work. Leaving the page (the Blocks `unload` event) or
-pressing Stop frees the session; the session's results can be downloaded as the upload result type
-(`FERClipResult` JSON, the same CSV as uploads) with a timing table.
+queueing work; when updates take longer than the step, the session's `LoadPolicy` (`app_live_load.py`) uses every
+other frame, then the int8 copy of the model, and the page says it is falling behind. Leaving the page (the Blocks
+`unload` event) or pressing Stop frees the session; the session's results can be downloaded as the upload result
+type (`FERClipResult` JSON, the same CSV as uploads) with a timing table.
 
 Settings (environment): FER_LIVE_SECONDS (session limit, default 300), FER_LIVE_MAX_SESSIONS (default 2),
-FER_LIVE_STEP_S (least time between two updates, default 0.75 s).
+FER_LIVE_STEP_S (least time between two updates, default 0.75 s), FER_LIVE_INT8 (0: never switch a session that
+falls behind to the int8 copy of the model; default: switch, on the CPU).
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ import gradio as gr
 import pandas as pd
 
 import app_plots
-from fer_hf.errors_fer import FERInputError
+from app_live_load import LoadPolicy
+from fer_hf.errors_fer import FERInputError, LiveSessionClosedError
 from fer_hf.streaming_fer import LiveAnalyzer, LiveSession, LiveUpdate
 
 
@@ -64,17 +67,18 @@ TICK_S = 0.25  # how often the page asks for a new result
 FRAME_EVERY_S = 0.125  # camera snapshots: 8 per second, about three per frame bin of the realtime preset
 AUDIO_EVERY_S = 0.25  # microphone chunk length
 CHART_SECONDS = 60.0
-SLOW_FACTOR = 1.5  # updates this much further apart than STEP_S: the page says the machine cannot keep up
-LATENCY_TARGET_S = 1.5
+SLOW_FACTOR = 1.5  # updates this much further apart than STEP_S: the page says the session is falling behind
+LIVE_INT8 = os.environ.get("FER_LIVE_INT8", "auto").lower() not in ("0", "off", "no", "false")
 
 
 # ----------------------------------------------------------------------------------------------------------------
 class LiveRegistry:
-    """Live sessions by Gradio session hash; at most `max_sessions` at a time."""
+    """Live sessions by Gradio session hash, each with its `LoadPolicy`; at most `max_sessions` at a time."""
 
     def __init__(self, max_sessions: int):
         self.max_sessions = max_sessions
         self._sessions: dict[str, LiveSession] = {}
+        self._loads: dict[str, LoadPolicy] = {}
         self._lock = threading.Lock()
 
     def start(self, key: str, analyzer: LiveAnalyzer) -> LiveSession:
@@ -88,15 +92,22 @@ class LiveRegistry:
                                print_exception=False)
             session = analyzer.new_session(session_seconds=SESSION_SECONDS)
             self._sessions[key] = session
+            self._loads[key] = LoadPolicy(STEP_S, LIVE_INT8 and analyzer.int8_possible)
             return session
 
     def get(self, key: str | None) -> LiveSession | None:
         with self._lock:
             return self._sessions.get(key) if key else None
 
+    def load(self, key: str | None) -> LoadPolicy | None:
+        with self._lock:
+            return self._loads.get(key) if key else None
+
     def end(self, key: str | None) -> LiveSession | None:
+        """Remove the session and close it (waiting for an update in progress, which then goes to the download)."""
         with self._lock:
             session = self._sessions.pop(key, None) if key else None
+            self._loads.pop(key, None)
         if session is not None:
             session.close()
         return session
@@ -139,21 +150,32 @@ def label_output(update: LiveUpdate, key: str):
     return app_plots.label_value(update.probabilities, update.top_label, _label_path(key))
 
 
-def status_markdown(session: LiveSession, note: str = "") -> str:
+def status_markdown(session: LiveSession, note: str = "", load: LoadPolicy | None = None,
+                    int8_ready: bool = True) -> str:
+    """The status panel: time, updates, rate and latency, the falling-behind state and what is left out."""
     s = session.stats()
     lines = [f"**Live** · {s['elapsed_s']:.0f} s of {session.session_seconds:.0f} s "
              f"({s['time_left_s']:.0f} s left) · {s['updates']} updates"]
     recent = session.recent_updates(10.0)
     if recent:
         lines[0] += f" · results until {recent[-1].end_s:.2f} s"
+    reduction = load.reduction(session.num_frames, int8_ready) if load is not None else ""
     if len(recent) >= 2:
         every = (recent[-1].produced_s - recent[0].produced_s) / (len(recent) - 1)
         lines.append(f"Updating every {every:.2f} s; capture → result {s['latency_p50_s']:.2f} s "
                      f"(p95 {s['latency_p95_s']:.2f} s)")
-        if every > SLOW_FACTOR * STEP_S or (s["latency_p95_s"] or 0) > LATENCY_TARGET_S:
-            lines.append(f"⚠️ **This machine cannot keep up**: results come every {every:.1f} s instead of every "
-                         f"{STEP_S:.2f} s. The windows in between are skipped (nothing is queued), so what you "
-                         "see is still the latest 3 s.")
+        behind = every > SLOW_FACTOR * STEP_S or (load is not None and load.falling_behind)
+        if behind and not session.stopped:
+            lines[0] = lines[0].replace("**Live**", "**Live · falling behind**", 1)
+            work = sorted(u.compute_s for u in recent[-5:])[len(recent[-5:]) // 2]
+            lines.append(f"⚠️ **Falling behind**: this machine is busy; an update takes {work:.1f} s of work and "
+                         f"results come every {every:.1f} s instead of every {STEP_S:.2f} s. "
+                         + (f"To catch up, {reduction}. " if reduction else "")
+                         + "The windows in between are skipped (nothing is queued), so what you see is still the "
+                         "latest 3 s.")
+            reduction = ""
+    if reduction and not session.stopped:
+        lines.append(f"Keeping up with less work: {reduction} (the machine was busy).")
     lines.append(f"Camera: {s['frames_received']} frames received, {s['frames_kept']} kept (one per "
                  f"{session.bin_s * 1000:.0f} ms) · Microphone: {s['audio_chunks']} chunks"
                  + (f", {s['audio_gaps']} gap(s) of lost sound ({s['audio_gap_s']:.1f} s)" if s["audio_gaps"] else ""))
@@ -162,11 +184,20 @@ def status_markdown(session: LiveSession, note: str = "") -> str:
     return "\n\n".join(lines)
 
 
-def chart_frame(session: LiveSession, labels: list[str]) -> pd.DataFrame:
-    """Long table for the line plot: one row per (update, emotion) over the last minute."""
-    rows = [(u.end_s, label, float(u.probabilities[label]))
-            for u in session.recent_updates(CHART_SECONDS) for label in labels]
-    return pd.DataFrame(rows, columns=["time_s", "emotion", "probability"])
+CHART_TYPES = {"time_s": "float64", "emotion": "str", "probability": "float64"}
+
+
+def chart_frame(session: LiveSession | None, labels: list[str]) -> pd.DataFrame:
+    """Long table for the line plot: one row per (update, emotion) over the last minute.
+
+    The page builds the chart's encoding once, from the first value it gets (later values only swap the data): the
+    colour's type from the `emotion` column's type and its domain from the emotions present. So a table without
+    updates still has text `emotion`s, one row per emotion with no probability (not drawn): an empty float column
+    made the colour a number scale (legend "-Infinity") and an empty domain drew no line at all."""
+    rows = [] if session is None else [(u.end_s, label, float(u.probabilities[label]))
+                                       for u in session.recent_updates(CHART_SECONDS) for label in labels]
+    rows = rows or [(0.0, label, float("nan")) for label in labels]
+    return pd.DataFrame(rows, columns=list(CHART_TYPES)).astype(CHART_TYPES)
 
 
 def chart_update(session: LiveSession, labels: list[str]):
@@ -179,7 +210,8 @@ def timing_csv(session: LiveSession) -> str:
     """One row per update: window bounds on the session clock, capture -> result latency, compute, cache use."""
     out = io.StringIO()
     writer = csv.writer(out)
-    fields = ["index", "start_s", "end_s", "latency_s", "compute_s", "new_frames", "reused_frames", "produced_s"]
+    fields = ["index", "start_s", "end_s", "latency_s", "compute_s", "new_frames", "reused_frames", "produced_s",
+              "frame_stride", "precision"]
     writer.writerow(fields)
     for update in session.updates:
         row = update.timing()
@@ -255,10 +287,7 @@ def add_live_tab(demo: gr.Blocks, model, processor, model_info: dict | None = No
         logger.info("live session started (%d running)", len(REGISTRY))
         return (gr.Timer(active=True), gr.Button(interactive=False), gr.Button(interactive=True),
                 "Starting the camera and the microphone…", None, None, modalities_markdown(None),
-                gr.LinePlot(value=chart_frame_empty()))
-
-    def chart_frame_empty():
-        return pd.DataFrame({"time_s": [], "emotion": [], "probability": []})
+                gr.LinePlot(value=chart_frame(None, labels), x_lim=[0, CHART_SECONDS]))
 
     def on_frame(image, request: gr.Request):
         session = REGISTRY.get(request.session_hash)
@@ -298,30 +327,45 @@ def add_live_tab(demo: gr.Blocks, model, processor, model_info: dict | None = No
                          "new one; download this one below.")
             return skip, skip, skip, status, timer, start, stop, files
         window = session.next_window(STEP_S)
+        load = REGISTRY.load(request.session_hash)
+        status = lambda note="": status_markdown(session, note, load, analyzer.int8_ready)  # noqa: E731
         if window is None:  # nothing due: prepare the frames that are final, so the next update is quicker
             try:
                 prefetch(session)
+            except LiveSessionClosedError:  # Stop came meanwhile: its own message stands
+                return (skip,) * 8
             except Exception:  # keep the session alive; the update itself will prepare what is missing
                 logger.exception("live: preparing frames ahead failed")
             if session.updates_total == 0:
                 waiting = "Waiting for the camera and the microphone (the first result needs 1 s of both)…"
-                return skip, skip, skip, status_markdown(session, waiting), skip, skip, skip, skip
+                return skip, skip, skip, status(waiting), skip, skip, skip, skip
             return (skip,) * 8
         started = time.perf_counter()
         try:
             update = analyse(session, window)
+        except LiveSessionClosedError:
+            return (skip,) * 8
         except Exception:  # keep the session alive; the server log has the details
+            if session.stopped:
+                return (skip,) * 8
             logger.exception("live analysis failed")
-            return skip, skip, skip, status_markdown(session, "⚠️ The last analysis failed; retrying."), \
-                skip, skip, skip, skip
+            return skip, skip, skip, status("⚠️ The last analysis failed; retrying."), skip, skip, skip, skip
+        if session.stopped:  # Stop came while this update ran: it is in the download; the page says "Stopped"
+            return (skip,) * 8
         if update is None:
             skipped = session.engine.skipped[-1]  # the reasons the engine gave for leaving the window out
             note = (f"Nothing to analyse in the last 3 s: face: {skipped.video_reason}; "
                     f"speech: {skipped.audio_reason}.")
-            return skip, skip, skip, status_markdown(session, note), skip, skip, skip, skip
+            return skip, skip, skip, status(note), skip, skip, skip, skip
         logger.debug("live update %d in %.2f s", update.index, time.perf_counter() - started)
+        if load is not None and load.observe(update.compute_s, update.latency_s):
+            session.frame_stride, session.int8 = load.frame_stride, load.int8
+            if load.int8:
+                analyzer.prepare_int8()  # built in the background; used from the first update after it is ready
+            logger.info("live: session now at load level %d (%s)", load.level,
+                        load.reduction(session.num_frames) or "every frame")
         return (label_output(update, str(request.session_hash)), modalities_markdown(update),
-                chart_update(session, labels), status_markdown(session), skip, skip, skip, skip)
+                chart_update(session, labels), status(), skip, skip, skip, skip)
 
     def on_stop(request: gr.Request):
         return finish(request, "Stopped. Download the session below, or press Start again.")
@@ -355,7 +399,8 @@ def add_live_tab(demo: gr.Blocks, model, processor, model_info: dict | None = No
                 probabilities = gr.Label(num_top_classes=len(labels), label="Emotions in the last 3 s",
                                          elem_id="live-probabilities")
                 modalities = gr.Markdown(modalities_markdown(None), elem_id="live-modalities")
-                chart = gr.LinePlot(value=chart_frame_empty(), x="time_s", y="probability", color="emotion",
+                chart = gr.LinePlot(value=chart_frame(None, labels), x="time_s", y="probability", color="emotion",
+                                    color_map={label: app_plots.colour(labels, label) for label in labels},
                                     y_lim=[0, 1], x_lim=[0, CHART_SECONDS], x_title="seconds since Start",
                                     y_title="probability", label="The last minute", elem_id="live-chart")
                 files = gr.File(label="This session (result JSON / CSV, timing CSV)", file_count="multiple",
@@ -366,9 +411,12 @@ def add_live_tab(demo: gr.Blocks, model, processor, model_info: dict | None = No
                   concurrency_id="live-ingest", show_progress="hidden", api_name=False)
     camera.stream(on_frame, inputs=[camera], stream_every=FRAME_EVERY_S, **ingest)
     microphone.stream(on_audio, inputs=[microphone], stream_every=AUDIO_EVERY_S, **ingest)
+    # Start and Stop share the model's worker: a tick in progress is finished and sent before Stop runs, so nothing a
+    # tick says can land after "Stopped" (and neither ever waits behind an upload's analysis)
+    control = dict(api_name=False, concurrency_limit=1, concurrency_id="live-model")
     start.click(on_start, None, [timer, start, stop, status, files, probabilities, modalities, chart],
-                api_name=False).success(None, js=_START_JS)
-    stop.click(on_stop, None, [timer, start, stop, status, files], api_name=False).then(None, js=_STOP_JS)
+                **control).success(None, js=_START_JS)
+    stop.click(on_stop, None, [timer, start, stop, status, files], **control).then(None, js=_STOP_JS)
     timer.tick(on_tick, None, [probabilities, modalities, chart, status, timer, start, stop, files],
                concurrency_limit=1, concurrency_id="live-model", show_progress="hidden", api_name=False)
     demo.unload(on_unload)
@@ -377,7 +425,8 @@ def add_live_tab(demo: gr.Blocks, model, processor, model_info: dict | None = No
             "timer": timer}
 
 
-__all__ = ["REGISTRY", "LiveRegistry", "add_live_tab", "live_unavailable_reason", "timing_csv", "write_downloads"]
+__all__ = ["REGISTRY", "LiveRegistry", "LoadPolicy", "add_live_tab", "live_unavailable_reason", "timing_csv",
+           "write_downloads"]
 
 
 if __name__ == "__main__":  # a quick look at the tab alone: python app_live.py [--preset tiny]

@@ -23,9 +23,13 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from app_render import EMOTION_COLOURS  # noqa: E402
+from app_overlay import EMOTION_COLOURS  # noqa: E402
 
 MAX_FACE_TILES = 4
+# The timeline is drawn for a phone first: TIMELINE_INCHES wide at 100 dpi with no text under TIMELINE_FONT_PT, so a
+# 390 px screen (the image shrunk to about 350 px) still shows its smallest text about 9 px high.
+TIMELINE_INCHES = (5.6, 4.4)
+TIMELINE_FONT_PT = 11
 FACE_TILE_PX = 160  # face crops are shown at this side, whatever the model's crop size (32 px for `tiny`)
 SPAN_STYLES = {  # shaded spans of the timeline: colour and the words of the legend
     "left_out": ("#616161", "left out (no usable audio or face)"),
@@ -180,22 +184,24 @@ def message_figure(text: str, width: float = 7.0, height: float = 1.4) -> Figure
 
 def timeline_figure(result: dict) -> Figure:
     """One line per emotion over 0 .. the clip end (each window speaks for the span nearest its centre), with the
-    spans without a face, without speech, or left out shaded and named in the legend."""
+    spans without a face, without speech, or left out shaded and named in the legend (below the plot, so the figure
+    stays narrow and its text readable on a phone)."""
     labels = result["labels"]
     end = float(result["duration_s"])
     spans = owned_spans(result)
-    fig = _figure(7.5, 3.4)
+    fig = _figure(*TIMELINE_INCHES)
     ax = fig.add_subplot()
     handles = []
     for kind, runs in shaded_spans(result).items():
         tint, words = SPAN_STYLES[kind]
+        short = words.split(" (")[0]
         for a, b in runs:
             ax.axvspan(a, b, color=tint, alpha=0.18 if kind != "left_out" else 0.35, linewidth=0)
-            if b - a >= 0.08 * end:
-                ax.text((a + b) / 2, 0.985, words.split(" (")[0], ha="center", va="top", fontsize=8, color=tint,
+            if b - a >= 0.2 * end:
+                ax.text((a + b) / 2, 0.985, short, ha="center", va="top", fontsize=TIMELINE_FONT_PT, color=tint,
                         transform=ax.get_xaxis_transform())
         if runs:
-            handles.append(Patch(color=tint, alpha=0.35, label=words))
+            handles.append(Patch(color=tint, alpha=0.35, label=short))
     classified = [s for s in spans if not s["window"]["left_out"]]
     for label in labels:
         xs, ys = [], []
@@ -208,12 +214,13 @@ def timeline_figure(result: dict) -> Figure:
     ax.set_xlim(0, end)
     top = max([s["window"]["probabilities"][lb] for s in classified for lb in labels] + [0.05])
     ax.set_ylim(0, min(1.0, top * 1.25 + 0.02))
-    ax.set_xlabel("time in the clip (s)")
-    ax.set_ylabel("probability")
+    ax.set_xlabel("time in the clip (s)", fontsize=TIMELINE_FONT_PT)
+    ax.set_ylabel("probability", fontsize=TIMELINE_FONT_PT)
+    ax.tick_params(labelsize=TIMELINE_FONT_PT)
     ax.grid(alpha=0.25)
-    ax.set_title(f"Emotions over time ({len(classified)} windows over {end:.1f} s)", fontsize=10)
-    ax.legend(handles=list(lines) + handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8,
-              frameon=False)
+    ax.set_title(f"Emotions over time ({len(classified)} windows, {end:.1f} s)", fontsize=TIMELINE_FONT_PT + 1)
+    fig.legend(handles=list(lines) + handles, loc="outside lower center", ncols=4, fontsize=TIMELINE_FONT_PT,
+               frameon=False, handlelength=1.2, columnspacing=1.0)
     return fig
 
 

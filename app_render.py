@@ -7,9 +7,12 @@ Drawn on every output frame at time `t` (seconds from the clip start):
 - the tracked face box (interpolated between the sampled frames of the analysis) and the ROI heat map on the face
   (the model's patch scores of the nearest sampled frame, on its crop box);
 - the emotion of the window that owns `t` (the one whose centre is nearest, among the windows covering `t`) with a
-  small probability bar per class; "no clear emotion" when that window's margin is below the threshold;
+  probability bar per class; "no clear emotion" when that window's margin is below the threshold;
 - a red marker where no face was used (no face found near `t`, or the window ran on audio only) and a grey one
   where the time lies in no analysed window (left out).
+
+The words and bars are laid out from the frame's size and kept off the face (`app_overlay.plan_overlay`, once per
+clip from the face and crop boxes of every sampled frame).
 
 Nothing is recomputed: probabilities, labels, confidence and all times come from the result. The output is H.264
 (yuv420p, `+faststart`) with AAC audio in MP4, written with PyAV (no ffmpeg binary), at a reduced size and frame
@@ -32,25 +35,18 @@ import av
 import cv2
 import numpy as np
 
+import app_overlay as overlay
+from app_overlay import EMOTION_COLOURS, LEFT_OUT_RGB, NO_FACE_RGB, hex_to_rgb  # re-exported (older imports)
 from fer_hf.media_fer import probe_media
 
 logger = logging.getLogger("fer_app.render")
 
-# One colour per emotion, in class order (neutral, calm, happy, sad, angry, fearful, disgust, surprised).
-EMOTION_COLOURS = ("#9e9e9e", "#80cbc4", "#fdd835", "#42a5f5", "#e53935", "#8e24aa", "#6d8b3a", "#fb8c00")
 MAX_SIDE_PX = 480  # long side of the rendered video
 MAX_FPS = 12.0  # the rendered video never has more frames per second than this (nor more than the source)
 BOX_GAP_S = 1.0  # the face box is interpolated between sampled frames at most this far apart
 NEAREST_FRAME_S = 0.6  # a sampled frame further than this from `t` says nothing about `t`
 AUDIO_RATE = 44_100
 AUDIO_BITRATE = 64_000
-NO_FACE_RGB = (229, 57, 53)
-LEFT_OUT_RGB = (120, 120, 120)
-
-
-def hex_to_rgb(colour: str) -> tuple[int, int, int]:
-    colour = colour.lstrip("#")
-    return tuple(int(colour[i:i + 2], 16) for i in (0, 2, 4))
 
 
 @dataclass
@@ -125,6 +121,18 @@ class _Timeline:
         self.windows = sorted(result.get("windows", []), key=lambda w: w["start_s"])
         self.samples = collect_samples(result)
         self.times = [s.time_s for s in self.samples]
+        self._layouts: dict[tuple, overlay.OverlayLayout] = {}
+
+    def layout(self, width: int, height: int, scale: float) -> overlay.OverlayLayout:
+        """The overlay's layout for frames of `width` x `height` (`scale`: output px per source px), kept off every
+        sampled face and crop box; made once per size."""
+        key = (width, height, round(scale, 6))
+        if key not in self._layouts:
+            faces = [tuple(v * scale for v in s.face_box) for s in self.samples if s.face_box is not None]
+            crops = [tuple(v * scale for v in s.crop_box) for s in self.samples  # where the heat map goes
+                     if s.face_box is not None and s.crop_box is not None]
+            self._layouts[key] = overlay.plan_overlay(width, height, self.labels, faces, crops)
+        return self._layouts[key]
 
     def window_at(self, t: float) -> dict | None:
         """The window covering `t` whose centre is nearest to it (None in a left-out span)."""
@@ -167,57 +175,9 @@ def _draw_heat(img: np.ndarray, box: tuple, heat: np.ndarray) -> None:
     img[cy0:cy1, cx0:cx1] = (region * (1 - alpha) + colour.astype(np.float32) * alpha).astype(np.uint8)
 
 
-def _text(img, text, org, scale, colour=(255, 255, 255), thickness=1):
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness + 2, cv2.LINE_AA)
-    cv2.putText(img, text, org, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thickness, cv2.LINE_AA)
-
-
-def _headline(window: dict, labels: list[str]) -> tuple[str, tuple]:
-    probs = window["probabilities"]
-    if window.get("confident") and window.get("top_label"):
-        top = window["top_label"]
-        return f"{top} {probs[top]:.0%}", hex_to_rgb(EMOTION_COLOURS[labels.index(top) % len(EMOTION_COLOURS)])
-    first, second = sorted(probs, key=probs.get, reverse=True)[:2]
-    return f"no clear emotion ({first} {probs[first]:.0%}, {second} {probs[second]:.0%})", (230, 230, 230)
-
-
-def _draw_panel(img: np.ndarray, window: dict | None, labels: list[str], t: float) -> None:
-    """The emotion headline and one small bar per class, top left; a time stamp bottom right."""
-    h, w = img.shape[:2]
-    unit = max(1.0, h / 270)
-    scale = 0.42 * unit
-    if window is None:
-        _text(img, "left out: no usable audio or face here", (int(6 * unit), int(18 * unit)), scale, LEFT_OUT_RGB)
-    else:
-        text, colour = _headline(window, labels)
-        _text(img, text, (int(6 * unit), int(18 * unit)), scale, colour)
-        bar_w, bar_h, top = int(60 * unit), max(2, int(5 * unit)), int(26 * unit)
-        overlay = img.copy()
-        cv2.rectangle(overlay, (int(4 * unit), top - 2), (int(4 * unit) + bar_w + int(62 * unit),
-                                                          top + len(labels) * (bar_h + 2) + 2), (0, 0, 0), -1)
-        cv2.addWeighted(overlay, 0.45, img, 0.55, 0, dst=img)
-        for i, label in enumerate(labels):
-            y = top + i * (bar_h + 2)
-            p = float(window["probabilities"].get(label, 0.0))
-            x = int(6 * unit)
-            cv2.rectangle(img, (x, y), (x + max(1, int(bar_w * p)), y + bar_h),
-                          hex_to_rgb(EMOTION_COLOURS[i % len(EMOTION_COLOURS)]), -1)
-            cv2.putText(img, label, (x + bar_w + 3, y + bar_h), cv2.FONT_HERSHEY_SIMPLEX, 0.26 * unit,
-                        (255, 255, 255), 1, cv2.LINE_AA)
-    _text(img, f"{t:5.1f} s", (w - int(52 * unit), h - int(6 * unit)), scale)
-
-
-def _draw_no_face(img: np.ndarray, left_out: bool) -> None:
-    h, w = img.shape[:2]
-    unit = max(1.0, h / 270)
-    colour = LEFT_OUT_RGB if left_out else NO_FACE_RGB
-    cv2.rectangle(img, (0, 0), (w - 1, h - 1), colour, max(2, int(3 * unit)))
-    if not left_out:
-        _text(img, "no face used", (int(6 * unit), h - int(8 * unit)), 0.45 * unit, colour)
-
-
 def annotate_frame(img: np.ndarray, t: float, timeline: _Timeline, scale: float) -> np.ndarray:
     """Draw the annotations for time `t` on `img` (RGB uint8, output size); `scale`: output px per source px."""
+    layout = timeline.layout(img.shape[1], img.shape[0], scale)
     window = timeline.window_at(t)
     box, sample = timeline.face_at(t)
     video_used = window is not None and bool(window.get("modalities", {}).get("video", False))
@@ -227,11 +187,14 @@ def annotate_frame(img: np.ndarray, t: float, timeline: _Timeline, scale: float)
         x0, y0, x1, y1 = (int(round(v * scale)) for v in box)
         colour = (255, 255, 255)
         if window is not None and window.get("confident") and window.get("top_label") in timeline.labels:
-            colour = hex_to_rgb(EMOTION_COLOURS[timeline.labels.index(window["top_label"]) % len(EMOTION_COLOURS)])
-        cv2.rectangle(img, (x0, y0), (x1, y1), colour, max(1, round(img.shape[0] / 200)))
+            colour = overlay.emotion_rgb(timeline.labels, window["top_label"])
+        cv2.rectangle(img, (x0, y0), (x1, y1), colour, overlay.box_line_px(img.shape[0]))
+        no_face = False
     else:
-        _draw_no_face(img, left_out=window is None)
-    _draw_panel(img, window, timeline.labels, t)
+        overlay.draw_border(img, layout, LEFT_OUT_RGB if window is None else NO_FACE_RGB)
+        no_face = window is not None
+    overlay.draw_panel(img, layout, window)
+    overlay.draw_footer(img, layout, t, no_face=no_face)
     return img
 
 
@@ -358,4 +321,5 @@ def render_annotated_video(video_path, result, out_path, max_side: int = MAX_SID
     return info
 
 
-__all__ = ["RenderInfo", "annotate_frame", "collect_samples", "render_annotated_video", "EMOTION_COLOURS"]
+__all__ = ["EMOTION_COLOURS", "LEFT_OUT_RGB", "NO_FACE_RGB", "RenderInfo", "annotate_frame", "collect_samples",
+           "hex_to_rgb", "render_annotated_video"]

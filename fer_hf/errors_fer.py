@@ -43,6 +43,10 @@ class MediaTooLongError(FERInputError):
     """The clip is longer than the configured cap."""
 
 
+class LiveSessionClosedError(FERError):
+    """A live session was asked for work after it was stopped (Stop, the time limit, or the page was closed)."""
+
+
 __all__ = [
     "FERError",
     "FERInputError",
@@ -52,4 +56,5 @@ __all__ = [
     "NoUsableModalityError",
     "UnsupportedSampleRateError",
     "MediaTooLongError",
+    "LiveSessionClosedError",
 ]

@@ -24,7 +24,7 @@ from collections import deque
 import numpy as np
 import torch
 
-from .errors_fer import FERInputError
+from .errors_fer import FERInputError, LiveSessionClosedError
 from .results_fer import FERClipResult, FERSkippedWindow, build_clip_result, build_window_result, model_summary
 
 FRAME_KEY_RESOLUTION_S = 1e-3  # frames are keyed by their timestamp rounded to 1 ms
@@ -53,6 +53,7 @@ class FERLiveSession:
         self.windows_done = 0
         self.frames_embedded = 0  # how many frames went through the face front-end + embed_frames (for tests)
         self.last_end_s = 0.0
+        self.closed = False
 
     def add_frame(self, time_s: float, image: np.ndarray) -> None:
         """A uint8 RGB frame `(H, W, 3)` shown at `time_s` (session clock, seconds)."""
@@ -68,14 +69,16 @@ class FERLiveSession:
             self.frames[key] = {"time_s": float(time_s), "image": small, "scale": scale}
 
     def close(self) -> None:
-        """Free the frames and the speech scores (the window results stay for `result()`)."""
+        """Free the frames and the speech scores (the window results stay for `result()`). Later `classify` or
+        `prepare` calls raise `LiveSessionClosedError`; the caller must not close a session while one runs."""
+        self.closed = True
         self.frames.clear()
         self.speech = None
 
     # ------------------------------------------------------------------------------------------
     def classify(self, audio: np.ndarray | None, end_s: float, sampling_rate: int | None = None,
                  start_s: float | None = None, audio_missing: str = "no microphone audio",
-                 camera_reason: str | None = None) -> FERClipResult:
+                 camera_reason: str | None = None, frame_mask=None) -> FERClipResult:
         """`FERClipResult` (source "live", one window or one skipped window) for the window ending at `end_s`.
 
         Args:
@@ -84,9 +87,11 @@ class FERLiveSession:
             start_s: window start (default `max(0, end_s - clip_seconds)`); the window spans `clip_seconds`.
             audio_missing: the reason shown when `audio` is None.
             camera_reason: why the camera gave nothing, when the caller knows better than "no camera frames".
+            frame_mask: `num_frames` booleans; a frame position marked False is left out of the window (masked, never
+                put through the front-end), e.g. every other frame when live mode falls behind. None: all are used.
         A window with neither usable modality comes back as a skipped window (no probabilities).
         """
-        item = self.classify_window(audio, end_s, sampling_rate, start_s, audio_missing, camera_reason)
+        item = self.classify_window(audio, end_s, sampling_rate, start_s, audio_missing, camera_reason, frame_mask)
         summary = model_summary(self.analyzer.model.config)
         proc = self.analyzer.processor
         if isinstance(item, FERSkippedWindow):
@@ -98,8 +103,11 @@ class FERLiveSession:
                                  [{**self._people[-1], "tracks": self.faces.track_summaries()}])
 
     def classify_window(self, audio, end_s: float, sampling_rate: int | None = None, start_s: float | None = None,
-                        audio_missing: str = "no microphone audio", camera_reason: str | None = None):
+                        audio_missing: str = "no microphone audio", camera_reason: str | None = None,
+                        frame_mask=None):
         """Like `classify`, but returns the window's `FERWindowResult` (or `FERSkippedWindow`) alone."""
+        if self.closed:
+            raise LiveSessionClosedError("this live session was stopped; start a new one")
         g, proc = self.geometry, self.analyzer.processor
         if sampling_rate is not None and int(sampling_rate) != g.sampling_rate:
             raise FERInputError(f"live audio must be at {g.sampling_rate} Hz, got {sampling_rate}")
@@ -109,6 +117,10 @@ class FERLiveSession:
         targets = start + (np.arange(g.num_frames) + 0.5) * g.frame_step_s
         self._forget_before(start - g.frame_step_s)
         keys = self._pick(targets, end_s)
+        if frame_mask is not None:
+            if len(frame_mask) != len(keys):
+                raise FERInputError(f"frame_mask needs {len(keys)} entries (one per frame), got {len(frame_mask)}")
+            keys = [k if use else None for k, use in zip(keys, frame_mask)]
         window_audio = None
         if audio is not None:
             wave = proc.clean_media(_audio_media(audio, g.sampling_rate)).audio
@@ -175,6 +187,8 @@ class FERLiveSession:
         """Run the face front-end and `embed_frames` now on the frames received before `until_s` that no window has
         used yet (in time order), so that the next `classify` only runs the audio and the fusion. Returns how many
         frames were prepared. Live mode calls it while it waits for the next window (see `streaming_fer`)."""
+        if self.closed:
+            raise LiveSessionClosedError("this live session was stopped; start a new one")
         keys = sorted(k for k, f in self.frames.items() if "found" not in f and f["time_s"] < until_s)
         self._embed(keys, None, 0.0, False)
         return len(keys)

@@ -146,6 +146,7 @@ PAYLOAD_MODULES = (
     "faces_fer.py",
     "frontend_fer.py",
     "fusion_fer.py",
+    "live_alignment_fer.py",
     "live_analysis_fer.py",
     "media_fer.py",
     "media_stream_fer.py",

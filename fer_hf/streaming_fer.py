@@ -7,21 +7,9 @@ A browser sends two independent streams (Gradio's streaming `gr.Audio` and `gr.I
   while the page waits for the server);
 - frames: single camera snapshots, each sent once the previous one was received (so a slow server gets fewer).
 
-Neither carries a capture time, so both are placed on one **session clock** (seconds since the session
-started, on the server's monotonic clock) by this module:
-
-- `AudioChunkAligner`: the audio's own sample count is the authority inside the stream. The offset between the
-  sample clock and the session clock is the smallest "arrival time minus end of chunk" seen over the last
-  `baseline_s` seconds: network and queueing delays only ever add to it, so the minimum is the least-delayed
-  placement. A late chunk (or a burst of bundled chunks) raises that difference for a moment only; a dropped
-  chunk raises it for every chunk after it. When every chunk arriving over `drop_confirm_s` of wall time is
-  more than `drop_tolerance_s` behind, the missing span is inserted as a gap (zeros, marked not covered).
-- `FrameTimeline`: each frame is placed at its arrival time and competes for the frame bin it falls in
-  (bins of `clip_seconds / num_frames`, the model's own frame spacing); only the frame nearest to each bin
-  centre is kept, so memory is a few frames whatever the camera rate.
-
-Both clocks are "arrival with the least delay", so their common transport delay cancels out; what remains
-is the jitter of frame arrivals (tens of milliseconds on a loaded machine), well inside a 375 ms frame bin.
+Both streams are placed on one **session clock** by `live_alignment_fer` (`AudioChunkAligner`, `FrameTimeline`;
+re-exported here): the audio's own sample count inside the stream, each frame at its arrival time in the frame bin
+it falls in (the model's own frame spacing).
 
 `LiveSession` holds one browser session's state (bounded: the last `keep_seconds` of audio, one frame per bin,
 at most `max_updates` results) and plans the next window: windows end on the frame-bin grid, so a frame sampled
@@ -35,24 +23,21 @@ window only. Every update is a `FERWindowResult`, and the session's download is 
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import threading
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors_fer import FERInputError
-from .faces_fer import resize_image
+from .errors_fer import FERInputError, LiveSessionClosedError
+from .live_alignment_fer import AudioChunkAligner, AudioPlacement, FrameTimeline, LiveFrame
 from .processing_fer import MIN_AUDIO_SAMPLES
 from .results_fer import FERSkippedWindow
-
-try:
-    import av
-except ImportError:  # pragma: no cover - av is a payload requirement; only resampling needs it
-    av = None
 
 logger = logging.getLogger(__name__)
 
@@ -60,227 +45,7 @@ MIN_WINDOW_CONTENT_S = 1.0  # the first update waits for this much of both strea
 STALE_STREAM_S = 2.0  # a stream silent for this long no longer holds the window back
 START_GRACE_S = 3.0  # after the first stream starts, the first update waits this long for the other one
 MIN_AUDIO_COVERAGE = 0.25  # a window whose received audio covers less than this share of its content has no audio
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Audio: chunks -> the session clock
-@dataclass
-class _AudioChunk:
-    stream_start_s: float  # position on the audio's own sample clock (gaps included)
-    samples: np.ndarray  # float32 (n,) at the aligner's rate
-    arrival_s: float
-    lag_s: float  # arrival - end on the sample clock (offset estimate from this chunk)
-    duration_s: float
-
-
-@dataclass
-class AudioPlacement:
-    """Where `AudioChunkAligner.push` put a chunk: session-clock bounds, and a gap inserted before it (s)."""
-
-    start_s: float
-    end_s: float
-    gap_inserted_s: float = 0.0
-
-
-class AudioChunkAligner:
-    """Places contiguous microphone chunks on the session clock (see the module docstring).
-
-    Args:
-        sampling_rate: rate of the stored audio (the model's, 16 kHz); other input rates are resampled with
-            PyAV's resampler, whose filter state runs across chunks (no seams).
-        keep_seconds: audio older than this (from the newest sample) is dropped.
-        drop_tolerance_s: lateness beyond which a chunk counts as "behind"; drops shorter than this go unnoticed.
-        drop_confirm_s: how long (wall time) chunks must keep arriving behind before the gap is inserted.
-        baseline_s: the offset is the smallest lag over this many seconds of arrivals (follows clock drift).
-    """
-
-    def __init__(self, sampling_rate: int = 16000, keep_seconds: float = 5.0, drop_tolerance_s: float = 0.2,
-                 drop_confirm_s: float = 0.75, baseline_s: float = 30.0):
-        self.sampling_rate = int(sampling_rate)
-        self.keep_seconds = float(keep_seconds)
-        self.drop_tolerance_s = float(drop_tolerance_s)
-        self.drop_confirm_s = float(drop_confirm_s)
-        self.baseline_s = float(baseline_s)
-        self._chunks: deque[_AudioChunk] = deque()
-        self._lags: deque[list] = deque()  # [arrival_s, lag_s] of recent chunks (mutable: gaps shift them)
-        self._behind: list[_AudioChunk] = []  # the current run of chunks arriving later than the offset allows
-        self._stream_pos_s = 0.0
-        self._resampler = None
-        self._input_rate = None
-        self.gaps_inserted = 0
-        self.gap_seconds = 0.0
-        self.chunks_received = 0
-
-    # ------------------------------------------------------------------------------------------------
-    @property
-    def offset_s(self) -> float | None:
-        """Session time of sample-clock zero (None before the first chunk)."""
-        return min(lag for _, lag in self._lags) if self._lags else None
-
-    @property
-    def latest_s(self) -> float | None:
-        """Session time of the end of the newest chunk."""
-        return None if not self._chunks else self._stream_pos_s + self.offset_s
-
-    @property
-    def last_arrival_s(self) -> float | None:
-        return self._chunks[-1].arrival_s if self._chunks else None
-
-    @property
-    def first_s(self) -> float | None:
-        """Session time of the first sample received (None before any)."""
-        return None if self.offset_s is None else self.offset_s
-
-    def _to_rate(self, samples: np.ndarray, rate: int) -> np.ndarray:
-        if rate == self.sampling_rate:
-            return samples
-        if av is None:
-            raise ImportError("resampling microphone audio needs PyAV: `pip install av`")
-        if self._resampler is None or rate != self._input_rate:
-            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=self.sampling_rate)
-            self._input_rate = rate
-        frame = av.AudioFrame.from_ndarray(samples[None], format="flt", layout="mono")
-        frame.sample_rate = rate
-        out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
-        return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
-
-    def push(self, samples: np.ndarray, sampling_rate: int, arrival_s: float) -> AudioPlacement:
-        """Add one chunk: mono float32 `(n,)` in [-1, 1] at `sampling_rate`, received at `arrival_s` (session)."""
-        if sampling_rate <= 0:
-            raise FERInputError(f"the microphone chunk has an invalid sampling rate {sampling_rate!r}")
-        samples = self._to_rate(np.ascontiguousarray(samples, np.float32), int(sampling_rate))
-        self.chunks_received += 1
-        start = self._stream_pos_s
-        self._stream_pos_s = start + len(samples) / self.sampling_rate
-        chunk = _AudioChunk(start, samples, float(arrival_s), float(arrival_s) - self._stream_pos_s,
-                            len(samples) / self.sampling_rate)
-        self._chunks.append(chunk)
-        offset = self.offset_s
-        self._lags.append([chunk.arrival_s, chunk.lag_s])
-        while self._lags and self._lags[0][0] < chunk.arrival_s - self.baseline_s and len(self._lags) > 1:
-            self._lags.popleft()
-        gap = 0.0
-        if offset is not None and chunk.lag_s - offset > self.drop_tolerance_s:
-            self._behind.append(chunk)
-            if len(self._behind) >= 2 and chunk.arrival_s - self._behind[0].arrival_s >= self.drop_confirm_s:
-                gap = min(c.lag_s for c in self._behind) - offset
-                self._insert_gap(gap)
-        else:
-            self._behind.clear()
-        self._trim()
-        end = self.latest_s
-        return AudioPlacement(end - len(samples) / self.sampling_rate, end, gap)
-
-    def _insert_gap(self, gap: float) -> None:
-        """Samples were lost before the first chunk of the current late run: move that run later by `gap`."""
-        moved = {id(c) for c in self._behind}
-        for c in self._behind:
-            c.stream_start_s += gap
-            c.lag_s -= gap
-        for entry in list(self._lags)[-len(self._behind):]:
-            entry[1] -= gap
-        self._stream_pos_s += gap
-        self.gaps_inserted += 1
-        self.gap_seconds += gap
-        logger.info("microphone: %.2f s of audio never arrived; left as a gap (%d moved chunks)", gap, len(moved))
-        self._behind.clear()
-
-    def _trim(self) -> None:
-        horizon = self._stream_pos_s - self.keep_seconds
-        while len(self._chunks) > 1 and self._chunks[0].stream_start_s + self._chunks[0].duration_s < horizon:
-            self._chunks.popleft()
-
-    def read(self, start_s: float, end_s: float) -> tuple[np.ndarray, np.ndarray]:
-        """Audio between two session times: float32 `(n,)` (zeros where nothing arrived) and bool `(n,)` covered."""
-        n = max(0, round((end_s - start_s) * self.sampling_rate))
-        audio = np.zeros(n, np.float32)
-        covered = np.zeros(n, bool)
-        if not self._chunks or n == 0:
-            return audio, covered
-        offset = self.offset_s
-        for c in self._chunks:
-            first = round((c.stream_start_s + offset - start_s) * self.sampling_rate)  # index of its 1st sample
-            lo, hi = max(0, first), min(n, first + len(c.samples))
-            if hi > lo:
-                audio[lo:hi] = c.samples[lo - first: hi - first]
-                covered[lo:hi] = True
-        return audio, covered
-
-    @property
-    def stored_samples(self) -> int:
-        return sum(len(c.samples) for c in self._chunks)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Frames: one per frame bin, with the work done on it cached
-@dataclass
-class LiveFrame:
-    """A kept camera frame (the best of its frame bin).
-
-    Attributes:
-        capture_s: session time of the frame (its arrival; see the module docstring).
-        image: uint8 RGB `(h, w, 3)` (long side <= the processor's `decode_max_side`); dropped once handed to the
-            analysis engine, which runs the face front-end and `embed_frames` on it once and caches the result.
-        sent: handed to the engine (`FERLiveSession.add_frame`).
-    """
-
-    capture_s: float
-    image: np.ndarray | None
-    sent: bool = False
-
-
-class FrameTimeline:
-    """Frames by frame bin: bin `m` covers `[m * bin_s, (m + 1) * bin_s)` and keeps the frame nearest its centre.
-
-    Args:
-        bin_s: the model's frame spacing, `clip_seconds / num_frames`.
-        keep_seconds: bins older than this (from the newest frame) are dropped.
-        max_side: frames are downscaled to this long side on arrival.
-    """
-
-    def __init__(self, bin_s: float, keep_seconds: float = 5.0, max_side: int = 640):
-        if bin_s <= 0:
-            raise FERInputError(f"the frame spacing must be positive, got {bin_s!r}")
-        self.bin_s = float(bin_s)
-        self.keep_seconds = float(keep_seconds)
-        self.max_side = int(max_side)
-        self._bins: dict[int, LiveFrame] = {}
-        self.latest_s: float | None = None
-        self.first_s: float | None = None
-        self.frames_received = 0
-        self.frames_kept = 0
-
-    def push(self, image: np.ndarray, capture_s: float) -> bool:
-        """Add a frame (uint8 RGB `(h, w, 3)`); True when it is kept as its bin's best frame."""
-        image = np.asarray(image)
-        if image.ndim != 3 or image.shape[-1] not in (3, 4) or image.dtype != np.uint8:
-            raise FERInputError(f"a camera frame must be uint8 RGB (h, w, 3), got {image.dtype} {image.shape}")
-        self.frames_received += 1
-        self.latest_s = capture_s if self.latest_s is None else max(self.latest_s, capture_s)
-        self.first_s = capture_s if self.first_s is None else min(self.first_s, capture_s)
-        m = math.floor(capture_s / self.bin_s)
-        centre = (m + 0.5) * self.bin_s
-        held = self._bins.get(m)
-        if held is not None and abs(held.capture_s - centre) <= abs(capture_s - centre):
-            return False
-        h, w = image.shape[:2]
-        scale = min(1.0, self.max_side / max(h, w))
-        frame = np.ascontiguousarray(image[..., :3])
-        if scale < 1.0:
-            frame = resize_image(frame, (max(1, round(w * scale)), max(1, round(h * scale))))
-        self._bins[m] = LiveFrame(float(capture_s), frame)
-        self.frames_kept += 1
-        horizon = math.floor((self.latest_s - self.keep_seconds) / self.bin_s)
-        for old in [k for k in self._bins if k < horizon]:
-            del self._bins[old]
-        return True
-
-    def frame_for(self, target_s: float) -> LiveFrame | None:
-        """The kept frame of the bin holding `target_s` (a bin centre), or None when that bin got no frame."""
-        return self._bins.get(math.floor(target_s / self.bin_s))
-
-    def __len__(self) -> int:
-        return len(self._bins)
+CLOSE_WAIT_S = 30.0  # `LiveSession.close` waits this long for an analysis in progress before leaving the rest to it
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -311,6 +76,8 @@ class LiveUpdate:
         compute_s: time spent classifying it (face front-end on the new frames, embeddings, audio, fusion).
         new_frames / reused_frames: frames embedded for this window / taken from the cache.
         produced_s: session time when the result was ready.
+        frame_stride: 1 when every frame bin of the window was used, 2 when every other one (falling behind).
+        precision: the weights that ran it: "int8" (the analyzer's int8 copy) or the model's dtype ("float32").
     """
 
     index: int
@@ -321,6 +88,8 @@ class LiveUpdate:
     new_frames: int
     reused_frames: int
     produced_s: float
+    frame_stride: int = 1
+    precision: str = "float32"
 
     @property
     def start_s(self) -> float:
@@ -341,7 +110,7 @@ class LiveUpdate:
     def timing(self) -> dict:
         return {"index": self.index, "start_s": self.start_s, "end_s": self.end_s, "latency_s": self.latency_s,
                 "compute_s": self.compute_s, "new_frames": self.new_frames, "reused_frames": self.reused_frames,
-                "produced_s": self.produced_s}
+                "produced_s": self.produced_s, "frame_stride": self.frame_stride, "precision": self.precision}
 
 
 @dataclass
@@ -354,6 +123,9 @@ class LiveSession:
         session_seconds: the session stops accepting data after this long.
         max_updates: results kept for the download (oldest dropped first).
         clock: monotonic clock in seconds (a test or a benchmark may pass its own).
+        frame_stride: use the frames of every `frame_stride`-th frame bin only (1: all); the others are masked and
+            never put through the face front-end or SigLIP. Live mode raises it when the machine falls behind.
+        int8: run the updates on the analyzer's int8 copy of the model once it is built (`LiveAnalyzer`).
     """
 
     clip_seconds: float
@@ -368,6 +140,8 @@ class LiveSession:
     frames: FrameTimeline = field(init=False)
     updates: deque = field(init=False)
     stopped: bool = False
+    frame_stride: int = 1
+    int8: bool = False
 
     def __post_init__(self):
         self.started_at = self.clock()
@@ -376,6 +150,7 @@ class LiveSession:
         self.frames = FrameTimeline(self.bin_s, keep_seconds=keep, max_side=self.decode_max_side)
         self.updates = deque(maxlen=self.max_updates)
         self._lock = threading.Lock()
+        self._analysis_lock = threading.Lock()  # held by the one analysis at a time; `close` waits for it
         self._last_end_s: float | None = None
         self.engine = None  # the analysis engine's FERLiveSession (set by LiveAnalyzer.new_session)
         self.audio_errors = 0
@@ -386,6 +161,24 @@ class LiveSession:
 
     def now_s(self) -> float:
         return self.clock() - self.started_at
+
+    def uses_bin_of(self, time_s: float) -> bool:
+        """Whether the frame bin holding `time_s` is used at the current `frame_stride` (bins keep their parity as
+        windows slide, so the frames kept stay cached across windows)."""
+        return math.floor(time_s / self.bin_s + 1e-6) % max(1, int(self.frame_stride)) == 0
+
+    @contextmanager
+    def analysing(self):
+        """Hold the session for one analysis (`LiveAnalyzer.analyze` / `prefetch`): `close()` waits for it to end.
+        Raises `LiveSessionClosedError` when the session is already stopped."""
+        with self._analysis_lock:
+            if self.stopped:
+                raise LiveSessionClosedError("this live session was stopped; start a new one")
+            try:
+                yield
+            finally:
+                if self.stopped and self.engine is not None:  # closed meanwhile and `close` gave up waiting
+                    self.engine.close()
 
     @property
     def expired(self) -> bool:
@@ -523,14 +316,22 @@ class LiveSession:
         """The session so far as one `FERClipResult` (source "live"); None before the first classified window."""
         return None if self.engine is None else self.engine.result()
 
-    def close(self) -> None:
-        """Stop accepting data and free the buffers (the results stay for the download)."""
+    def close(self, wait_s: float = CLOSE_WAIT_S) -> None:
+        """Stop accepting data and free the buffers (the results stay for the download). An analysis in progress
+        ends first (the engine's frames are never freed under it), so its result is part of the download; after
+        `wait_s` the analysis frees them itself when it ends."""
         with self._lock:
             self.stopped = True
             self.frames._bins.clear()
             self.audio._chunks.clear()
-            if self.engine is not None:
-                self.engine.close()
+        if self._analysis_lock.acquire(timeout=wait_s):
+            try:
+                if self.engine is not None:
+                    self.engine.close()
+            finally:
+                self._analysis_lock.release()
+        else:
+            logger.warning("live session closed while an analysis still ran after %.0f s; it frees the rest", wait_s)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -556,6 +357,48 @@ class LiveAnalyzer:
             )
         self.model, self.processor = model, processor
         self.engine = FERAnalyzer(model, processor, batch_size=1)
+        self._int8 = None  # FERAnalyzer on the int8 copy of the model, once built (`prepare_int8`)
+        self._int8_thread: threading.Thread | None = None
+        self._int8_lock = threading.Lock()
+
+    @property
+    def int8_possible(self) -> bool:
+        """Whether an int8 copy could make updates cheaper: the model runs in float on the CPU."""
+        return self.engine.device.type == "cpu" and not getattr(self.model, "is_int8_quantized", False)
+
+    @property
+    def int8_ready(self) -> bool:
+        return self._int8 is not None
+
+    def prepare_int8(self, wait: bool = False) -> bool:
+        """Build, once per analyzer, a copy of the model whose linear layers are quantised to int8
+        (`quantize_int8_`), in a background thread so that no update waits for it; sessions with `int8` set use it
+        from their next update on. It holds a second copy of the weights (int8 for the linear layers). Returns
+        whether it is ready (`wait=True` waits for the build). False where `int8_possible` is False."""
+        if not self.int8_possible:
+            return False
+        with self._int8_lock:
+            if self._int8 is None and self._int8_thread is None:
+                self._int8_thread = threading.Thread(target=self._build_int8, name="fer-live-int8", daemon=True)
+                self._int8_thread.start()
+            thread = self._int8_thread
+        if wait and thread is not None:
+            thread.join()
+        return self._int8 is not None
+
+    def _build_int8(self) -> None:
+        from .analysis_fer import FERAnalyzer
+
+        began = time.perf_counter()
+        try:
+            quantised = copy.deepcopy(self.model).eval().quantize_int8_()
+            self._int8 = FERAnalyzer(quantised, self.processor, batch_size=1)
+            logger.info("live mode: int8 copy of the model ready in %.1f s", time.perf_counter() - began)
+        except Exception:  # live mode goes on in float; the page still says it is falling behind
+            logger.exception("live mode: building the int8 copy of the model failed")
+
+    def _engine_for(self, session: LiveSession):
+        return self._int8 if session.int8 and self._int8 is not None else self.engine
 
     def new_session(self, **kwargs) -> LiveSession:
         cfg = self.model.config
@@ -565,35 +408,49 @@ class LiveAnalyzer:
         return session
 
     def prefetch(self, session: LiveSession) -> int:
-        """While no window is due: put the frames whose bins are final through the face front-end and SigLIP now
-        (`FERLiveSession.prepare`), so the next update only runs the audio encoder and the fusion, and its latency
-        drops by that much. Returns how many frames were prepared (0 when there is nothing new)."""
-        frames = session.final_frames()
-        _hand_over(session, frames)
-        if not frames:
-            return 0
-        return session.engine.prepare(frames[-1].capture_s + 1e-6)
+        """While no window is due: put the frames whose bins are final (and used at the session's `frame_stride`)
+        through the face front-end and SigLIP now (`FERLiveSession.prepare`), so the next update only runs the audio
+        encoder and the fusion, and its latency drops by that much. Returns how many frames were prepared (0 when
+        there is nothing new). Raises `LiveSessionClosedError` after `session.close()`."""
+        with session.analysing():
+            frames = [f for f in session.final_frames() if session.uses_bin_of(f.capture_s)]
+            _hand_over(session, frames)
+            if not frames:
+                return 0
+            session.engine.analyzer = self._engine_for(session)
+            return session.engine.prepare(frames[-1].capture_s + 1e-6)
 
     def analyze(self, session: LiveSession, window: LiveWindow) -> LiveUpdate | None:
         """Classify one window; None when it holds neither usable sound nor a face (it is then kept in the
-        session's result as a skipped window, with the reasons)."""
+        session's result as a skipped window, with the reasons). With `session.frame_stride` > 1 only the frames of
+        the bins it keeps are used; with `session.int8` the int8 copy runs it once built. Raises
+        `LiveSessionClosedError` after `session.close()` (a close during the analysis waits for it)."""
         began = time.perf_counter()
-        engine = session.engine
-        _hand_over(session, window.frames)
-        embedded = engine.frames_embedded
-        item = engine.classify_window(window.audio, window.end_s, start_s=window.start_s,
-                                      audio_missing=window.audio_reason, camera_reason=window.camera_reason)
-        if isinstance(item, FERSkippedWindow):
-            return None
-        new = engine.frames_embedded - embedded
-        produced = session.now_s()
-        update = LiveUpdate(
-            index=session.updates_total, window=item, end_s=round(window.end_s, 4),
-            latency_s=round(produced - window.end_s, 4), compute_s=round(time.perf_counter() - began, 4),
-            new_frames=new, reused_frames=max(0, item.modalities["face_frames"] - new), produced_s=round(produced, 4),
-        )
-        session.record(update)
-        return update
+        with session.analysing():
+            engine = session.engine
+            engine.analyzer = self._engine_for(session)
+            stride = max(1, int(session.frame_stride))
+            mask = None if stride == 1 else [session.uses_bin_of(t) for t in window.frame_times_s]
+            _hand_over(session, window.frames if mask is None else [f for f, use in zip(window.frames, mask) if use])
+            embedded = engine.frames_embedded
+            item = engine.classify_window(window.audio, window.end_s, start_s=window.start_s,
+                                          audio_missing=window.audio_reason, camera_reason=window.camera_reason,
+                                          frame_mask=mask)
+            if isinstance(item, FERSkippedWindow):
+                return None
+            new = engine.frames_embedded - embedded
+            produced = session.now_s()
+            model = engine.analyzer.model
+            precision = "int8" if getattr(model, "is_int8_quantized", False) else \
+                str(engine.analyzer.dtype).replace("torch.", "")
+            update = LiveUpdate(
+                index=session.updates_total, window=item, end_s=round(window.end_s, 4),
+                latency_s=round(produced - window.end_s, 4), compute_s=round(time.perf_counter() - began, 4),
+                new_frames=new, reused_frames=max(0, item.modalities["face_frames"] - new),
+                produced_s=round(produced, 4), frame_stride=stride, precision=precision,
+            )
+            session.record(update)
+            return update
 
 
 def _hand_over(session: LiveSession, frames: list) -> None:

@@ -248,6 +248,8 @@ def test_undecodable_upload_gives_words_not_a_traceback(client, clips):
     out = _predict(client, clips["text"])
     assert "This file is not a video the app can read" in out["message"]
     assert "notes.mp4" in out["message"] and "Traceback" not in out["message"] and "/tmp" not in out["message"]
+    emptied = {name: out[name] for name in OUTPUTS[1:]}  # the Label's empty value is {} over the API
+    assert not any(emptied.values()), emptied  # nothing of an earlier clip stays under the error
     with pytest.raises(gradio_client.exceptions.AppError) as info:
         _analyze(client, clips["text"])
     assert "not a media container" in str(info.value) and "/tmp" not in str(info.value)

@@ -2,7 +2,8 @@
 
 A 25 s clip whose person leaves the frame: progress advances window by window, the button is disabled meanwhile,
 the timeline renders and the annotated video plays (its duration, and a frame from the face-less span carries the
-"no face used" marker); the "no clear emotion" headline; a bad file shows the app's own title; a clip the browser
+"no face used" marker); the "no clear emotion" headline; a bad file shows the app's own title, and nothing of the
+clip analysed before it stays under the error; a clip the browser
 cannot preview (FLV) gets a note instead of an error, and is analysed; the page at 390 px
 has no horizontal overflow; the webcam path records through Chromium's fake capture device (a face picture and a
 tone), the recording gets a real duration and is analysed with both modalities. Waits are on page state, except
@@ -184,6 +185,25 @@ def test_bad_file_shows_the_apps_own_title(page, clips):
     assert pills == 0  # the outputs are not turned into error pills
 
 
+def test_an_error_clears_the_previous_clips_results(page, clips):
+    """A clip is analysed, then a file that is not a video: under the error, nothing of the first clip is left
+    (headline, probabilities, annotated video, timeline, details, numbers, downloads)."""
+    _upload(page, clips["face"])
+    _analyse_and_wait(page)
+    assert "Whole-clip answer" in page.inner_text("#summary")
+    page.wait_for_function("() => document.querySelector('#annotated-video video')")
+    page.click("#video-input button[aria-label='Clear']")
+    _upload(page, clips["text"])
+    page.click("#analyse-button")
+    page.locator("#app-message.fer-error").wait_for()
+    page.wait_for_function("() => !document.querySelector('#annotated-video video')")
+    assert page.inner_text("#summary").strip() == ""
+    assert not any(label in page.inner_text("#probabilities") for label in ("neutral", "happy", "surprised"))
+    assert _rendered_images(page, "#timeline-plot") == 0
+    page.get_by_role("tab", name="Numbers (JSON / CSV)").click()
+    assert page.locator("#downloads a").count() == 0 and "schema_version" not in page.inner_text("#numbers")
+
+
 def test_a_clip_the_browser_cannot_preview_gets_a_note_not_an_error(page, tmp_path):
     """FLV (H.264 + MP3): Chromium cannot play it, PyAV decodes it. The upload box says so instead of Gradio's red
     "Error", and the clip is analysed with voice and face."""
@@ -216,6 +236,41 @@ def test_small_screen_has_no_horizontal_overflow(browser, url):
     width = page.evaluate("() => document.documentElement.scrollWidth")
     assert width <= 390, width
     context.close()
+
+
+def test_small_screen_text_of_the_timeline_and_the_video_is_readable(browser, url, long_clip):
+    """At 390 px the timeline image and the annotated video shrink to the column: their smallest text (the
+    timeline's TIMELINE_FONT_PT, the overlay's class labels) still shows at least 8.5 px high (was about 5 px).
+    With FER_OVERLAY_SCREENSHOTS=<folder> the page is saved there as overlay_390.png."""
+    import os
+
+    import app_overlay
+    import app_plots
+
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    page.wait_for_selector("#analyse-button")
+    try:
+        _upload(page, long_clip)
+        page.click("#analyse-button")
+        page.wait_for_function("() => document.querySelector('#message-box .fer-done')", timeout=180_000)
+        page.wait_for_function("() => document.querySelector('#annotated-video video')?.readyState >= 1")
+        shown, natural = page.eval_on_selector("#timeline-plot img", "i => [i.clientWidth, i.naturalWidth]")
+        assert shown <= 390 and app_plots.TIMELINE_FONT_PT * 100 / 72 * shown / natural >= 8.5, (shown, natural)
+        shown, vw, vh = page.eval_on_selector("#annotated-video video",
+                                              "v => [v.clientWidth, v.videoWidth, v.videoHeight]")
+        labels = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
+        text_px = app_overlay.plan_overlay(vw, vh, labels).text_px
+        assert text_px * min(shown, vw) / vw >= 8.5, (text_px, shown, vw)
+        assert page.evaluate("() => document.documentElement.scrollWidth") <= 390
+        folder = os.environ.get("FER_OVERLAY_SCREENSHOTS")
+        if folder:
+            page.locator("#annotated-video").scroll_into_view_if_needed()
+            page.screenshot(path=str(Path(folder) / "overlay_390.png"), full_page=True)
+    finally:
+        context.close()
 
 
 def test_limits_are_stated(page):

@@ -1,8 +1,9 @@
 """The Live tab in a real browser: Chromium's fake camera and microphone, fed with a face picture and a voiced tone.
 
 Start -> the page receives results whose window times advance, says both the face and the speech were used ->
-Stop -> the server holds no state for the session any more, and the session can be downloaded. The page is then
-closed while a second session runs, and the server frees that one too. Waits are on page or server state, except
+Stop -> the server holds no state for the session any more, and the session can be downloaded. The chart draws a
+line per emotion, Stop ends on "Stopped" and Start works again on the same page. The page is then closed while a
+session runs, and the server frees that one too. Waits are on page or server state, except
 the streaming itself: results are sampled from the page until N have been seen or M seconds have passed.
 """
 
@@ -150,6 +151,71 @@ def test_live_tab_streams_updates_and_frees_the_session(served, browser):
         assert page.locator("#live-downloads a[download='live_session_timing.csv']").count() == 1
         camera_stopped = "() => !document.querySelector(\"#live-camera [title='stop recording']\")"
         page.wait_for_function(camera_stopped)  # Stop also stopped the browser's streams
+        assert page.locator(".toast-body.error").count() == 0, page.locator(".toast-body").all_inner_texts()
+    finally:
+        context.close()
+
+
+def _chart(page) -> dict:
+    """The live chart as drawn (Vega's SVG): its legend's words and, per line, how many points it joins."""
+    return page.evaluate("""() => {
+        const svg = document.querySelector('#live-chart svg');
+        if (!svg) return {legend: [], points: []};
+        return {legend: [...svg.querySelectorAll('.role-legend text')].map(t => t.textContent),
+                points: [...svg.querySelectorAll('.mark-line path')]
+                    .map(p => ((p.getAttribute('d') || '').match(/[ML]/g) || []).length)};
+    }""")
+
+
+def _results_shown(page, at_least: int, timeout_s: float = STREAM_S) -> list[float]:
+    """Sample the page's 'results until' time until `at_least` distinct values were seen (or the time is up)."""
+    ends, until = [], time.monotonic() + timeout_s
+    while time.monotonic() < until and len(ends) < at_least:
+        end = _latest_window_end(page)
+        if end is not None and (not ends or end != ends[-1]):
+            ends.append(end)
+        time.sleep(0.1)
+    return ends
+
+
+def _stop_and_check(page, app_live):
+    page.click("#live-stop")
+    page.locator("#live-downloads a[download='live_session.json']").wait_for()
+    assert _wait_for(lambda: len(app_live.REGISTRY) == 0), app_live.REGISTRY.keys()
+    time.sleep(3 * app_live.TICK_S)  # a tick that was running when Stop came must not overwrite the final state
+    status = page.inner_text("#live-status")
+    assert "Stopped" in status and "failed" not in status and "falling behind" not in status, status
+
+
+def test_chart_draws_lines_stop_says_stopped_and_start_works_again(served, browser, caplog):
+    """The last-minute chart gets one line per emotion (legend: the emotions, not a number scale), Stop ends on
+    "Stopped" without a failed analysis in the log, and Start runs a second session on the same page."""
+    app_live, url = served
+    context, page = _open_live_tab(browser, url)
+    try:
+        page.click("#live-start")
+        ends = _results_shown(page, MIN_UPDATES + 1)
+        assert len(ends) >= MIN_UPDATES + 1, ends
+        assert _wait_for(lambda: max(_chart(page)["points"] or [0]) >= MIN_UPDATES, timeout_s=5), _chart(page)
+        chart = _chart(page)
+        assert {"neutral", "happy", "surprised"} <= set(chart["legend"]), chart
+        assert not any("Infinity" in text for text in chart["legend"]), chart
+        assert len([n for n in chart["points"] if n >= 2]) >= 8, chart  # a real line for each of the 8 emotions
+        first = app_live.REGISTRY.get(app_live.REGISTRY.keys()[0])
+        _stop_and_check(page, app_live)
+
+        page.click("#live-start")  # again, on the same page
+        page.wait_for_function("() => { const s = document.querySelector('#live-status')?.innerText || '';"
+                               " return /results until/.test(s) && !/Stopped/.test(s); }")
+        assert len(app_live.REGISTRY) == 1
+        second = app_live.REGISTRY.get(app_live.REGISTRY.keys()[0])
+        assert second is not first and not second.stopped
+        again = _results_shown(page, 3)
+        assert len(again) >= 3 and all(b > a for a, b in zip(again, again[1:])), again
+        assert second.updates and second.updates[0].index == 0  # a new session, counted from its own start
+        _stop_and_check(page, app_live)
+        failures = [r for r in caplog.records if r.name.startswith("fer_app.live") and r.levelname == "ERROR"]
+        assert not failures, [(r.getMessage(), r.exc_text) for r in failures]
         assert page.locator(".toast-body.error").count() == 0, page.locator(".toast-body").all_inner_texts()
     finally:
         context.close()

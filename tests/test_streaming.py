@@ -20,7 +20,7 @@ from frontend_media import espeak_available, music, speech  # noqa: E402
 from media_factory import astronaut_face  # noqa: E402
 
 from fer_hf import FERConfig, FERForEmotionClassification, FERProcessor  # noqa: E402
-from fer_hf.errors_fer import FERInputError  # noqa: E402
+from fer_hf.errors_fer import FERInputError, LiveSessionClosedError  # noqa: E402
 from fer_hf.streaming_fer import AudioChunkAligner, FrameTimeline, LiveAnalyzer  # noqa: E402
 
 RATE = 16_000
@@ -163,9 +163,10 @@ def _speech_like(seconds: float, rate: int = 48_000) -> np.ndarray:
 
 
 def _run_session(model, processor, seconds: float, fps: float = 10.0, with_audio: bool = True, step_s: float = 0.75,
-                 audio: np.ndarray | None = None, audio_rate: int = 48_000):
-    """Stream `seconds` of camera + microphone through a session on a fake clock; analyse every 0.25 s.
-    Returns the session, its updates, (time, stored bytes) samples and the pictures sent by capture time."""
+                 audio: np.ndarray | None = None, audio_rate: int = 48_000, hook=None):
+    """Stream `seconds` of camera + microphone through a session on a fake clock; analyse every 0.25 s (after
+    `hook(session, analyzer, time_s)`, when given). Returns the session, its updates, (time, stored bytes) samples
+    and the pictures sent by capture time."""
     clock = FakeClock()
     analyzer = LiveAnalyzer(model, processor)
     session = analyzer.new_session(clock=clock, session_seconds=600)
@@ -183,6 +184,8 @@ def _run_session(model, processor, seconds: float, fps: float = 10.0, with_audio
             session.push_frame(pictures[round(clock.t, 6)])
             k, next_frame = k + 1, next_frame + 1 / fps
         if tick % 5 == 0:
+            if hook is not None:
+                hook(session, analyzer, clock.t)
             window = session.next_window(step_s)
             if window is not None:
                 update = analyzer.analyze(session, window)
@@ -359,3 +362,75 @@ def test_frames_prepared_ahead_leave_only_audio_and_fusion_to_the_update(tiny):
     # every kept frame went through the front-end exactly once, ahead or in an update
     assert session.engine.frames_embedded == prepared + sum(u.new_frames for u in updates)
     assert session.engine.frames_embedded <= session.frames.frames_kept
+
+
+def test_stop_during_an_update_waits_for_it_then_frees_everything(tiny):
+    """Stop (`close`) while an update runs in another thread: the update finishes with its frames (no KeyError from
+    frames freed under it) and is part of the session's result; then the buffers are empty and later work is
+    refused with a typed error."""
+    import threading
+    import time
+
+    model, processor = tiny
+    session, updates, _, _ = _run_session(model, processor, seconds=3.0)
+    analyzer = LiveAnalyzer(model, processor)
+    analyzer.engine = session.engine.analyzer  # the same engine; only the session's own state matters here
+    session.clock.t += 0.75
+    session.push_frame(_camera_frame(99))
+    session.push_audio((_speech_like(1.0) * 32767).astype(np.int16), 48_000)
+    window = session.next_window(0.0)
+    assert window is not None and any(f is not None and not f.sent for f in window.frames)
+    inside, release = threading.Event(), threading.Event()
+    process = session.engine.faces.process
+
+    def slow_process(*args, **kwargs):  # the face front-end of the update, held until the test has pressed Stop
+        inside.set()
+        release.wait(10)
+        return process(*args, **kwargs)
+
+    session.engine.faces.process = slow_process
+    outcome = {}
+    worker = threading.Thread(target=lambda: outcome.update(update=analyzer.analyze(session, window)))
+    worker.start()
+    assert inside.wait(10)
+    closer = threading.Thread(target=session.close)
+    closer.start()
+    time.sleep(0.2)
+    assert closer.is_alive()  # Stop waits for the update in progress
+    release.set()
+    worker.join(10)
+    closer.join(10)
+    assert not closer.is_alive() and outcome["update"] is not None
+    assert session.stopped and session.stored_bytes() == 0
+    assert session.result().windows[-1].index == outcome["update"].window.index  # the last update is downloaded
+    with pytest.raises(LiveSessionClosedError):
+        analyzer.analyze(session, window)
+    with pytest.raises(LiveSessionClosedError):
+        analyzer.prefetch(session)
+
+
+def test_falling_behind_uses_every_other_frame_then_the_int8_copy(tiny):
+    """The two ways an update gets cheaper: every other frame bin (the kept frames stay cached as the window
+    slides, the others never reach the front-end) and the int8 copy of the model (built once, the float model
+    untouched)."""
+    model, processor = tiny
+
+    def degrade(session, analyzer, time_s):
+        if time_s >= 4.0:
+            session.frame_stride = 2
+        if time_s >= 6.5 and not session.int8:
+            assert analyzer.int8_possible and analyzer.prepare_int8(wait=True)
+            session.int8 = True
+
+    session, updates, _, _ = _run_session(model, processor, seconds=9.0, hook=degrade)
+    half = [u for u in updates if u.frame_stride == 2]
+    assert len(half) >= 4 and all(u.precision == "float32" for u in updates if u.frame_stride == 1)
+    for u in half:
+        used = [f for f in u.window.frames if f.source_time_s is not None]
+        assert u.window.modalities["face_frames"] == len(used) == 4 and u.window.modalities["video"]
+        assert all(session.uses_bin_of(f.time_s) for f in used)  # the same bins in every window
+        assert u.new_frames <= 1 and abs(sum(u.probabilities.values()) - 1) < 1e-5
+    quantised = [u for u in updates if u.precision == "int8"]
+    assert len(quantised) >= 2 and all(u.frame_stride == 2 for u in quantised)
+    assert not getattr(model, "is_int8_quantized", False)  # the float model is left as it was
+    assert [u.timing()["precision"] for u in updates[-2:]] == ["int8", "int8"]
