@@ -150,7 +150,7 @@ def test_frozen_backbones_stay_in_eval_mode_under_train():
 
 
 def test_presets_are_data_and_fields_are_declared_once():
-    assert set(FERConfig.PRESETS) == {"seed", "realtime", "tiny"}
+    assert set(FERConfig.PRESETS) == {"seed", "realtime", "tiny", "compact"}
     with pytest.raises(TypeError):
         PRESETS["tiny"] = {}  # read-only
     tiny = FERConfig.from_preset("tiny", vision_config=dict(num_hidden_layers=2))
