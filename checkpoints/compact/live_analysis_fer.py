@@ -1,0 +1,264 @@
+"""Live mode's entry point into the analysis engine: a rolling window of audio and timestamped frames.
+
+    session = FERAnalyzer(model, processor).live_session()
+    session.add_frame(time_s, rgb)                 # webcam frames as they arrive, on the session clock (seconds)
+    result = session.classify(audio, end_s)        # audio: the latest samples (16 kHz mono), ending at end_s
+    result.windows[0]                              # FERWindowResult of [end_s - clip_seconds, end_s]
+    session.result()                               # FERClipResult of the whole session (source "live")
+
+Each call classifies the window that ends at `end_s` (from 0 while less than `clip_seconds` have passed, or from
+`start_s` when given). Its `num_frames` sample times are matched to the nearest received frame (within one frame
+step). A frame goes through the face front-end (the processor's face session: detection, tracks with ids, the
+speaker choice, aligned crops, ROI maps) and `model.embed_frames` once, the first time a window uses it, and its
+vector is reused by every later window that picks it. The audio goes through the processor's usable-audio check
+and its speech decision (Silero VAD, scored once per stretch of audio on the session clock and reused by
+overlapping windows); the audio encoder runs on the current window only. Frames and speech scores older than the
+current window are dropped, and at most `max_windows` window results are kept, so memory is bounded whatever the
+session length. Uploads and live sessions give the same result type (`FERClipResult`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import torch
+
+from .errors_fer import FERInputError, LiveSessionClosedError
+from .results_fer import FERClipResult, FERSkippedWindow, build_clip_result, build_window_result, model_summary
+
+FRAME_KEY_RESOLUTION_S = 1e-3  # frames are keyed by their timestamp rounded to 1 ms
+MAX_WINDOWS = 4000  # window results kept for `result()` (oldest dropped first)
+
+
+class FERLiveSession:
+    """Per-session state of live mode (frames, their cached embeddings, the face front-end, the speech scores).
+    Not thread-safe: one session per person; `close()` (or dropping the object) frees everything.
+
+    Args:
+        analyzer: the `FERAnalyzer` whose model and processor run the windows.
+        max_windows: window results kept for `result()` (oldest first out); their per-patch ROI grids are kept
+            only for the newest window.
+    """
+
+    def __init__(self, analyzer, max_windows: int = MAX_WINDOWS):
+        self.analyzer = analyzer
+        self.geometry = analyzer.processor.geometry
+        self.frames: dict[int, dict] = {}  # key -> {"time_s", "image" (until embedded), "scale", entry fields}
+        self.faces = analyzer.processor.video_processing.face_session()  # THE face front-end of this session
+        self.speech = analyzer.processor.audio_processing.speech_session()  # None when speech detection is off
+        self.windows: deque = deque(maxlen=int(max_windows))  # FERWindowResult, compact after the newest
+        self.skipped: deque = deque(maxlen=int(max_windows))  # FERSkippedWindow
+        self._people: deque = deque(maxlen=int(max_windows))  # per classified window: the person info
+        self.windows_done = 0
+        self.frames_embedded = 0  # how many frames went through the face front-end + embed_frames (for tests)
+        self.last_end_s = 0.0
+        self.closed = False
+
+    def add_frame(self, time_s: float, image: np.ndarray) -> None:
+        """A uint8 RGB frame `(H, W, 3)` shown at `time_s` (session clock, seconds)."""
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[-1] != 3:
+            raise FERInputError(f"a live frame must be an RGB image (H, W, 3), got shape {image.shape}")
+        key = round(float(time_s) / FRAME_KEY_RESOLUTION_S)
+        if key not in self.frames:
+            from .media_fer import _downscale
+
+            small, scale = _downscale(image.astype(np.uint8, copy=False),
+                                      self.analyzer.processor.video_processing.decode_max_side)
+            self.frames[key] = {"time_s": float(time_s), "image": small, "scale": scale}
+
+    def close(self) -> None:
+        """Free the frames and the speech scores (the window results stay for `result()`). Later `classify` or
+        `prepare` calls raise `LiveSessionClosedError`; the caller must not close a session while one runs."""
+        self.closed = True
+        self.frames.clear()
+        self.speech = None
+
+    # ------------------------------------------------------------------------------------------
+    def classify(self, audio: np.ndarray | None, end_s: float, sampling_rate: int | None = None,
+                 start_s: float | None = None, audio_missing: str = "no microphone audio",
+                 camera_reason: str | None = None, frame_mask=None) -> FERClipResult:
+        """`FERClipResult` (source "live", one window or one skipped window) for the window ending at `end_s`.
+
+        Args:
+            audio: the most recent mono samples at the model rate, the last one at `end_s` (None: no microphone).
+            end_s: session time of the end of the received content, seconds.
+            start_s: window start (default `max(0, end_s - clip_seconds)`); the window spans `clip_seconds`.
+            audio_missing: the reason shown when `audio` is None.
+            camera_reason: why the camera gave nothing, when the caller knows better than "no camera frames".
+            frame_mask: `num_frames` booleans; a frame position marked False is left out of the window (masked, never
+                put through the front-end), e.g. every other frame when live mode falls behind. None: all are used.
+        A window with neither usable modality comes back as a skipped window (no probabilities).
+        """
+        item = self.classify_window(audio, end_s, sampling_rate, start_s, audio_missing, camera_reason, frame_mask)
+        summary = model_summary(self.analyzer.model.config)
+        proc = self.analyzer.processor
+        if isinstance(item, FERSkippedWindow):
+            # Nothing was classified: no probabilities at all (never a made-up uniform answer).
+            return FERClipResult(source="live", duration_s=round(float(end_s), 6), labels=proc.labels,
+                                 probabilities={}, top_label=None, confident=False,
+                                 confidence_margin=proc.confidence_margin, skipped_windows=[item], model=summary)
+        return build_clip_result([item], [], "live", float(end_s), proc.labels, proc.confidence_margin, summary,
+                                 [{**self._people[-1], "tracks": self.faces.track_summaries()}])
+
+    def classify_window(self, audio, end_s: float, sampling_rate: int | None = None, start_s: float | None = None,
+                        audio_missing: str = "no microphone audio", camera_reason: str | None = None,
+                        frame_mask=None):
+        """Like `classify`, but returns the window's `FERWindowResult` (or `FERSkippedWindow`) alone."""
+        if self.closed:
+            raise LiveSessionClosedError("this live session was stopped; start a new one")
+        g, proc = self.geometry, self.analyzer.processor
+        if sampling_rate is not None and int(sampling_rate) != g.sampling_rate:
+            raise FERInputError(f"live audio must be at {g.sampling_rate} Hz, got {sampling_rate}")
+        end_s = float(end_s)
+        start = max(0.0, end_s - g.clip_seconds) if start_s is None else float(start_s)
+        end = start + g.clip_seconds
+        targets = start + (np.arange(g.num_frames) + 0.5) * g.frame_step_s
+        self._forget_before(start - g.frame_step_s)
+        keys = self._pick(targets, end_s)
+        if frame_mask is not None:
+            if len(frame_mask) != len(keys):
+                raise FERInputError(f"frame_mask needs {len(keys)} entries (one per frame), got {len(frame_mask)}")
+            keys = [k if use else None for k, use in zip(keys, frame_mask)]
+        window_audio = None
+        if audio is not None:
+            wave = proc.clean_media(_audio_media(audio, g.sampling_rate)).audio
+            first_s = end_s - wave.size / g.sampling_rate  # time of wave[0]
+            a0 = max(0, round((start - first_s) * g.sampling_rate))
+            window_audio = wave[a0:]
+        audio_used, audio_reason = proc.audio_processing.check(window_audio, audio_missing)
+        speech_fraction = None
+        if audio_used:  # the same speech decision as uploads
+            audio_used, audio_reason, speech_fraction = proc.audio_processing.check_speech(
+                window_audio, self.speech, start)
+        self._embed([k for k in keys if k is not None and "found" not in self.frames[k]],
+                    window_audio, start, audio_used)
+        entries = [self.frames.get(k) if k is not None else None for k in keys]
+        face = np.array([e is not None and e.get("found", False) for e in entries])
+        valid = np.array([e is not None for e in entries])
+        if face.any():
+            video_reason = "ok"
+        elif not valid.any():
+            known = camera_reason and camera_reason != "ok"
+            video_reason = camera_reason if known else "no camera frames in the window"
+        else:
+            video_reason = f"no face found in any of {int(valid.sum())} frames"
+        index = self.windows_done
+        self.windows_done += 1
+        self.last_end_s = max(self.last_end_s, end_s)
+        meta = dict(window_index=index, window_start_s=round(start, 6), window_end_s=round(end, 6),
+                    frame_times_s=[round(float(t), 6) for t in targets],
+                    frame_source_times_s=[round(e["time_s"], 6) if e is not None else None for e in entries],
+                    audio_used=audio_used, audio_reason=audio_reason, video_used=bool(face.any()),
+                    video_reason=video_reason, speech_fraction=speech_fraction,
+                    face_boxes=[e["face_box"] if f else None for e, f in zip(entries, face)],
+                    crop_boxes=[e["crop_box"] if f else None for e, f in zip(entries, face)])
+        if self.speech is not None:
+            self.speech.drop_before(start)
+        if not (audio_used or face.any()):
+            skipped = FERSkippedWindow(index, meta["window_start_s"], meta["window_end_s"], audio_reason,
+                                       video_reason)
+            self.skipped.append(skipped)
+            return skipped
+        dim, k_top, n = (self.analyzer.model.config.vision_config.hidden_size, self.analyzer.model.config.roi_top_k,
+                         proc.num_patches)
+        row = {
+            "audio": window_audio if audio_used else None,
+            "vectors": torch.stack([e["vector"] if f else torch.zeros(dim) for e, f in zip(entries, face)]),
+            "frame_mask": face,
+            "roi_indices": np.stack([e["roi_indices"] if f else np.full(k_top, -1) for e, f in zip(entries, face)]),
+            "roi_patch_scores": np.stack([e["roi_patch_scores"] if f else np.zeros(n, np.float32)
+                                          for e, f in zip(entries, face)]),
+        }
+        out = self.analyzer.classify_rows([row])
+        window = build_window_result(out, 0, meta, proc.labels, g, proc.confidence_margin)
+        if self.windows:
+            self.windows[-1].roi = None  # only the newest window keeps its per-patch grid (memory)
+        self.windows.append(window)
+        tracks = [e.get("track_id") for e, f in zip(entries, face) if f]
+        person = max(set(tracks), key=tracks.count) if tracks else None
+        self._people.append({"window_index": index, "video_used": bool(face.any()),
+                             "person": {"track_id": person, "reason": next(
+                                 (e["person_reason"] for e, f in zip(entries, face) if f), "no face found")}})
+        return window
+
+    def prepare(self, until_s: float) -> int:
+        """Run the face front-end and `embed_frames` now on the frames received before `until_s` that no window has
+        used yet (in time order), so that the next `classify` only runs the audio and the fusion. Returns how many
+        frames were prepared. Live mode calls it while it waits for the next window (see `streaming_fer`)."""
+        if self.closed:
+            raise LiveSessionClosedError("this live session was stopped; start a new one")
+        keys = sorted(k for k, f in self.frames.items() if "found" not in f and f["time_s"] < until_s)
+        self._embed(keys, None, 0.0, False)
+        return len(keys)
+
+    def result(self) -> FERClipResult | None:
+        """The whole session so far as one `FERClipResult` (source "live"; None before any classified window)."""
+        if not self.windows:
+            return None
+        proc = self.analyzer.processor
+        return build_clip_result(list(self.windows), list(self.skipped), "live", self.last_end_s, proc.labels,
+                                 proc.confidence_margin, model_summary(self.analyzer.model.config), self._infos())
+
+    # ------------------------------------------------------------------------------------------
+    def _infos(self) -> list[dict]:
+        tracks = self.faces.track_summaries()
+        return [{**p, "tracks": tracks} for p in self._people]
+
+    def _forget_before(self, time_s: float) -> None:
+        for key in [k for k, f in self.frames.items() if f["time_s"] < time_s]:
+            del self.frames[key]
+
+    def _pick(self, targets: np.ndarray, end_s: float) -> list:
+        """For each target time, the key of the nearest received frame within one frame step (else None)."""
+        keys = sorted(self.frames)
+        if not keys:
+            return [None] * len(targets)
+        times = np.array([self.frames[k]["time_s"] for k in keys])
+        step = self.geometry.frame_step_s
+        out = []
+        for t in targets:
+            i = int(np.argmin(np.abs(times - t)))
+            out.append(keys[i] if abs(times[i] - t) <= step and t <= end_s + 1e-9 else None)
+        return out
+
+    def _embed(self, keys: list, audio: np.ndarray | None, audio_start_s: float, speech: bool) -> None:
+        """The face front-end on the new frames (in time order, with the window's audio for the speaker choice),
+        then one `embed_frames` call for the frames with the chosen face."""
+        keys = sorted(set(keys))
+        if not keys:
+            return
+        frames = [self.frames[k]["image"] for k in keys]
+        found = self.faces.process(frames, [self.frames[k]["time_s"] for k in keys], self.frames[keys[0]]["scale"],
+                                   audio=audio, audio_start_s=audio_start_s, speech=speech)
+        with_face = np.nonzero(found.found)[0]
+        vectors = dict(zip(with_face.tolist(), self.analyzer.embed(found.crops[with_face], found.roi[with_face])))
+        for i, key in enumerate(keys):
+            entry = self.frames[key]
+            entry.pop("image", None)  # embedded: the picture is no longer needed
+            entry.update(found=bool(found.found[i]) and i in vectors, face_box=found.face_boxes[i],
+                         crop_box=found.crop_boxes[i], track_id=found.track_ids[i],
+                         person_reason=found.person.get("reason", ""))
+            entry.update(vectors.get(i, {}))
+        self.frames_embedded += len(keys)
+
+    def stored_bytes(self) -> int:
+        """Bytes of the frame buffers (pictures not yet embedded, vectors, ROI scores)."""
+        total = 0
+        for entry in self.frames.values():
+            for name in ("image", "roi_indices", "roi_patch_scores"):
+                value = entry.get(name)
+                total += 0 if value is None else value.nbytes
+            vector = entry.get("vector")
+            total += 0 if vector is None else vector.numel() * vector.element_size()
+        return total
+
+
+def _audio_media(audio, rate):
+    from .media_fer import FERMedia
+
+    return FERMedia(audio=audio, sampling_rate=rate)
+
+
+__all__ = ["MAX_WINDOWS", "FERLiveSession"]
