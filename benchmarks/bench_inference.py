@@ -79,10 +79,24 @@ def matmul_peak_gflops(device: str, sizes=(1024, 2048, 3072), repeats: int = 8) 
 
 
 def make_clip(path: Path, index: int = 0, seconds: float = 3.0) -> Path:
-    """A 3 s 1280x720 30 fps H.264/AAC clip with a real face (scikit-image's astronaut photo) and a voice-like tone;
-    `index` varies the background, noise and face placement so the fidelity clips differ."""
+    """A 3 s 1280x720 30 fps H.264/AAC clip with a real face (scikit-image's astronaut photo) and real speech
+    (espeak-ng sentences, so the speech decision lets the audio encoder run: a tone is rejected as "music or
+    noise" and the FastConformer would never be timed); `index` varies the background, the sentence, the noise and
+    the face placement so the fidelity clips differ."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    import frontend_media
+
     from tests.media_factory import astronaut_face
     from tests.media_factory import make_clip as factory_make_clip
+
+    speech = frontend_media.speech(seconds + 1.0 * index)
+    if speech is None:
+        raise SystemExit("bench_inference needs espeak-ng for its spoken clips (apt-get install espeak-ng)")
+    speech = speech[int(16000 * index):][:int(16000 * seconds)]
+    t = np.arange(int(seconds * 48000)) / 48000
+    audio = np.interp(t, np.arange(len(speech)) / 16000, speech, right=0.0).astype(np.float32)
 
     backgrounds = ("gradient", "noise", "gradient", "noise")
     x0, y0, side = 380 + 60 * index, 140 + 20 * index, 380 + 20 * index
@@ -96,6 +110,9 @@ def make_clip(path: Path, index: int = 0, seconds: float = 3.0) -> Path:
         face_box=box,
         background=backgrounds[index % 4],
         seed=index,
+        audio=audio,
+        sample_rate=48000,
+        channels=1,
     )
     return path
 
@@ -157,7 +174,11 @@ def run_worker(spec: dict) -> dict:
         return preprocess, time.perf_counter() - start, probs, outputs
 
     clips = spec["clips"]
-    end_to_end(clips[0])  # warm-up (allocations, lazy imports, cascade loading)
+    _, _, _, warm = end_to_end(clips[0])  # warm-up (allocations, lazy imports, cascade loading)
+    used = warm.modalities_used[0].tolist()
+    if used != [True, True]:  # a figure of a model whose branch did not run would be a figure of another model
+        raise SystemExit(f"{spec['name']}: the clip did not run both branches (audio, video used: {used}); the "
+                         "timings would leave a branch out")
     runs = []
     for _ in range(spec["runs"]):
         timings.clear()
