@@ -222,17 +222,14 @@ def test_failed_verification_blocks_the_push(checkpoint, tmp_path, monkeypatch):
         raise ExportVerificationError("logits differ")
 
     monkeypatch.setattr(export_mod, "verify_export", fail)
-    with pytest.raises(ExportVerificationError):
-        export_mod.main(
-            [
-                "--checkpoint",
-                str(checkpoint["root"] / "ckpt"),
-                "--output-dir",
-                str(tmp_path / "o"),
-                "--push-to-hub",
-                "someone/fer-tiny",
-            ]
-        )
+    argv = ["--checkpoint", str(checkpoint["root"] / "ckpt"), "--output-dir", str(tmp_path / "o"),
+            "--push-to-hub", "someone/fer-tiny"]
+    with pytest.raises(SystemExit) as refused:  # the CLI: one line, exit status 2
+        export_mod.main(argv)
+    assert refused.value.code == 2
+    assert not (tmp_path / "o").exists()  # a folder that failed its verification is not left behind
+    with pytest.raises(ExportVerificationError):  # --debug keeps the error and its trace
+        export_mod.main([*argv, "--debug"])
 
 
 def test_bad_export_requests(checkpoint, tmp_path):
