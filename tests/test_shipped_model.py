@@ -86,16 +86,26 @@ def test_shipped_folder_is_small_safe_and_says_what_it_is():
         assert needed in card, needed
 
 
-def test_the_app_and_fer_annotate_default_to_it():
+def test_the_app_and_fer_annotate_default_to_it(tmp_path):
+    import subprocess
+
     from fer_hf.tools.cli import shipped_model
 
     assert os.path.samefile(shipped_model(), SHIPPED)
-    sys.path.insert(0, ROOT)
-    import importlib
+    from pathlib import Path
 
-    app = importlib.import_module("app")
-    assert os.path.samefile(app.MODEL_INFO["source"], SHIPPED) and app.MODEL_INFO["trained"]
-    assert app.PROVENANCE["status"] == "trained"
+    others = [str(p) for p in Path(ROOT, "checkpoints").rglob("model.safetensors")
+              if not p.parent.samefile(SHIPPED)]
+    if others:
+        pytest.skip(f"other local checkpoints {others} may be newer than the shipped one (a fresh clone has none)")
+    env = {k: v for k, v in os.environ.items() if k not in ("FER_MODEL", "FER_PRESET")}
+    code = ("import json, app; print(json.dumps({'source': app.MODEL_INFO['source'], 'trained': app.MODEL_INFO["
+            "'trained'], 'status': app.PROVENANCE['status']}))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert os.path.samefile(got["source"], SHIPPED) and got["trained"] and got["status"] == "trained"
 
 
 if __name__ == "__main__" and "--update" in sys.argv:

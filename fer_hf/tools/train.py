@@ -509,6 +509,9 @@ def main(argv=None, prepare_only: bool = False) -> None:
         from .stages import set_threads
 
         set_threads(args.threads)
+        if args.prepare_only:  # the cache only: nothing is written into the output folder
+            run(args)
+            return
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(Path(args.output_dir) / "train.log")  # the whole log, every session appended
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
