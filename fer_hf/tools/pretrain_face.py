@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from .face_data import FER_LABELS, index_fer2013, load_face_split, prepare_face_crops
     from .metrics import classification_metrics, plot_confusion_matrix
-    from .stages import StageRun, collapse_verdict, seed_everything, select_best
+    from .stages import StageRun, adamw_cosine, collapse_verdict, seed_everything, select_best
 
     out = Path(args.output_dir)
     run_dir = StageRun(out, "face", args.threads, args.resume, args.overwrite, args.report_to)
@@ -168,16 +168,9 @@ def run(args: argparse.Namespace) -> dict:
         model = FERForEmotionClassification(config)
         stage = FaceStage(model, len(FER_LABELS))
         params = [p for p in stage.modules.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() > 1]
-        no_decay = [p for p in params if p.dim() <= 1]
-        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                                       {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
         steps_per_epoch = max(1, len(train["labels"]) // args.batch_size)
-        total = steps_per_epoch * args.epochs
-        warmup = int(args.warmup_epochs * steps_per_epoch)
-        schedule = lambda step: (step + 1) / max(1, warmup) if step < warmup else 0.5 * (  # noqa: E731
-            1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        optimizer, scheduler = adamw_cosine(params, args.lr, args.weight_decay, steps_per_epoch * args.epochs,
+                                            int(args.warmup_epochs * steps_per_epoch))
 
         history, best_state, start_epoch, train_seconds = [], None, 0, 0.0
         state = run_dir.load_checkpoint()

@@ -193,7 +193,7 @@ def train_split(args, name: str, out: Path, split, clips, waves) -> dict:
     from fer_hf.processing_fer import FERProcessor
 
     from .metrics import classification_metrics
-    from .stages import StageRun, collapse_verdict, seed_everything, select_best
+    from .stages import StageRun, adamw_cosine, collapse_verdict, seed_everything, select_best
 
     folder = out / name
     if (folder / "results.json").exists() and not args.overwrite:
@@ -212,15 +212,10 @@ def train_split(args, name: str, out: Path, split, clips, waves) -> dict:
         model = FERForEmotionClassification(config)
         stage = VoiceStage(model, len(RAVDESS_LABELS))
         params = [p for p in stage.modules.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW([
-            {"params": [p for p in params if p.dim() > 1], "weight_decay": args.weight_decay},
-            {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}], lr=args.lr)
         epochs = args.epochs if split.val or not args.release_epochs else args.release_epochs
         steps_per_epoch = max(1, len(train_idx) // args.batch_size)
-        total, warmup = steps_per_epoch * epochs, int(args.warmup_epochs * steps_per_epoch)
-        schedule = lambda s: (s + 1) / max(1, warmup) if s < warmup else 0.5 * (  # noqa: E731
-            1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup)))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        optimizer, scheduler = adamw_cosine(params, args.lr, args.weight_decay, steps_per_epoch * epochs,
+                                            int(args.warmup_epochs * steps_per_epoch))
         history, best_state, start_epoch, train_seconds = [], None, 0, 0.0
         state = run_dir.load_checkpoint()
         if state is not None:

@@ -95,6 +95,22 @@ def select_best(history: list[dict], key: str = "val_uar") -> int | None:
     return max(scored, key=lambda ih: (ih[1][key], -ih[1].get("val_loss", 0.0), ih[0]))[0]
 
 
+def adamw_cosine(params, lr: float, weight_decay: float, total_steps: int, warmup_steps: int):
+    """(AdamW, LambdaLR) of a stage: no weight decay on biases and norms, linear warm-up over `warmup_steps`, then
+    cosine decay to 0 at `total_steps`."""
+    decay = [p for p in params if p.dim() > 1]
+    rest = [p for p in params if p.dim() <= 1]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                                   {"params": rest, "weight_decay": 0.0}], lr=lr)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup_steps) / max(1, total_steps - warmup_steps)))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
 class StageRun:
     """The output folder of one stage run: lock, log file, TensorBoard writer, checkpoint, results.
 
@@ -185,5 +201,5 @@ class StageRun:
         self.lock.release()
 
 
-__all__ = ["CHANCE_MARGIN", "COLLAPSE_SHARE", "DegenerateModelError", "StageRun", "collapse_verdict", "select_best",
-           "set_threads", "seed_everything"]
+__all__ = ["CHANCE_MARGIN", "COLLAPSE_SHARE", "DegenerateModelError", "StageRun", "adamw_cosine", "collapse_verdict",
+           "select_best", "set_threads", "seed_everything"]

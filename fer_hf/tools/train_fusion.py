@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 import time
 from pathlib import Path
@@ -245,7 +244,7 @@ def run(args: argparse.Namespace) -> dict:
     from .metrics import classification_metrics
     from .pretrain_voice import load_voices
     from .ravdess import DEFAULT_FOLDS, fold_split, load_folds, release_split
-    from .stages import StageRun, collapse_verdict, seed_everything
+    from .stages import StageRun, adamw_cosine, collapse_verdict, seed_everything
 
     out = Path(args.output_dir)
     run_dir = StageRun(out, "fusion", args.threads, args.resume, args.overwrite, args.report_to)
@@ -282,15 +281,10 @@ def run(args: argparse.Namespace) -> dict:
                     len(train_idx), len(face_labels), len(test_idx), prep_seconds)
 
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW([
-            {"params": [p for p in params if p.dim() > 1], "weight_decay": args.weight_decay},
-            {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}], lr=args.lr)
         per_epoch = 2 * len(train_idx)  # the pairs + as many face-only samples
         steps_per_epoch = max(1, per_epoch // args.batch_size)
-        total, warmup = steps_per_epoch * args.epochs, steps_per_epoch // 2
-        schedule = lambda s: (s + 1) / max(1, warmup) if s < warmup else 0.5 * (  # noqa: E731
-            1 + math.cos(math.pi * (s - warmup) / max(1, total - warmup)))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        optimizer, scheduler = adamw_cosine(params, args.lr, args.weight_decay, steps_per_epoch * args.epochs,
+                                            steps_per_epoch // 2)
         history, start_epoch, train_seconds = [], 0, 0.0
         state = run_dir.load_checkpoint()
         if state is not None:
