@@ -46,6 +46,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="processes that run the face front-end over the images")
     p.add_argument("--limit", type=int, default=0, help="use only the first N images of each split (smoke tests)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init-from", help="an earlier face run's folder (its final/ and face_head.pt): start from its "
+                   "weights with a fresh schedule (a warm restart that continues training for --epochs more)")
     p.add_argument("--resume", action="store_true", help="continue from <output-dir>/checkpoint.pt")
     p.add_argument("--overwrite", action="store_true", help="start again, discarding an earlier checkpoint")
     p.add_argument("--report-to", choices=["tensorboard", "none"], default="tensorboard")
@@ -118,6 +120,40 @@ class FaceStage:
         return self.head(self.model.embed_frames(pixels, roi).frame_embeddings)
 
 
+def init_from(stage: FaceStage, folder: str) -> dict:
+    """Load an earlier face run's trained per-frame path and head into `stage`; return that run's summary.
+
+    `folder` is the earlier `--output-dir` (holding `final/`, `final/face_head.pt` and `results.json`). The summary
+    (its epochs, training seconds and scores) goes into this run's `results.json`, so the recipe's total time and
+    epoch count stay honest across the restart.
+    """
+    import json
+
+    import torch
+
+    from fer_hf.errors_fer import FERInputError
+    from fer_hf.modeling_fer import FERForEmotionClassification
+
+    root = Path(folder)
+    final, head = root / "final", root / "final" / "face_head.pt"
+    if not head.is_file():
+        raise FERInputError(f"{folder} is not a finished face run (no final/face_head.pt); point --init-from at the "
+                            "--output-dir of a completed fer-pretrain-face")
+    earlier = FERForEmotionClassification.from_pretrained(final)
+    for name in ("vision_encoder", "roi_compressor", "frame_pool"):
+        getattr(stage.model, name).load_state_dict(getattr(earlier, name).state_dict())
+    stage.head.load_state_dict(torch.load(head, map_location="cpu", weights_only=True))
+    summary = {"folder": str(root)}
+    if (root / "results.json").is_file():
+        prior = json.loads((root / "results.json").read_text())
+        summary.update({k: prior.get(k) for k in ("epochs", "train_seconds", "best_epoch")})
+        summary["test"] = {k: prior.get("test", {}).get(k) for k in ("accuracy", "uar")}
+        summary["init_from"] = prior.get("init_from")
+    logger.info("face stage starts from %s (its PrivateTest accuracy %s)", final,
+                summary.get("test", {}).get("accuracy"))
+    return summary
+
+
 def evaluate(stage: FaceStage, data: dict, processor, batch_size: int = 256) -> tuple[np.ndarray, float]:
     """Predictions `(n,)` over a prepared split and the mean cross-entropy."""
     import torch
@@ -167,6 +203,7 @@ def run(args: argparse.Namespace) -> dict:
 
         model = FERForEmotionClassification(config)
         stage = FaceStage(model, len(FER_LABELS))
+        earlier = init_from(stage, args.init_from) if args.init_from else None
         params = [p for p in stage.modules.parameters() if p.requires_grad]
         steps_per_epoch = max(1, len(train["labels"]) // args.batch_size)
         optimizer, scheduler = adamw_cosine(params, args.lr, args.weight_decay, steps_per_epoch * args.epochs,
@@ -251,6 +288,8 @@ def run(args: argparse.Namespace) -> dict:
             "verdict": verdict, "threads": run_dir.threads, "prepare_seconds": round(prep_seconds, 1),
             "train_seconds": round(train_seconds, 1), "args": vars(args),
         }
+        if earlier is not None:
+            results["init_from"] = earlier
         run_dir.write_results(results)
         logger.info("face stage done: PrivateTest accuracy %.3f, UAR %.3f, macro-F1 %.3f (best epoch %s); %s",
                     test_metrics["accuracy"], test_metrics["uar"], test_metrics["macro_f1"],
