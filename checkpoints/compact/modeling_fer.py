@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import ParakeetEncoder, PreTrainedModel, SiglipVisionModel
 from transformers import initialization as hf_init
+from transformers.models.parakeet.modeling_parakeet import ParakeetEncoderSubsamplingConv2D
 from transformers.models.siglip.modeling_siglip import SiglipAttention, SiglipMLP
 from transformers.utils import ModelOutput
 
@@ -54,20 +55,23 @@ class FEREmotionClassifierOutput(ModelOutput):
             head applied to each fused segment (a timeline inside the window).
         segment_attention (`torch.FloatTensor` of shape `(batch_size, num_segments)`): the classifier's temporal
             attention weights over segments (0 for empty segments).
-        segment_mask (`torch.BoolTensor` of shape `(batch_size, num_segments)`): segments holding any used input.
+        segment_mask (`torch.LongTensor` of shape `(batch_size, num_segments)`): 1 for segments holding any used
+            input, else 0. The three masks are 0/1 integers, as transformers' attention masks (`.bool()` for
+            boolean indexing), so that every tensor of `to_tuple()` compares like the others.
         audio_segment_attention (`torch.FloatTensor` of shape `(batch_size, num_segments, audio_frames)`): audio
             pooling weights over FastConformer frames (80 ms each), averaged over heads; zeros for a sample without
             audio. `audio_frames` is the encoder length of `input_features`, or `config.num_encoder_frames()` when
             the batch has no audio input.
-        audio_frame_mask (`torch.BoolTensor` of shape `(batch_size, audio_frames)`): valid encoder frames (all False
-            for a sample without audio).
+        audio_frame_mask (`torch.LongTensor` of shape `(batch_size, audio_frames)`): 1 for valid encoder frames (all
+            0 for a sample without audio).
         roi_indices (`torch.LongTensor` of shape `(batch_size, num_frames, roi_top_k)`): patch indices kept per
             frame (row-major over the patch grid); -1 where a frame was not encoded (padding, a sample without
             video, or a batch given as `frame_embeddings`). `num_frames` is `config.num_frames` without video input.
         roi_scores (`torch.FloatTensor` of shape `(batch_size, num_frames, roi_top_k)`): their scores (0 likewise).
         roi_patch_scores (`torch.FloatTensor` of shape `(batch_size, num_frames, num_patches)`): the importance
             score of every patch (after the ROI weight map), 0 where a frame was not encoded.
-        modalities_used (`torch.BoolTensor` of shape `(batch_size, 2)`): `[:, 0]` audio, `[:, 1]` video.
+        modalities_used (`torch.LongTensor` of shape `(batch_size, 2)`): 1 where used; `[:, 0]` audio, `[:, 1]`
+            video.
         audio_hidden_states (`tuple(torch.FloatTensor)`, *optional*, with `output_hidden_states=True`): the
             FastConformer's input (after subsampling) and each block's output, `(batch_size, audio_frames,
             audio_hidden)` each; zeros for samples without audio.
@@ -92,13 +96,13 @@ class FEREmotionClassifierOutput(ModelOutput):
     logits: torch.FloatTensor | None = None
     segment_logits: torch.FloatTensor | None = None
     segment_attention: torch.FloatTensor | None = None
-    segment_mask: torch.BoolTensor | None = None
+    segment_mask: torch.LongTensor | None = None
     audio_segment_attention: torch.FloatTensor | None = None
-    audio_frame_mask: torch.BoolTensor | None = None
+    audio_frame_mask: torch.LongTensor | None = None
     roi_indices: torch.LongTensor | None = None
     roi_scores: torch.FloatTensor | None = None
     roi_patch_scores: torch.FloatTensor | None = None
-    modalities_used: torch.BoolTensor | None = None
+    modalities_used: torch.LongTensor | None = None
     audio_hidden_states: tuple[torch.FloatTensor, ...] | None = None
     vision_hidden_states: tuple[torch.FloatTensor, ...] | None = None
     fusion_hidden_states: tuple[torch.FloatTensor, ...] | None = None
@@ -194,7 +198,9 @@ class FERPreTrainedModel(PreTrainedModel):
     @torch.no_grad()
     def _init_weights(self, module):
         """By module class: transformers' defaults (Linear/Conv normal(0, initializer_range), norms 1/0), then the
-        learned vectors of the added modules, then SigLIP's own attention / MLP init (see `initialize_weights`)."""
+        learned vectors of the added modules, and He init of the FastConformer's subsampling convs (see
+        `initialize_weights`). The backbones' own modules keep their own init (`SiglipVisionModel._init_weights`,
+        `ParakeetEncoder._init_weights`)."""
         super()._init_weights(module)
         std = self.config.initializer_range
         if isinstance(module, (FERQueryAttentionPool, FERTemporalAttentionPool)):
@@ -206,23 +212,24 @@ class FERPreTrainedModel(PreTrainedModel):
         elif isinstance(module, FERLfm2Fusion):
             hf_init.normal_(module.audio_missing, std=std)
             hf_init.normal_(module.visual_missing, std=std)
-        elif isinstance(module, SiglipAttention):  # as SiglipPreTrainedModel._init_weights
-            for proj in (module.q_proj, module.k_proj, module.v_proj, module.out_proj):
-                hf_init.xavier_uniform_(proj.weight)
-                hf_init.zeros_(proj.bias)
-        elif isinstance(module, SiglipMLP):
-            for fc in (module.fc1, module.fc2):
-                hf_init.xavier_uniform_(fc.weight)
-                hf_init.normal_(fc.bias, std=1e-6)
+        elif isinstance(module, ParakeetEncoderSubsamplingConv2D):
+            # at transformers' normal(0, 0.02) the depthwise convs (fan-in 9) shrink the mel input to ~1e-6 of its
+            # size, so an encoder trained from scratch hears almost nothing (the loss then sits at ln 8)
+            for layer in module.layers:
+                if isinstance(layer, nn.Conv2d):
+                    hf_init.kaiming_normal_(layer.weight, nonlinearity="relu")
+                    hf_init.zeros_(layer.bias)
 
     def initialize_weights(self):
-        """transformers' recursive init, plus SigLIP's attention / MLP init where those weights were missing.
+        """transformers' recursive init, then two modules it would leave with the wrong init:
 
-        transformers 5.23 hands a nested `SiglipVisionModel` the outer model's remote-code flag, under which a module
-        without parameters of its own (`SiglipAttention`, `SiglipMLP`) counts as initialised: weights missing at load
-        time would keep the generic Linear init. Such modules are not yet marked initialised here (a model built
-        from scratch already ran SigLIP's own init), so they go through `_init_weights`, whose `transformers.
-        initialization` functions leave every loaded weight as it is.
+        - SigLIP's attention / MLP where their weights are missing: transformers 5.23 hands the nested
+          `SiglipVisionModel` the outer model's remote-code flag, under which a module without parameters of its own
+          counts as initialised, so its Linears would keep the generic init. They go through SigLIP's own
+          `_initialize_weights` (its `_init_weights`, the same random draws as a model built from scratch).
+        - the FastConformer's subsampling convs (He init, `_init_weights`): nested in `ParakeetEncoder`, they are
+          otherwise initialised by Parakeet's init only.
+        Both use `transformers.initialization`, which leaves every loaded weight as it is.
         """
         pending = [
             m for m in self.modules()
@@ -231,7 +238,13 @@ class FERPreTrainedModel(PreTrainedModel):
         super().initialize_weights()
         with torch.no_grad():
             for module in pending:
-                self._init_weights(module)
+                module._is_hf_initialized = False
+                self.vision_encoder._initialize_weights(module)
+            subsampling = self.audio_encoder.subsampling
+            if not getattr(subsampling, "_fer_he_init", False):
+                subsampling._is_hf_initialized = False
+                self._initialize_weights(subsampling)
+                subsampling._fer_he_init = True
 
     def backbone_modules(self) -> dict[str, nn.Module]:
         """The pretrained parts, by name: `vision`, `audio`, `fusion` (the LFM2 layers)."""
@@ -315,14 +328,6 @@ class FERForEmotionClassification(FERPreTrainedModel):
     def __init__(self, config: FERConfig):
         super().__init__(config)
         self.audio_encoder = ParakeetEncoder._from_config(config.audio_config)
-        # He init of the FastConformer's ReLU subsampling convs: at transformers' normal(0, 0.02) its depthwise convs
-        # (fan-in 9) shrink the mel input to ~1e-6 of its size, so an encoder trained from scratch hears almost
-        # nothing (the loss then sits at ln 8). Pretrained weights are loaded over it.
-        with torch.no_grad():
-            for layer in self.audio_encoder.subsampling.layers:
-                if isinstance(layer, nn.Conv2d) and layer.weight.device.type != "meta":
-                    nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-                    nn.init.zeros_(layer.bias)
         self.audio_segment_pool = FERAudioSegmentAttentionPool(
             config.audio_config.hidden_size, config.audio_pool_num_heads, config.num_segments
         )
@@ -650,13 +655,13 @@ class FERForEmotionClassification(FERPreTrainedModel):
             logits=logits,
             segment_logits=segment_logits,
             segment_attention=segment_attention,
-            segment_mask=segment_mask,
+            segment_mask=segment_mask.long(),
             audio_segment_attention=audio_attention,
-            audio_frame_mask=audio_frames,
+            audio_frame_mask=audio_frames.long(),
             roi_indices=roi_indices,
             roi_scores=roi_scores,
             roi_patch_scores=patch_scores,
-            modalities_used=torch.stack([audio_used, video_used], dim=-1),
+            modalities_used=torch.stack([audio_used, video_used], dim=-1).long(),
         )
         if want_hidden or want_attn:
             self._add_backbone_outputs(output, want_hidden, want_attn, audio_record, audio_rows, vision_hidden,
