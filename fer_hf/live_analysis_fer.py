@@ -19,16 +19,31 @@ session length. Uploads and live sessions give the same result type (`FERClipRes
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from .errors_fer import FERInputError, LiveSessionClosedError
 from .results_fer import FERClipResult, FERSkippedWindow, build_clip_result, build_window_result, model_summary
+from .windows_fer import FrameEntry, assemble_cached, decide_audio
 
 FRAME_KEY_RESOLUTION_S = 1e-3  # frames are keyed by their timestamp rounded to 1 ms
 MAX_WINDOWS = 4000  # window results kept for `result()` (oldest dropped first)
+
+
+@dataclass
+class PendingFrame:
+    """A received frame awaiting the face front-end: uint8 RGB `(h, w, 3)` downscaled by `scale` (the processor's
+    decode size), shown at `source_time_s` (session clock). Replaced by its `FrameEntry` once embedded."""
+
+    source_time_s: float
+    image: np.ndarray
+    scale: float
+
+    def nbytes(self) -> int:
+        return self.image.nbytes
 
 
 class FERLiveSession:
@@ -44,12 +59,12 @@ class FERLiveSession:
     def __init__(self, analyzer, max_windows: int = MAX_WINDOWS):
         self.analyzer = analyzer
         self.geometry = analyzer.processor.geometry
-        self.frames: dict[int, dict] = {}  # key -> {"time_s", "image" (until embedded), "scale", entry fields}
+        self.frames: dict[int, PendingFrame | FrameEntry] = {}  # key (ms) -> the frame, then its FrameEntry
         self.faces = analyzer.processor.video_processing.face_session()  # THE face front-end of this session
         self.speech = analyzer.processor.audio_processing.speech_session()  # None when speech detection is off
         self.windows: deque = deque(maxlen=int(max_windows))  # FERWindowResult, compact after the newest
         self.skipped: deque = deque(maxlen=int(max_windows))  # FERSkippedWindow
-        self._people: deque = deque(maxlen=int(max_windows))  # per classified window: the person info
+        self._infos_kept: deque = deque(maxlen=int(max_windows))  # per classified window: its WindowInfo
         self.windows_done = 0
         self.frames_embedded = 0  # how many frames went through the face front-end + embed_frames (for tests)
         self.last_end_s = 0.0
@@ -66,7 +81,7 @@ class FERLiveSession:
 
             small, scale = _downscale(image.astype(np.uint8, copy=False),
                                       self.analyzer.processor.video_processing.decode_max_side)
-            self.frames[key] = {"time_s": float(time_s), "image": small, "scale": scale}
+            self.frames[key] = PendingFrame(float(time_s), small, scale)
 
     def close(self) -> None:
         """Free the frames and the speech scores (the window results stay for `result()`). Later `classify` or
@@ -100,7 +115,7 @@ class FERLiveSession:
                                  probabilities={}, top_label=None, confident=False,
                                  confidence_margin=proc.confidence_margin, skipped_windows=[item], model=summary)
         return build_clip_result([item], [], "live", float(end_s), proc.labels, proc.confidence_margin, summary,
-                                 [{**self._people[-1], "tracks": self.faces.track_summaries()}])
+                                 self._infos(last=1))
 
     def classify_window(self, audio, end_s: float, sampling_rate: int | None = None, start_s: float | None = None,
                         audio_missing: str = "no microphone audio", camera_reason: str | None = None,
@@ -127,60 +142,32 @@ class FERLiveSession:
             first_s = end_s - wave.size / g.sampling_rate  # time of wave[0]
             a0 = max(0, round((start - first_s) * g.sampling_rate))
             window_audio = wave[a0:]
-        audio_used, audio_reason = proc.audio_processing.check(window_audio, audio_missing)
-        speech_fraction = None
-        if audio_used:  # the same speech decision as uploads
-            audio_used, audio_reason, speech_fraction = proc.audio_processing.check_speech(
-                window_audio, self.speech, start)
-        self._embed([k for k in keys if k is not None and "found" not in self.frames[k]],
-                    window_audio, start, audio_used)
+        decision = decide_audio(proc.audio_processing, window_audio, audio_missing, self.speech, start)
+        self._embed([k for k in keys if k is not None and isinstance(self.frames[k], PendingFrame)],
+                    window_audio, start, decision.used)
         entries = [self.frames.get(k) if k is not None else None for k in keys]
-        face = np.array([e is not None and e.get("found", False) for e in entries])
         valid = np.array([e is not None for e in entries])
-        if face.any():
-            video_reason = "ok"
-        elif not valid.any():
-            known = camera_reason and camera_reason != "ok"
-            video_reason = camera_reason if known else "no camera frames in the window"
-        else:
-            video_reason = f"no face found in any of {int(valid.sum())} frames"
+        no_frames = camera_reason if camera_reason and camera_reason != "ok" else "no camera frames in the window"
         index = self.windows_done
         self.windows_done += 1
         self.last_end_s = max(self.last_end_s, end_s)
-        meta = dict(window_index=index, window_start_s=round(start, 6), window_end_s=round(end, 6),
-                    frame_times_s=[round(float(t), 6) for t in targets],
-                    frame_source_times_s=[round(e["time_s"], 6) if e is not None else None for e in entries],
-                    audio_used=audio_used, audio_reason=audio_reason, video_used=bool(face.any()),
-                    video_reason=video_reason, speech_fraction=speech_fraction,
-                    face_boxes=[e["face_box"] if f else None for e, f in zip(entries, face)],
-                    crop_boxes=[e["crop_box"] if f else None for e, f in zip(entries, face)])
+        row, info = assemble_cached(index, start, end, targets, entries, valid, window_audio, decision,
+                                    self.analyzer.model.config, proc.num_patches, self.faces.track_summaries(),
+                                    no_frames=no_frames)
+        info.source, info.duration_s = "live", round(end, 6)
         if self.speech is not None:
             self.speech.drop_before(start)
-        if not (audio_used or face.any()):
-            skipped = FERSkippedWindow(index, meta["window_start_s"], meta["window_end_s"], audio_reason,
-                                       video_reason)
+        if not (info.audio_used or info.video_used):
+            skipped = info.skipped()
             self.skipped.append(skipped)
             return skipped
-        dim, k_top, n = (self.analyzer.model.config.vision_config.hidden_size, self.analyzer.model.config.roi_top_k,
-                         proc.num_patches)
-        row = {
-            "audio": window_audio if audio_used else None,
-            "vectors": torch.stack([e["vector"] if f else torch.zeros(dim) for e, f in zip(entries, face)]),
-            "frame_mask": face,
-            "roi_indices": np.stack([e["roi_indices"] if f else np.full(k_top, -1) for e, f in zip(entries, face)]),
-            "roi_patch_scores": np.stack([e["roi_patch_scores"] if f else np.zeros(n, np.float32)
-                                          for e, f in zip(entries, face)]),
-        }
         out = self.analyzer.classify_rows([row])
-        window = build_window_result(out, 0, meta, proc.labels, g, proc.confidence_margin)
+        window = build_window_result(out, 0, info, proc.labels, g, proc.confidence_margin)
         if self.windows:
             self.windows[-1].roi = None  # only the newest window keeps its per-patch grid (memory)
         self.windows.append(window)
-        tracks = [e.get("track_id") for e, f in zip(entries, face) if f]
-        person = max(set(tracks), key=tracks.count) if tracks else None
-        self._people.append({"window_index": index, "video_used": bool(face.any()),
-                             "person": {"track_id": person, "reason": next(
-                                 (e["person_reason"] for e, f in zip(entries, face) if f), "no face found")}})
+        info.tracks = []  # the session's tracks are read once, at `result()`
+        self._infos_kept.append(info)
         return window
 
     def prepare(self, until_s: float) -> int:
@@ -189,7 +176,7 @@ class FERLiveSession:
         frames were prepared. Live mode calls it while it waits for the next window (see `streaming_fer`)."""
         if self.closed:
             raise LiveSessionClosedError("this live session was stopped; start a new one")
-        keys = sorted(k for k, f in self.frames.items() if "found" not in f and f["time_s"] < until_s)
+        keys = sorted(k for k, f in self.frames.items() if isinstance(f, PendingFrame) and f.source_time_s < until_s)
         self._embed(keys, None, 0.0, False)
         return len(keys)
 
@@ -202,12 +189,14 @@ class FERLiveSession:
                                  proc.confidence_margin, model_summary(self.analyzer.model.config), self._infos())
 
     # ------------------------------------------------------------------------------------------
-    def _infos(self) -> list[dict]:
+    def _infos(self, last: int | None = None) -> list:
+        """The kept `WindowInfo`s (the `last` ones), with the session's current face tracks."""
         tracks = self.faces.track_summaries()
-        return [{**p, "tracks": tracks} for p in self._people]
+        kept = list(self._infos_kept)[-last:] if last else list(self._infos_kept)
+        return [dataclasses.replace(info, tracks=tracks) for info in kept]
 
     def _forget_before(self, time_s: float) -> None:
-        for key in [k for k, f in self.frames.items() if f["time_s"] < time_s]:
+        for key in [k for k, f in self.frames.items() if f.source_time_s < time_s]:
             del self.frames[key]
 
     def _pick(self, targets: np.ndarray, end_s: float) -> list:
@@ -215,7 +204,7 @@ class FERLiveSession:
         keys = sorted(self.frames)
         if not keys:
             return [None] * len(targets)
-        times = np.array([self.frames[k]["time_s"] for k in keys])
+        times = np.array([self.frames[k].source_time_s for k in keys])
         step = self.geometry.frame_step_s
         out = []
         for t in targets:
@@ -229,30 +218,22 @@ class FERLiveSession:
         keys = sorted(set(keys))
         if not keys:
             return
-        frames = [self.frames[k]["image"] for k in keys]
-        found = self.faces.process(frames, [self.frames[k]["time_s"] for k in keys], self.frames[keys[0]]["scale"],
+        frames = [self.frames[k].image for k in keys]
+        found = self.faces.process(frames, [self.frames[k].source_time_s for k in keys], self.frames[keys[0]].scale,
                                    audio=audio, audio_start_s=audio_start_s, speech=speech)
         with_face = np.nonzero(found.found)[0]
         vectors = dict(zip(with_face.tolist(), self.analyzer.embed(found.crops[with_face], found.roi[with_face])))
         for i, key in enumerate(keys):
-            entry = self.frames[key]
-            entry.pop("image", None)  # embedded: the picture is no longer needed
-            entry.update(found=bool(found.found[i]) and i in vectors, face_box=found.face_boxes[i],
-                         crop_box=found.crop_boxes[i], track_id=found.track_ids[i],
-                         person_reason=found.person.get("reason", ""))
-            entry.update(vectors.get(i, {}))
+            # embedded: the picture is no longer needed, the entry replaces it
+            self.frames[key] = FrameEntry(
+                source_time_s=self.frames[key].source_time_s, found=bool(found.found[i]) and i in vectors,
+                face_box=found.face_boxes[i], crop_box=found.crop_boxes[i], track_id=found.track_ids[i],
+                person_reason=found.person.get("reason", ""), **vectors.get(i, {}))
         self.frames_embedded += len(keys)
 
     def stored_bytes(self) -> int:
         """Bytes of the frame buffers (pictures not yet embedded, vectors, ROI scores)."""
-        total = 0
-        for entry in self.frames.values():
-            for name in ("image", "roi_indices", "roi_patch_scores"):
-                value = entry.get(name)
-                total += 0 if value is None else value.nbytes
-            vector = entry.get("vector")
-            total += 0 if vector is None else vector.numel() * vector.element_size()
-        return total
+        return sum(f.nbytes() for f in self.frames.values())
 
 
 def _audio_media(audio, rate):

@@ -37,16 +37,15 @@ from .errors_fer import FERInputError, NoUsableModalityError, UnsupportedSampleR
 from .media_fer import FERMedia, check_duration, decode_window, plan_windows, probe_media, window_from_arrays
 from .results_fer import (
     DEFAULT_CONFIDENCE_MARGIN,
-    FERSkippedWindow,
     build_clip_result,
     build_window_result,
     outputs_to_numpy,
 )
 from .video_processing_fer import FERVideoProcessor
+from .windows_fer import AudioDecision, decide_audio, window_info
 
 logger = logging.getLogger(__name__)
 
-_SKIPPED_KEYS = ("clip_index", "window_index", "window_start_s", "window_end_s", "audio_reason", "video_reason")
 _MEDIA_KEYS = {"audio", "sampling_rate", "frames", "fps", "frame_times_s", "start_s"}
 
 
@@ -124,10 +123,8 @@ class FERClipInfo:
 class FERBatchInfo:
     """What `prepare` returns next to the model inputs: one dict per batch row (`windows`) and per clip (`clips`).
 
-    A window dict holds source, clip_index, window_index, duration_s, notes (how the file was read, in words),
-    window_start_s, window_end_s, frame_times_s, frame_source_times_s (None past the clip end), audio_used,
-    audio_reason, video_used, video_reason, face_boxes, crop_boxes (source pixels), and face_frames (uint8
-    `(T, S, S, 3)`, with `return_face_frames=True`).
+    `windows` holds one `windows_fer.WindowInfo` per batch row (times, frames, faces, person, modalities and the
+    reasons; `face_frames` uint8 `(T, S, S, 3)` with `return_face_frames=True`).
     """
 
     windows: list
@@ -352,20 +349,17 @@ class FERProcessor(ProcessorMixin):
         rows, windows, clips = [], [], []
         for clip_index, clip in enumerate(self._collect_clips(videos)):
             clip_rows = self._process_clip(clip, clip_index, window_s, sliding_window, stride_s, return_face_frames)
-            usable = [r for r in clip_rows if r["info"]["audio_used"] or r["info"]["video_used"]]
+            usable = [r for r in clip_rows if r["info"].audio_used or r["info"].video_used]
             if not usable:
                 info = clip_rows[0]["info"]
-                raise NoUsableModalityError.in_clip(info["source"], info["audio_reason"], info["video_reason"])
-            skipped = [FERSkippedWindow(r["info"]["window_index"], r["info"]["window_start_s"],
-                                        r["info"]["window_end_s"], r["info"]["audio_reason"],
-                                        r["info"]["video_reason"])
-                       for r in clip_rows if not (r["info"]["audio_used"] or r["info"]["video_used"])]
+                raise NoUsableModalityError.in_clip(info.source, info.audio_reason, info.video_reason)
+            skipped = [r["info"].skipped() for r in clip_rows if not (r["info"].audio_used or r["info"].video_used)]
             if skipped:  # the model refuses a row with neither modality
                 logger.warning("%d of %d windows of %r hold neither usable audio nor a face and are left out",
-                               len(skipped), len(clip_rows), clip_rows[0]["info"]["source"])
+                               len(skipped), len(clip_rows), clip_rows[0]["info"].source)
             first = clip_rows[0]["info"]
-            clips.append(FERClipInfo(first["source"], first["duration_s"],
-                                     list(range(len(rows), len(rows) + len(usable))), skipped, first["notes"]))
+            clips.append(FERClipInfo(first.source, first.duration_s,
+                                     list(range(len(rows), len(rows) + len(usable))), skipped, first.notes))
             rows.extend(usable)
             windows.extend(r["info"] for r in usable)
         return self._batch(rows, return_tensors, window_s), FERBatchInfo(windows, clips)
@@ -480,8 +474,9 @@ class FERProcessor(ProcessorMixin):
                                             duration, self.sampling_rate, self.video_processing.decode_max_side,
                                             frame_times_s=m.frame_times_s, origin_s=origin)
             row = self.window_row(window, no_audio, no_video, return_face_frames, faces=faces, speech=speech)
-            row["info"].update(source=source, clip_index=clip_index, window_index=window_index,
-                               duration_s=round(float(duration), 6), notes=list(notes))
+            window_meta = row["info"]
+            window_meta.source, window_meta.clip_index, window_meta.window_index = source, clip_index, window_index
+            window_meta.duration_s, window_meta.notes = round(float(duration), 6), list(notes)
             rows.append(row)
         return rows
 
@@ -493,12 +488,8 @@ class FERProcessor(ProcessorMixin):
         `all_people=True` adds `row["people"]`: one row per face track of the window (the shared audio, that
         person's crops and mask; `info["person"]` names them), the chosen person's equal to this row.
         """
-        audio_used, audio_reason = self.audio_processing.check(media.audio, no_audio)
-        speech_fraction = None
-        if audio_used:
-            session = speech if speech is not None else self.audio_processing.speech_session()
-            audio_used, audio_reason, speech_fraction = self.audio_processing.check_speech(
-                media.audio, session, float(media.start_s))
+        session = speech if speech is not None else self.audio_processing.speech_session()
+        audio = decide_audio(self.audio_processing, media.audio, no_audio, session, float(media.start_s))
         if media.frames is None:
             found, video_reason = None, no_video
         elif not media.frame_valid.any():
@@ -507,38 +498,31 @@ class FERProcessor(ProcessorMixin):
             faces = faces or self.video_processing.face_session()
             found = faces.process(
                 media.frames, media.frame_times_s, media.scale, audio=media.audio, audio_start_s=float(media.start_s),
-                speech=audio_used, all_people=all_people)
+                speech=audio.used, all_people=all_people)
             video_reason = found.reason()
-        audio = (audio_used, audio_reason, speech_fraction)
         row = self._person_row(media, audio, found, video_reason, faces, return_face_frames)
         if all_people:
             row["people"] = [self._person_row(media, audio, p, p.reason(), faces, return_face_frames)
                              for p in (found.people if found is not None else [])]
         return row
 
-    def _person_row(self, media, audio: tuple, found, video_reason: str, faces, return_face_frames: bool) -> dict:
+    def _person_row(self, media, audio: AudioDecision, found, video_reason: str, faces,
+                    return_face_frames: bool) -> dict:
         """The row of one window with `found`'s face (a `FERFaceFrames`, or None without video)."""
-        audio_used, audio_reason, speech_fraction = audio
         T, S, N = self.num_frames, self.image_size, self.num_patches  # noqa: N806
         video_used = found is not None and found.any_found
         crops = found.crops if video_used else np.zeros((T, S, S, 3), np.uint8)
         roi = found.roi if video_used else np.zeros((T, N), np.float32)
         source_times = media.source_times_s if media.source_times_s is not None else np.full(T, np.nan)
-        info = dict(
-            window_start_s=float(media.start_s), window_end_s=float(media.end_s),
-            frame_times_s=[round(float(t), 6) for t in media.frame_times_s],
-            frame_source_times_s=[None if np.isnan(t) else round(float(t), 6) for t in source_times],
-            audio_used=audio_used, audio_reason=audio_reason, video_used=bool(video_used), video_reason=video_reason,
-            face_boxes=found.face_boxes if video_used else [None] * T,
-            crop_boxes=found.crop_boxes if video_used else [None] * T,
-            speech_fraction=speech_fraction,
-            face_found=[bool(v) for v in found.found] if video_used else [False] * T,
-            person=dict(found.person) if found is not None else {"track_id": None, "reason": video_reason},
-            tracks=faces.track_summaries() if found is not None else [],
-        )
+        face = found.found if video_used else np.zeros(T, bool)
+        info = window_info(
+            0, media.start_s, media.end_s, media.frame_times_s, source_times, audio, face,
+            found.face_boxes if video_used else [None] * T, found.crop_boxes if video_used else [None] * T,
+            video_reason, dict(found.person) if found is not None else {"track_id": None, "reason": video_reason},
+            faces.track_summaries() if found is not None else [])
         if return_face_frames:
-            info["face_frames"] = crops.copy()
-        return {"info": info, "audio": media.audio if audio_used else None, "crops": crops, "roi": roi,
+            info.face_frames = crops.copy()
+        return {"info": info, "audio": media.audio if audio.used else None, "crops": crops, "roi": roi,
                 # frames without the chosen face are masked, like padding: no stale crop reaches the model
                 "frame_mask": media.frame_valid & found.found if video_used else media.frame_valid.copy(),
                 "video_used": bool(video_used)}
@@ -594,8 +578,9 @@ class FERProcessor(ProcessorMixin):
     def _bare_info(self, out: dict) -> FERBatchInfo:
         rows = out["logits"].shape[0]
         used = out["modalities_used"] if out["modalities_used"] is not None else np.ones((rows, 2), bool)
-        windows = [dict(window_start_s=0.0, window_end_s=self.clip_seconds, window_index=0, audio_used=bool(u[0]),
-                        video_used=bool(u[1]), audio_reason=None, video_reason=None) for u in used]
+        no_info = "no window information (model outputs without the processor's info)"
+        windows = [window_info(0, 0.0, self.clip_seconds, [], [], AudioDecision(bool(u[0]), no_info), np.zeros(0, bool),
+                               [], [], no_info, {"track_id": None, "reason": no_info}, []) for u in used]
         clips = [FERClipInfo("unknown", self.clip_seconds, [r]) for r in range(rows)]
         return FERBatchInfo(windows, clips)
 

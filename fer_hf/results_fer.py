@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .windows_fer import WindowInfo
+
 RESULT_SCHEMA_VERSION = 1
 AGGREGATION = "mean of window probabilities, each window weighted by the number of modalities it used (1 or 2)"
 DEFAULT_CONFIDENCE_MARGIN = 0.10  # top1 - top2 below this: "no clear emotion" (top_label None)
@@ -188,18 +190,16 @@ def _r(value: float, digits: int = 6) -> float:
     return round(float(value), digits)
 
 
-def build_window_result(out: dict, row: int, info: dict, labels: list, geometry, margin: float,
+def build_window_result(out: dict, row: int, info: WindowInfo, labels: list, geometry, margin: float,
                         index: int | None = None) -> FERWindowResult:
-    """One `FERWindowResult` from batch row `row` of `outputs_to_numpy(...)` and the processor's window info.
-
-    `info` keys used: window_start_s, window_end_s, window_index, audio_used, audio_reason, video_used,
-    video_reason, frame_times_s, frame_source_times_s, face_boxes, crop_boxes, speech_fraction (optional).
-    """
+    """One `FERWindowResult` from batch row `row` of `outputs_to_numpy(...)` and the window's `WindowInfo` (the one
+    contract every driver fills, `windows_fer`)."""
+    if not isinstance(info, WindowInfo):
+        raise TypeError(f"build_window_result needs a windows_fer.WindowInfo, got {type(info).__name__}")
     probs = softmax(out["logits"][row])
     top, confident = decide(probs, labels, margin)
-    start, end = float(info["window_start_s"]), float(info["window_end_s"])
-    used = out["modalities_used"][row] if out["modalities_used"] is not None else (info["audio_used"],
-                                                                                    info["video_used"])
+    start, end = float(info.window_start_s), float(info.window_end_s)
+    used = out["modalities_used"][row] if out["modalities_used"] is not None else (info.audio_used, info.video_used)
     audio_used, video_used = bool(used[0]), bool(used[1])
     segments = []
     if out["segment_logits"] is not None:
@@ -208,10 +208,8 @@ def build_window_result(out: dict, row: int, info: dict, labels: list, geometry,
         for s, (a, b) in enumerate(geometry.segment_bounds_seconds("fused")):
             segments.append(FERSegmentResult(_r(start + a), _r(start + b),
                                              {lab: _r(p) for lab, p in zip(labels, seg_probs[s])}, _r(attention[s])))
-    times = info.get("frame_times_s") or []
-    sources = info.get("frame_source_times_s") or [None] * len(times)
-    face_boxes = info.get("face_boxes") or [None] * len(times)
-    crop_boxes = info.get("crop_boxes") or [None] * len(times)
+    times, sources, face_boxes, crop_boxes = (info.frame_times_s, info.frame_source_times_s, info.face_boxes,
+                                              info.crop_boxes)
     frames = [
         FERFrameResult(_r(t), None if s is None else _r(s), bool(video_used and fb is not None),
                        fb if video_used else None, cb if video_used else None)
@@ -231,16 +229,16 @@ def build_window_result(out: dict, row: int, info: dict, labels: list, geometry,
     modalities = {
         "audio": audio_used, "video": video_used,
         # usable input that the model still did not use: its branch was never trained (config.trained_modalities)
-        "audio_reason": "ok" if audio_used else _reason(info.get("audio_reason"),
+        "audio_reason": "ok" if audio_used else _reason(info.audio_reason,
                                                         "the model was not trained on voices"),
-        "video_reason": "ok" if video_used else _reason(info.get("video_reason"),
+        "video_reason": "ok" if video_used else _reason(info.video_reason,
                                                         "the model was not trained on faces"),
-        "speech_fraction": info.get("speech_fraction"),
+        "speech_fraction": info.speech_fraction,
         "face_frames": int(sum(1 for f in frames if f.face_found)),
         "frames": int(sum(valid)),
     }
     return FERWindowResult(
-        index=int(info.get("window_index", row) if index is None else index), start_s=_r(start), end_s=_r(end),
+        index=int(info.window_index if index is None else index), start_s=_r(start), end_s=_r(end),
         probabilities={lab: _r(p) for lab, p in zip(labels, probs)}, top_label=top, confident=confident,
         modalities=modalities, segments=segments, frames=frames, audio_attention=audio_attention, roi=roi,
     )
@@ -262,52 +260,32 @@ def aggregate_windows(windows: list, labels: list, margin: float) -> tuple[dict,
     return {lab: _r(p) for lab, p in zip(labels, mean)}, top, confident
 
 
-def track_summaries(windows: list) -> tuple[list, dict]:
-    """Face tracks of a clip from its windows' frames, and whose face went to the model.
-
-    With the single-face front-end there is one track (id 0): every frame where the largest face was found.
-    """
-    seen = {}
-    for w in windows:
-        for f in w.frames:
-            if f.face_found and f.face_box is not None:
-                seen.setdefault(round(f.time_s, 4), f.face_box)  # overlapping windows share frames
-    if not seen:
+def clip_faces(window_infos: list) -> tuple[list, dict]:
+    """Tracks and person of a clip from its windows' `WindowInfo`s (`tracks`: the clip's face tracks so far,
+    `person`: that window's choice)."""
+    if not window_infos:
         return [], {"track_id": None, "reason": "no face found in any window"}
-    times = sorted(seen)
-    boxes = np.array([seen[t] for t in times], np.float64)
-    track = FaceTrackSummary(0, times[0], times[-1], len(times), [round(float(v), 1) for v in boxes.mean(0)])
-    return [track], {"track_id": 0, "reason": "the largest face in each frame (single-face front-end)"}
-
-
-def clip_faces(window_infos: list) -> tuple[list, dict] | None:
-    """Tracks and person of a clip from the processor's window infos (`tracks`: the clip's face tracks so far,
-    `person`: that window's choice); None when the infos carry no tracks (e.g. a bare batch)."""
-    infos = [i for i in window_infos if "tracks" in i]
-    if not infos:
-        return None
-    last = max(infos, key=lambda i: (len(i["tracks"]), i.get("window_index", 0)))
-    tracks = [FaceTrackSummary(**t) for t in last["tracks"]]
-    chosen = [i["person"] for i in infos if i.get("video_used") and i.get("person", {}).get("track_id") is not None]
+    last = max(window_infos, key=lambda i: (len(i.tracks), i.window_index))
+    tracks = [FaceTrackSummary(**t) for t in last.tracks]
+    chosen = [i.person for i in window_infos if i.video_used and i.person.get("track_id") is not None]
     if not chosen:
-        reasons = [i.get("person", {}).get("reason") for i in infos]
+        reasons = [i.person.get("reason") for i in window_infos]
         return tracks, {"track_id": None, "reason": next((r for r in reasons if r), "no face found in any window")}
     ids = [p["track_id"] for p in chosen]
     best = max(set(ids), key=lambda t: (ids.count(t), -ids.index(t)))
     reason = next(p["reason"] for p in chosen if p["track_id"] == best)
-    if len(infos) > 1:
-        reason = f"{reason} (chosen in {ids.count(best)} of {len(infos)} windows)"
+    if len(window_infos) > 1:
+        reason = f"{reason} (chosen in {ids.count(best)} of {len(window_infos)} windows)"
     return tracks, {"track_id": best, "reason": reason}
 
 
 def build_clip_result(windows: list, skipped: list, source: str, duration_s: float, labels: list, margin: float,
                       model_summary: dict | None = None, window_infos: list | None = None,
                       notes: list | None = None) -> FERClipResult:
-    """A `FERClipResult` from its classified windows and the skipped ones (`window_infos`: the processor's window
-    dicts, for the face tracks and the chosen person; `notes`: `media_fer.MediaInfo.notes`)."""
+    """A `FERClipResult` from its classified windows and the skipped ones (`window_infos`: the classified windows'
+    `WindowInfo`s, for the face tracks and the chosen person; `notes`: `media_fer.MediaInfo.notes`)."""
     probabilities, top, confident = aggregate_windows(windows, labels, margin)
-    faces = clip_faces(window_infos or [])
-    tracks, person = faces if faces is not None else track_summaries(windows)
+    tracks, person = clip_faces(list(window_infos or []))
     return FERClipResult(
         source=str(source), duration_s=_r(duration_s), labels=list(labels), probabilities=probabilities,
         top_label=top, confident=confident, confidence_margin=float(margin), windows=list(windows),

@@ -149,7 +149,7 @@ def test_live_session_reuses_cached_frames(setup):
     second = session.classify(wave[16000 * 1: 16000 * 4], end_s=3.75)  # two frame steps later
     assert (second.windows[0].start_s, second.windows[0].end_s) == (0.75, 3.75)
     assert session.frames_embedded == 10  # six frames came from the cache, two are new
-    assert min(f["time_s"] for f in session.frames.values()) >= 0.75 - 0.375  # old frames are gone
+    assert min(f.source_time_s for f in session.frames.values()) >= 0.75 - 0.375  # old frames are gone
     silent = session.classify(None, end_s=20.0)  # no audio and the camera stopped long ago
     assert silent.windows == [] and silent.skipped_windows[0].video_reason == "no camera frames in the window"
     assert silent.probabilities == {} and silent.top_label is None

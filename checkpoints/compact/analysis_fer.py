@@ -29,6 +29,7 @@ from .errors_fer import FERInputError, NoUsableModalityError
 from .media_fer import probe_media
 from .media_stream_fer import stream_arrays, stream_file
 from .results_fer import FERSkippedWindow, build_clip_result, build_window_result, model_summary
+from .windows_fer import FrameEntry, WindowInfo, assemble_cached, decide_audio
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +51,9 @@ class _FrameStore:
     """The frame-feature cache: per grid index, the face front-end's output and `embed_frames`' vector."""
 
     def __init__(self):
-        self.entries: dict[int, dict] = {}
+        self.entries: dict[int, FrameEntry] = {}
 
-    def add(self, index: int, entry: dict) -> None:
+    def add(self, index: int, entry: FrameEntry) -> None:
         self.entries[index] = entry
 
     def drop_before(self, index: int) -> None:
@@ -136,20 +137,23 @@ class FERAnalyzer:
         else:
             events = stream_arrays(clip["media"], targets, proc.video_processing.decode_max_side)
         state = _TimelineState(self, windows, targets, duration, no_audio, no_video)
-        done, results, skipped = 0, [], []
+        done, results, skipped, infos = 0, [], [], []
         for ready in state.run(events):
-            for item in self._classify(ready, state):
+            for item, window_info in self._classify(ready, state):
                 done += 1
                 if isinstance(item, FERSkippedWindow):
                     skipped.append(item)
                     yield FERAnalysisEvent(done, len(windows), skipped=item)
                 else:
                     results.append(item)
+                    infos.append(window_info)
                     yield FERAnalysisEvent(done, len(windows), window=item)
         if not results:
             raise NoUsableModalityError.in_clip(source, skipped[0].audio_reason, skipped[0].video_reason)
+        for window_info in infos:
+            window_info.source, window_info.duration_s, window_info.notes = str(source), round(duration, 6), notes
         result = build_clip_result(results, skipped, source, duration, proc.labels, proc.confidence_margin,
-                                   model_summary(self.model.config), notes=notes)
+                                   model_summary(self.model.config), infos, notes=notes)
         yield FERAnalysisEvent(done, len(windows), result=result)
 
     # ------------------------------------------------------------------------------------------
@@ -205,24 +209,22 @@ class FERAnalyzer:
         return out
 
     def _classify(self, ready: list, state: _TimelineState):
-        """Classify the ready windows in batches; yield FERWindowResult / FERSkippedWindow in window order."""
+        """Classify the ready windows in batches; yield (FERWindowResult or FERSkippedWindow, its WindowInfo) in
+        window order."""
         proc = self.processor
-        rows, metas = [], []
+        rows, infos = [], []
         for w in ready:
-            row, meta = state.window_row(w)
-            if meta["audio_used"] or meta["video_used"]:
+            row, info = state.window_row(w)
+            infos.append(info)
+            if info.audio_used or info.video_used:
                 rows.append(row)
-                metas.append(meta)
-            else:
-                metas.append(meta)
         out = self.classify_rows(rows) if rows else None
         r = 0
-        for meta in metas:
-            if not (meta["audio_used"] or meta["video_used"]):
-                yield FERSkippedWindow(meta["window_index"], meta["window_start_s"], meta["window_end_s"],
-                                       meta["audio_reason"], meta["video_reason"])
+        for info in infos:
+            if not (info.audio_used or info.video_used):
+                yield info.skipped(), info
                 continue
-            yield build_window_result(out, r, meta, proc.labels, proc.geometry, proc.confidence_margin)
+            yield build_window_result(out, r, info, proc.labels, proc.geometry, proc.confidence_margin), info
             r += 1
 
     def live_session(self):
@@ -286,11 +288,10 @@ class _TimelineState:
         vectors = self.a.embed(found.crops[with_face], found.roi[with_face])
         by_frame = dict(zip(with_face.tolist(), vectors))
         for i, (j, e) in enumerate(self.pending):
-            entry = {"source_time_s": e.source_time_s, "face_box": found.face_boxes[i], "crop_box": found.crop_boxes[i],
-                     "found": bool(found.found[i]), "searched": found.num_searched}
-            if i in by_frame:
-                entry.update(by_frame[i])
-            self.store.add(j, entry)
+            self.store.add(j, FrameEntry(
+                source_time_s=e.source_time_s, found=bool(found.found[i]) and i in by_frame,
+                face_box=found.face_boxes[i], crop_box=found.crop_boxes[i], track_id=found.track_ids[i],
+                person_reason=found.person.get("reason", ""), **by_frame.get(i, {})))
         self.pending = []
 
     def _ready(self, final: bool) -> list[int]:
@@ -323,44 +324,20 @@ class _TimelineState:
             self.chunks = [np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)]
         return self.chunks[0]
 
-    def window_row(self, w: int) -> tuple[dict, dict]:
-        """The model row and the window info (the processor's keys) of timeline window `w`."""
+    def window_row(self, w: int) -> tuple[dict, WindowInfo]:
+        """The model row and the `WindowInfo` of timeline window `w` (`windows_fer.assemble_cached`)."""
         proc, start, end = self.a.processor, *self.windows[w]
-        T, N = self.T, proc.num_patches  # noqa: N806
-        frame_ids = range(w * self.k, w * self.k + T)
+        frame_ids = range(w * self.k, w * self.k + self.T)
         entries = [self.store.entries.get(j) for j in frame_ids]
         valid = np.array([e is not None and self.targets[j] < self.duration_s for j, e in zip(frame_ids, entries)])
-        face = np.array([bool(v and e["found"] and "vector" in e) for v, e in zip(valid, entries)])
-        dim = self.a.model.config.vision_config.hidden_size
-        vectors = torch.stack([e["vector"] if f else torch.zeros(dim) for e, f in zip(entries, face)])
-        k_top = self.a.model.config.roi_top_k
-        roi_indices = np.stack([e["roi_indices"] if f else np.full(k_top, -1) for e, f in zip(entries, face)])
-        roi_scores = np.stack([e["roi_patch_scores"] if f else np.zeros(N, np.float32) for e, f in zip(entries, face)])
+        entries = [e if v else None for e, v in zip(entries, valid)]
         a0 = round(start * self.sr) - self.audio_offset
         a1 = round(min(end, self.duration_s) * self.sr) - self.audio_offset
         audio = self.audio()[max(0, a0):max(0, a1)] if self.any_audio else None
-        audio_used, audio_reason = proc.audio_processing.check(audio, self.no_audio or "no audio stream")
-        speech_fraction = None
-        if audio_used:  # the same speech decision as the processor's window path
-            audio_used, audio_reason, speech_fraction = proc.audio_processing.check_speech(audio, self.speech, start)
-        if self.no_video:
-            video_reason = self.no_video
-        elif not valid.any():
-            video_reason = "no video frames inside the window"
-        else:
-            video_reason = "ok" if face.any() else f"no face found in any of {int(valid.sum())} frames"
-        meta = dict(
-            window_index=w, window_start_s=start, window_end_s=end,
-            frame_times_s=[round(float(self.targets[j]), 6) for j in frame_ids],
-            frame_source_times_s=[round(e["source_time_s"], 6) if v else None for e, v in zip(entries, valid)],
-            audio_used=audio_used, audio_reason=audio_reason, video_used=bool(face.any()), video_reason=video_reason,
-            face_boxes=[e["face_box"] if f else None for e, f in zip(entries, face)],
-            crop_boxes=[e["crop_box"] if f else None for e, f in zip(entries, face)],
-            speech_fraction=speech_fraction,
-        )
-        row = {"audio": audio if audio_used else None, "vectors": vectors, "frame_mask": face,
-               "roi_indices": roi_indices, "roi_patch_scores": roi_scores}
-        return row, meta
+        decision = decide_audio(proc.audio_processing, audio, self.no_audio or "no audio stream", self.speech, start)
+        return assemble_cached(w, start, end, [self.targets[j] for j in frame_ids], entries, valid, audio, decision,
+                               self.a.model.config, proc.num_patches, self.faces.track_summaries(),
+                               missing_video=self.no_video)
 
 
 __all__ = ["FACE_CHUNK_FRAMES", "FERAnalysisEvent", "FERAnalyzer"]

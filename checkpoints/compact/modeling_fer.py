@@ -163,6 +163,7 @@ PAYLOAD_MODULES = (
     "speech_fer.py",
     "streaming_fer.py",
     "video_processing_fer.py",
+    "windows_fer.py",
 )
 PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 PIPELINE_TASK = "audio-visual-emotion-recognition"  # the same string as pipeline_fer.FER_PIPELINE_TASK

@@ -33,6 +33,7 @@ import traceback
 import numpy as np
 
 from fer_hf.errors_fer import FERError, FERInputError, NoUsableModalityError
+from fer_hf.windows_fer import WindowInfo
 
 logger = logging.getLogger(__name__)
 
@@ -143,16 +144,16 @@ class _FileWindows:
         return WindowMedia(start, end, audio, frames, targets, valid, scale, source_times)
 
 
-def _row_meta(info: dict, is_speaker: bool) -> dict:
+def _row_meta(info: WindowInfo, is_speaker: bool) -> dict:
     """The table fields of one model row (a window, and the person whose face it holds)."""
     return {
-        "window_index": info["window_index"], "start_s": info["window_start_s"], "end_s": info["window_end_s"],
-        "person_id": info["person"]["track_id"] if info["video_used"] else None, "is_speaker": is_speaker,
-        "audio_used": info["audio_used"], "video_used": info["video_used"],
-        "audio_reason": info["audio_reason"], "video_reason": info["video_reason"],
-        "speech_fraction": info.get("speech_fraction"),
-        "face_frames": sum(b is not None for b in info["face_boxes"]),
-        "frames": sum(t is not None for t in info["frame_source_times_s"]),
+        "window_index": info.window_index, "start_s": info.window_start_s, "end_s": info.window_end_s,
+        "person_id": info.person["track_id"] if info.video_used else None, "is_speaker": is_speaker,
+        "audio_used": info.audio_used, "video_used": info.video_used,
+        "audio_reason": info.audio_reason, "video_reason": info.video_reason,
+        "speech_fraction": info.speech_fraction,
+        "face_frames": sum(b is not None for b in info.face_boxes),
+        "frames": sum(t is not None for t in info.frame_source_times_s),
     }
 
 
@@ -161,9 +162,9 @@ def _window_rows(row: dict, people: str) -> list[tuple[dict, bool]]:
     person's; rows with neither modality are left out (the window is then a skipped row)."""
     out = [(row, True)]
     if people == "all":
-        chosen = row["info"]["person"]["track_id"]
-        out += [(p, False) for p in row.get("people", []) if p["info"]["person"]["track_id"] != chosen]
-    return [(r, s) for r, s in out if r["info"]["audio_used"] or r["info"]["video_used"]]
+        chosen = row["info"].person["track_id"]
+        out += [(p, False) for p in row.get("people", []) if p["info"].person["track_id"] != chosen]
+    return [(r, s) for r, s in out if r["info"].audio_used or r["info"].video_used]
 
 
 def _chunk(processor, window_s: float, seq: int, rows: list, metas: list, skipped: list) -> dict:
@@ -214,13 +215,14 @@ def file_chunks(processor, path: str, people: str = "speaker", max_windows: int 
             w = state.next
             row = processor.window_row(state.take(), faces=faces, speech=speech, all_people=people == "all")
             for r in (row, *row.get("people", [])):
-                r["info"].update(source=path, clip_index=0, window_index=w, duration_s=round(info.duration_s, 6))
+                r["info"].source, r["info"].clip_index, r["info"].window_index = path, 0, w
+                r["info"].duration_s = round(info.duration_s, 6)
             picked = _window_rows(row, people)
             if not picked or not picked[0][1]:  # the chosen person's row has neither modality: a skipped window
                 i = row["info"]
-                skip = {"window_index": w, "start_s": i["window_start_s"], "end_s": i["window_end_s"],
-                        "audio_reason": i["audio_reason"], "video_reason": i["video_reason"],
-                        "speech_fraction": i.get("speech_fraction")}
+                skip = {"window_index": w, "start_s": i.window_start_s, "end_s": i.window_end_s,
+                        "audio_reason": i.audio_reason, "video_reason": i.video_reason,
+                        "speech_fraction": i.speech_fraction}
                 skipped.append(skip)
                 first_skip = first_skip or skip
             usable = usable or bool(picked and picked[0][1])
