@@ -37,8 +37,10 @@ def refusals_as_one_line(debug: bool = False):
     except (FERError, OSError) as err:
         if debug or not isinstance(err, (FERError, FileNotFoundError)) and err.errno not in _ENVIRONMENT_ERRNOS:
             raise
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            err = f"could not write {err.filename or 'the output'!s}: the disk is full; free some space and rerun"
+        if isinstance(err, OSError) and not isinstance(err, FERError):  # in words, without "[Errno N]"
+            reason = "the disk is full" if err.errno in (errno.ENOSPC, errno.EDQUOT) else (err.strerror or "").lower()
+            where = f"{err.filename}: " if err.filename else ""
+            err = f"could not run: {where}{reason or type(err).__name__}"
         logger.error("%s (add --debug for the full trace)", err)
         sys.exit(EXIT_REFUSED)
 
