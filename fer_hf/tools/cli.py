@@ -37,7 +37,7 @@ def refusals_as_one_line(debug: bool = False):
     except (FERError, OSError) as err:
         if debug or not isinstance(err, (FERError, FileNotFoundError)) and err.errno not in _ENVIRONMENT_ERRNOS:
             raise
-        if isinstance(err, OSError) and not isinstance(err, FERError):  # in words, without "[Errno N]"
+        if isinstance(err, OSError) and not isinstance(err, FERError) and err.errno is not None:  # no "[Errno N]"
             reason = "the disk is full" if err.errno in (errno.ENOSPC, errno.EDQUOT) else (err.strerror or "").lower()
             where = f"{err.filename}: " if err.filename else ""
             err = f"could not run: {where}{reason or type(err).__name__}"
