@@ -205,6 +205,35 @@ PRESETS: Mapping[str, Mapping] = MappingProxyType(
     }
 )
 
+# Upper bounds of the sizes that decide memory (a config asking for more is refused before anything is allocated,
+# instead of failing with a MemoryError at every request). Far above every preset: the seed model takes 90 frames
+# of 224 px, 8 segments, 3 s at 16 kHz.
+SIZE_LIMITS: Mapping[str, int] = MappingProxyType({
+    "num_frames": 1800,  # 60 s (the longest `clip_seconds`) at 30 fps
+    "sampling_rate": 96_000,
+    "mel_hop_length": 9600,
+    "num_segments": 512,
+    "audio_pool_num_heads": 256,
+    "roi_top_k": 4096,
+    "frame_pool_num_heads": 256,
+    "temporal_num_gscb_layers": 64,
+    "temporal_num_attention_layers": 64,
+    "temporal_conv_kernel_size": 256,
+    "temporal_num_heads": 256,
+    "temporal_ffn_ratio": 64,
+    "fused_dim": 16_384,
+    "vision_chunk_size": 4096,
+    "classifier_hidden_sizes": 16_384,
+    "vision_config.image_size": 2048,
+    "vision_config.hidden_size": 16_384,
+    "vision_config.num_hidden_layers": 128,
+    "audio_config.hidden_size": 16_384,
+    "audio_config.num_hidden_layers": 128,
+    "audio_config.num_mel_bins": 512,
+    "lfm2_config.hidden_size": 16_384,
+    "lfm2_config.num_hidden_layers": 128,
+})
+
 _SUB_CONFIGS = {
     "vision_config": (SiglipVisionConfig, _SIGLIP2_BASE_224),
     "audio_config": (ParakeetEncoderConfig, _FASTCONFORMER_LARGE),
@@ -577,6 +606,7 @@ class FERConfig(PretrainedConfig):
                 f"`classifier_hidden_sizes` must be a non-empty list of positive ints, "
                 f"got {self.classifier_hidden_sizes!r}"
             )
+        self._validate_size_limits()
         checks = (
             (
                 "vision_config.hidden_size",
@@ -618,6 +648,18 @@ class FERConfig(PretrainedConfig):
         if self.preset is not None and not isinstance(self.preset, str):
             raise ValueError(f"`preset` must be a string or None, got {self.preset!r}")
         self._validate_provenance()
+
+    def _validate_size_limits(self) -> None:
+        """Refuse sizes above `SIZE_LIMITS` (they would exhaust memory at the first request)."""
+        for name, limit in SIZE_LIMITS.items():
+            owner, _, field = name.rpartition(".")
+            value = getattr(getattr(self, owner) if owner else self, field, None)
+            values = value if isinstance(value, (list, tuple)) else [value]
+            if any(isinstance(v, (int, float)) and v > limit for v in values):
+                raise ValueError(
+                    f"`{name}`={value!r} is above the limit of {limit}: a model of that size would not fit in "
+                    "memory; use a smaller value"
+                )
 
     def _validate_provenance(self) -> None:
         record = self.provenance
@@ -793,6 +835,7 @@ __all__ = [
     "RAVDESS_LABELS",
     "PRESETS",
     "PROVENANCE_SCHEMA_VERSION",
+    "SIZE_LIMITS",
     "make_backbones_provenance",
     "make_training_provenance",
     "layout_modalities",

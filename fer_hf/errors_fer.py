@@ -43,6 +43,11 @@ class MediaTooLongError(FERInputError):
     """The clip is longer than the configured cap."""
 
 
+class CorruptCheckpointError(FERError, ValueError):
+    """Saved weights that cannot be used: an unreadable or truncated file, a pickle that would run code, or NaN /
+    infinite values (a training run that diverged). Refused on load, on `--resume` and on export."""
+
+
 class LiveSessionClosedError(FERError):
     """A live session was asked for work after it was stopped (Stop, the time limit, or the page was closed)."""
 
@@ -56,5 +61,6 @@ __all__ = [
     "NoUsableModalityError",
     "UnsupportedSampleRateError",
     "MediaTooLongError",
+    "CorruptCheckpointError",
     "LiveSessionClosedError",
 ]

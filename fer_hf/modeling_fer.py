@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import shutil
 import stat
 import warnings
@@ -25,7 +26,7 @@ from transformers.models.siglip.modeling_siglip import SiglipAttention, SiglipML
 from transformers.utils import ModelOutput
 
 from .configuration_fer import FERConfig
-from .errors_fer import FERInputError, NoUsableModalityError
+from .errors_fer import CorruptCheckpointError, FERInputError, NoUsableModalityError
 from .fusion_fer import FERLfm2Fusion
 from .modules_fer import (
     FERAudioSegmentAttentionPool,
@@ -184,6 +185,45 @@ def _weights_like_config(folder) -> None:
             os.chmod(path, mode)
 
 
+def refuse_nonfinite_weights(named_tensors, source, advice: str | None = None) -> None:
+    """Raise `CorruptCheckpointError` when a floating-point tensor of `named_tensors` (name, tensor pairs) holds NaN
+    or an infinity: such weights come from a training run that diverged and would make every probability NaN."""
+    bad = [name for name, tensor in named_tensors
+           if torch.is_floating_point(tensor) and tensor.device.type != "meta" and not torch.isfinite(tensor).all()]
+    if bad:
+        raise CorruptCheckpointError(
+            f"the weights in {str(source)!r} hold NaN or infinite values ({len(bad)} tensor(s), first {bad[0]!r}): "
+            "the training run that wrote them diverged, and the model would answer NaN. "
+            + (advice or "Use an earlier checkpoint, or train again (a lower learning rate usually helps).")
+        )
+
+
+def load_checked_safetensors(path, advice: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of the safetensors file `path`, refused with `CorruptCheckpointError` when the file cannot be
+    read (truncated, not safetensors) or holds NaN / infinite values."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise CorruptCheckpointError(_unreadable_weights(path, err, advice)) from None
+    refuse_nonfinite_weights(tensors.items(), path, advice)
+    return tensors
+
+
+def _unreadable_weights(source, err: Exception, advice: str | None = None) -> str:
+    if isinstance(err, pickle.UnpicklingError):
+        return (f"the weights in {str(source)!r} are a pickle file (pytorch_model.bin) holding more than tensors, "
+                "which cannot be loaded without running its code; convert it to safetensors (save_pretrained) with "
+                "code you trust, or use a folder with model.safetensors")
+    detail = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+    return (f"the weights in {str(source)!r} cannot be read ({detail}): the file is truncated or is not a weights "
+            "file. " + (advice or "Copy or download it again, or use another checkpoint."))
+
+
 class FERPreTrainedModel(PreTrainedModel):
     config_class = FERConfig
     config: FERConfig
@@ -246,6 +286,20 @@ class FERPreTrainedModel(PreTrainedModel):
                 subsampling._is_hf_initialized = False
                 self._initialize_weights(subsampling)
                 subsampling._fer_he_init = True
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, refusing unusable weights with `CorruptCheckpointError`: a truncated
+        or foreign weights file, a pickle that would have to run code, or NaN / infinite values."""
+        from safetensors import SafetensorError
+
+        source = pretrained_model_name_or_path
+        try:
+            model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except (SafetensorError, pickle.UnpicklingError, EOFError) as err:
+            raise CorruptCheckpointError(_unreadable_weights(source, err)) from None
+        refuse_nonfinite_weights(model.state_dict().items(), source)
+        return model
 
     def backbone_modules(self) -> dict[str, nn.Module]:
         """The pretrained parts, by name: `vision`, `audio`, `fusion` (the LFM2 layers)."""
@@ -523,7 +577,8 @@ class FERForEmotionClassification(FERPreTrainedModel):
             audio, video = audio & ~drop_audio, video & ~(drop & ~drop_audio)
         return audio, video
 
-    def _check_inputs(self, input_features, pixel_values_videos, frame_embeddings):
+    def _check_inputs(self, input_features, pixel_values_videos, frame_embeddings, audio_attention_mask=None,
+                      video_frame_mask=None, roi_weights=None):
         """Shape checks; returns the video input (pixels or frame embeddings, or None) and the batch size."""
         cfg = self.config
         if pixel_values_videos is not None and frame_embeddings is not None:
@@ -553,7 +608,28 @@ class FERForEmotionClassification(FERPreTrainedModel):
             raise FERInputError(
                 f"audio batch ({input_features.shape[0]}) and video batch ({video_input.shape[0]}) differ"
             )
+        if reference.shape[0] == 0:
+            raise FERInputError("the batch is empty (0 rows): give at least one clip window")
+        if video_input is not None and video_input.shape[1] != cfg.num_frames:
+            raise FERInputError(
+                f"the video has {video_input.shape[1]} frames per window but this model takes {cfg.num_frames} "
+                "(`config.num_frames`); prepare the inputs with the model's own processor"
+            )
+        self._check_masks(input_features, video_input, audio_attention_mask, video_frame_mask, roi_weights)
         return video_input, reference.shape[0]
+
+    def _check_masks(self, input_features, video_input, audio_attention_mask, video_frame_mask, roi_weights):
+        """The masks and ROI weights must match the inputs they describe."""
+        expected = []
+        if input_features is not None:
+            expected.append(("audio_attention_mask", audio_attention_mask, tuple(input_features.shape[:2])))
+        if video_input is not None:
+            b, t = video_input.shape[:2]
+            expected += [("video_frame_mask", video_frame_mask, (b, t)),
+                         ("roi_weights", roi_weights, (b, t, self.config.num_patches))]
+        for name, tensor, shape in expected:
+            if tensor is not None and tuple(tensor.shape) != shape:
+                raise FERInputError(f"`{name}` must have shape {shape} to match the inputs, got {tuple(tensor.shape)}")
 
     def forward(
         self,
@@ -574,7 +650,8 @@ class FERForEmotionClassification(FERPreTrainedModel):
         return_dict = return_dict if return_dict is not None else cfg.return_dict
         want_hidden = bool(output_hidden_states if output_hidden_states is not None else cfg.output_hidden_states)
         want_attn = bool(output_attentions if output_attentions is not None else cfg.output_attentions)
-        video_input, batch = self._check_inputs(input_features, pixel_values_videos, frame_embeddings)
+        video_input, batch = self._check_inputs(input_features, pixel_values_videos, frame_embeddings,
+                                                audio_attention_mask, video_frame_mask, roi_weights)
         device = (input_features if input_features is not None else video_input).device
         audio_used, video_used = self._modality_masks(batch, device, input_features, video_input, audio_mask,
                                                       video_mask)
@@ -721,6 +798,8 @@ FERForEmotionClassification.register_for_auto_class("AutoModel")
 
 __all__ = [
     "PAYLOAD_MODULES",
+    "load_checked_safetensors",
+    "refuse_nonfinite_weights",
     "FERPreTrainedModel",
     "FERForEmotionClassification",
     "FEREmotionClassifierOutput",

@@ -32,7 +32,7 @@ from transformers import BatchFeature, ParakeetFeatureExtractor
 from transformers.processing_utils import ProcessorMixin
 
 from .audio_processing_fer import MIN_AUDIO_SAMPLES, FERAudioProcessor
-from .configuration_fer import RAVDESS_LABELS, window_segment_bounds
+from .configuration_fer import RAVDESS_LABELS, SIZE_LIMITS, window_segment_bounds
 from .errors_fer import FERInputError, NoUsableModalityError, UnsupportedSampleRateError
 from .media_fer import FERMedia, check_duration, decode_window, plan_windows, probe_media, window_from_arrays
 from .results_fer import (
@@ -46,6 +46,10 @@ from .windows_fer import AudioDecision, decide_audio, window_info
 
 logger = logging.getLogger(__name__)
 
+# Upper bounds of the settings that decide memory (the model config's own are `configuration_fer.SIZE_LIMITS`).
+MAX_WINDOW_SECONDS = 60.0  # as `FERConfig.clip_seconds`
+MAX_WINDOWS = 10_000  # sliding windows per clip
+MAX_DURATION_S = 86_400.0  # a day of media per clip
 _MEDIA_KEYS = {"audio", "sampling_rate", "frames", "fps", "frame_times_s", "start_s"}
 
 
@@ -65,6 +69,17 @@ class FERGeometry:
     patch_size: int = 16
     mel_hop_length: int = 160  # samples (10 ms at 16 kHz)
     audio_encoder_stride: int = 8  # mel frames per encoder frame (80 ms)
+
+    def __post_init__(self):
+        for name in ("num_frames", "sampling_rate", "num_segments", "image_size", "patch_size", "mel_hop_length",
+                     "audio_encoder_stride"):
+            value, limit = getattr(self, name), SIZE_LIMITS.get(name, SIZE_LIMITS.get(f"vision_config.{name}"))
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1 or (limit and value > limit):
+                bound = f" up to {limit}" if limit else ""
+                raise ValueError(f"geometry `{name}` must be a positive integer{bound}, got {value!r}")
+        if not isinstance(self.clip_seconds, (int, float)) or not 0.1 <= self.clip_seconds <= MAX_WINDOW_SECONDS:
+            raise ValueError(f"geometry `clip_seconds` must be between 0.1 and {MAX_WINDOW_SECONDS} seconds, "
+                             f"got {self.clip_seconds!r}")
 
     @classmethod
     def from_config(cls, config) -> FERGeometry:
@@ -230,15 +245,17 @@ class FERProcessor(ProcessorMixin):
 
     def validate(self) -> None:
         """Refuse bad window settings (call it after assigning `max_windows`, `stride_seconds`, ... directly)."""
-        if self.max_windows < 1 or self.max_duration_s <= 0 or not 0.0 <= self.confidence_margin < 1.0:
+        if (not 1 <= self.max_windows <= MAX_WINDOWS or not 0 < self.max_duration_s <= MAX_DURATION_S
+                or not 0.0 <= self.confidence_margin < 1.0):
             raise ValueError(
-                f"need max_windows >= 1, max_duration_s > 0 and 0 <= confidence_margin < 1; got {self.max_windows}, "
-                f"{self.max_duration_s}, {self.confidence_margin}"
+                f"need 1 <= max_windows <= {MAX_WINDOWS}, 0 < max_duration_s <= {MAX_DURATION_S} and "
+                f"0 <= confidence_margin < 1; got {self.max_windows}, {self.max_duration_s}, {self.confidence_margin}"
             )
         for name in ("window_seconds", "stride_seconds"):
             value = getattr(self, name)
-            if value is not None and not float(value) > 0:
-                raise ValueError(f"`{name}` must be positive seconds or None, got {value!r}")
+            if value is not None and not 0 < float(value) <= MAX_WINDOW_SECONDS:
+                raise ValueError(f"`{name}` must be positive seconds up to {MAX_WINDOW_SECONDS}, or None, "
+                                 f"got {value!r}")
 
     @classmethod
     def from_model_config(cls, config, **kwargs) -> FERProcessor:
@@ -425,7 +442,14 @@ class FERProcessor(ProcessorMixin):
         audio = frames = None
         if media.audio is None and media.frames is None:
             raise FERInputError("the decoded media holds neither `audio` nor `frames`")
+        if not _finite_number(media.start_s):
+            raise FERInputError(f"`start_s` must be a finite number of seconds, got {media.start_s!r}")
         if media.audio is not None:
+            if media.sampling_rate is not None and not _finite_number(media.sampling_rate):
+                raise UnsupportedSampleRateError(
+                    f"`sampling_rate` must be a number of samples per second ({self.sampling_rate} for this model), "
+                    f"got {media.sampling_rate!r}"
+                )
             if media.sampling_rate is None:
                 logger.warning("no `sampling_rate` given with `audio`; assuming %d Hz", self.sampling_rate)
             elif int(media.sampling_rate) != self.sampling_rate:
@@ -440,7 +464,8 @@ class FERProcessor(ProcessorMixin):
             frames = _clean_frames(media.frames)
             if media.frame_times_s is not None:
                 times = np.asarray(media.frame_times_s, np.float64).reshape(-1)
-                if len(times) != len(frames) or (len(times) > 1 and np.any(np.diff(times) <= 0)):
+                if (len(times) != len(frames) or not np.all(np.isfinite(times))
+                        or (len(times) > 1 and np.any(np.diff(times) <= 0))):
                     raise FERInputError("`frame_times_s` needs one increasing time per frame")
             elif media.fps is None or not float(media.fps) > 0:
                 raise FERInputError(f"`fps` (frames per second, > 0) or `frame_times_s` is required with `frames`, "
@@ -585,9 +610,19 @@ class FERProcessor(ProcessorMixin):
         return FERBatchInfo(windows, clips)
 
 
+def _finite_number(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
 def _clean_audio(audio) -> np.ndarray:
     """float32 `(n,)` mono in [-1, 1]."""
     a = audio.detach().cpu().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio)
+    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        kind = "complex" if np.issubdtype(a.dtype, np.complexfloating) else a.dtype.name
+        raise FERInputError(f"audio must be real-valued samples (float or integer), got {kind} values")
     if a.ndim == 2:  # (n, channels) or (channels, n): average the short axis
         a = a.mean(axis=int(np.argmin(a.shape)))
     if a.ndim != 1:
@@ -603,10 +638,19 @@ def _clean_audio(audio) -> np.ndarray:
 def _clean_frames(frames) -> np.ndarray:
     """uint8 `(F, H, W, 3)` RGB (a list of `(H, W, 3)` frames is stacked)."""
     if isinstance(frames, (list, tuple)):
-        frames = np.stack([np.asarray(f) for f in frames]) if frames else np.zeros((0, 1, 1, 3), np.uint8)
+        frames = [np.asarray(f) for f in frames]
+        sizes = sorted({f.shape for f in frames})
+        if len(sizes) > 1:
+            raise FERInputError(f"all frames of a clip must have the same size, got {len(sizes)} different shapes "
+                                f"({sizes[0]}, {sizes[1]}, ...); resize them first")
+        frames = np.stack(frames) if frames else np.zeros((0, 1, 1, 3), np.uint8)
     f = frames.detach().cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
     if f.ndim != 4 or f.shape[-1] != 3:
         raise FERInputError(f"frames must be RGB frames of shape (F, H, W, 3), got shape {f.shape}")
+    if f.shape[1] == 0 or f.shape[2] == 0:
+        raise FERInputError(f"frames must have at least one pixel, got {f.shape[2]}x{f.shape[1]} frames")
+    if not (np.issubdtype(f.dtype, np.floating) or np.issubdtype(f.dtype, np.integer) or f.dtype == np.bool_):
+        raise FERInputError(f"frames must hold real pixel values (uint8 or float), got {f.dtype.name} values")
     if f.dtype != np.uint8:
         scale = 255.0 if f.size and float(f.max()) <= 1.0 else 1.0  # floats in [0, 1] or [0, 255]
         f = np.clip(f.astype(np.float32) * scale, 0, 255).astype(np.uint8)

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors_fer import FERError
 from .windows_fer import WindowInfo
 
 RESULT_SCHEMA_VERSION = 1
@@ -121,7 +123,8 @@ class FERClipResult:
         return out
 
     def to_json(self, compact: bool = False, indent: int | None = None) -> str:
-        return json.dumps(self.to_dict(compact=compact), indent=indent)
+        """Strict JSON (RFC 8259): a value that is not a finite number (NaN, infinity) is written as `null`."""
+        return json.dumps(json_safe(self.to_dict(compact=compact)), indent=indent, allow_nan=False)
 
     @classmethod
     def from_dict(cls, data: dict) -> FERClipResult:
@@ -139,6 +142,18 @@ class FERClipResult:
         skipped = [FERSkippedWindow(**s) for s in data.pop("skipped_windows", [])]
         tracks = [FaceTrackSummary(**t) for t in data.pop("tracks", [])]
         return cls(windows=windows, skipped_windows=skipped, tracks=tracks, **data)
+
+
+def json_safe(value):
+    """`value` (dicts, lists, numbers, strings) with every non-finite float (NaN, +-infinity) replaced by None, so
+    that `json.dumps(..., allow_nan=False)` writes valid JSON (bare `NaN` is not JSON)."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 # --------------------------------------------------------------------------------------
@@ -183,6 +198,11 @@ def outputs_to_numpy(outputs) -> dict:
         raise ValueError("the model outputs hold no `logits`")
     if result["logits"].ndim == 1:
         result = {k: (v[None] if v is not None else None) for k, v in result.items()}
+    if not np.all(np.isfinite(result["logits"])):
+        raise FERError(
+            "the model returned NaN or infinite scores: its weights hold such values (a training run that diverged) "
+            "or its precision overflowed; run it in fp32, or use another checkpoint"
+        )
     return result
 
 
@@ -317,6 +337,7 @@ __all__ = [
     "FERSegmentResult",
     "FERSkippedWindow",
     "FERWindowResult",
+    "json_safe",
     "FaceTrackSummary",
     "aggregate_windows",
     "build_clip_result",

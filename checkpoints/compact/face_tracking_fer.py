@@ -18,8 +18,14 @@
   for a stretch no longer than `max_gap_s` between two sightings is interpolated too; a longer gap stays a gap:
   those frames have no face and the processor masks them (`video_frame_mask`), no crop is carried over.
 
+Shot cuts (`shots_fer.ShotCuts`, given as each frame's shot number) end every track: the first frame of each shot
+is analysed, no face is followed by its landmarks, re-found, refined or interpolated across a cut, so a face after
+a cut starts a new track even where it stands where another face stood.
+
 `FaceTrackRegistry` gives tracks clip-wide IDs: a window's track continues the clip track whose last box it
-overlaps (IoU >= `REID_IOU`) if that track was seen at most `reid_gap_s` earlier; otherwise it gets a new ID.
+overlaps (IoU >= `REID_IOU`) if that track was seen at most `reid_gap_s` earlier and in the same shot; otherwise it
+gets a new ID. The registry holds the clip's `ShotCuts` (`registry.cuts`), so every caller that keeps the registry
+(the face session) keeps the cut state across its calls.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import numpy as np
 
 from .face_landmarks_fer import FaceMesh, FaceMeshLandmarker, MeshRegion, region_from_face, region_from_mesh
 from .faces_fer import FaceBox, FaceDetector
+from .shots_fer import ShotCuts
 
 logger = logging.getLogger(__name__)
 
@@ -119,11 +126,13 @@ def _blend(a: FaceObservation, b: FaceObservation, w: float) -> FaceObservation:
     return FaceObservation(box, min(a.score, b.score), mesh, kp, interpolated=True)
 
 
-def analysed_frames(distinct: list[int], times: np.ndarray, step_s: float) -> list[int]:
-    """The frames to analyse among `distinct` (increasing indices): one at least every `step_s`, and the last."""
+def analysed_frames(distinct: list[int], times: np.ndarray, step_s: float, shots=None) -> list[int]:
+    """The frames to analyse among `distinct` (increasing indices): one at least every `step_s`, the first of every
+    shot (`shots`: int `(T,)` shot numbers, or None for one shot) and the last."""
     chosen = []
     for i in distinct:
-        if not chosen or times[i] - times[chosen[-1]] >= step_s - 1e-9:
+        new_shot = shots is not None and chosen and shots[i] != shots[chosen[-1]]
+        if not chosen or new_shot or times[i] - times[chosen[-1]] >= step_s - 1e-9:
             chosen.append(i)
     if distinct and chosen[-1] != distinct[-1]:
         chosen.append(distinct[-1])
@@ -132,7 +141,7 @@ def analysed_frames(distinct: list[int], times: np.ndarray, step_s: float) -> li
 
 def track_faces(frames: list, frame_times, detector: FaceDetector, landmarker: FaceMeshLandmarker | None,
                 analyse_step_s: float = ANALYSE_STEP_S, max_gap_s: float = MAX_GAP_S,
-                fine_every_s: float = FINE_EVERY_S) -> tuple[list[FaceTrack], int]:
+                fine_every_s: float = FINE_EVERY_S, shots=None) -> tuple[list[FaceTrack], int]:
     """Tracks of every face in a window.
 
     Args:
@@ -140,16 +149,21 @@ def track_faces(frames: list, frame_times, detector: FaceDetector, landmarker: F
         frame_times: `T` times in s (clip timeline).
         detector: any `FaceDetector`; `detect_coarse` / `detect_fine` are used when it has them (BlazeFace).
         landmarker: the face mesh, or None for box-only tracking (no landmark following, no confirmation).
+        shots: int `(T,)` shot number of each frame (`ShotCuts.shots`); None: the window is one shot. A track never
+            continues across a change of shot.
 
     Returns:
         (tracks with window-local IDs 0, 1, ... in order of appearance, number of frames analysed).
     """
     times = np.asarray(frame_times, np.float64)
     n = len(frames)
+    shots = np.zeros(n, np.int64) if shots is None else np.asarray(shots, np.int64).reshape(-1)
+    if len(shots) != n:
+        raise ValueError(f"{n} frames but {len(shots)} shot numbers")
     first_of: dict[int, int] = {}
     source = [first_of.setdefault(id(f), i) if f is not None else None for i, f in enumerate(frames)]
     distinct = [i for i in range(n) if source[i] == i]
-    analysed = analysed_frames(distinct, times, analyse_step_s)
+    analysed = analysed_frames(distinct, times, analyse_step_s, shots)
     coarse = getattr(detector, "detect_coarse", detector.detect)
     fine = getattr(detector, "detect_fine", None)
     tracks: list[FaceTrack] = []
@@ -159,6 +173,8 @@ def track_faces(frames: list, frame_times, detector: FaceDetector, landmarker: F
     for i in analysed:
         frame = frames[i]
         seen: dict[int, FaceObservation] = {}
+        if previous is not None and shots[i] != shots[previous]:  # a cut ends every track
+            last_seen, previous = {}, None
         if landmarker is not None:  # follow the faces of the previous analysed frame by their landmarks
             for tr in tracks:
                 if previous is not None and last_seen.get(tr.track_id) == previous:
@@ -206,23 +222,26 @@ def track_faces(frames: list, frame_times, detector: FaceDetector, landmarker: F
     bin_s = float(np.median(np.diff(times))) if n > 1 else 0.0
     for tr in tracks:
         if landmarker is not None:
-            _refine_edges(tr, frames, analysed, landmarker)
-        _fill(tr, analysed, source, bin_s, max_gap_s)
+            _refine_edges(tr, frames, analysed, landmarker, shots)
+        _fill(tr, analysed, source, bin_s, max_gap_s, shots)
     tracks = [tr for tr in tracks if tr.detected_frames > 0]
     for k, tr in enumerate(tracks):
         tr.track_id = k
     return tracks, len(analysed)
 
 
-def _refine_edges(track: FaceTrack, frames: list, analysed: list[int], landmarker: FaceMeshLandmarker) -> None:
+def _refine_edges(track: FaceTrack, frames: list, analysed: list[int], landmarker: FaceMeshLandmarker,
+                  shots: np.ndarray) -> None:
     """Where the face appears or disappears between two analysed frames, follow it frame by frame from the side
-    where it is seen, so the frames in between are known (found or not) instead of guessed."""
+    where it is seen, so the frames in between are known (found or not) instead of guessed; never into another
+    shot."""
     obs = track.observations
     for a, b in zip(analysed[:-1], analysed[1:]):
         if (obs[a] is None) == (obs[b] is None) or b - a < 2:
             continue
         step, k, last = (1, a + 1, obs[a]) if obs[a] is not None else (-1, b - 1, obs[b])
-        while a < k < b and last.mesh is not None and frames[k] is not None:
+        shot = shots[a] if obs[a] is not None else shots[b]
+        while a < k < b and last.mesh is not None and frames[k] is not None and shots[k] == shot:
             mesh = landmarker.landmarks(frames[k], region_from_mesh(last.mesh))
             if mesh is None:
                 break
@@ -231,19 +250,21 @@ def _refine_edges(track: FaceTrack, frames: list, analysed: list[int], landmarke
             k += step
 
 
-def _fill(track: FaceTrack, analysed: list[int], source: list, bin_s: float, max_gap_s: float) -> None:
-    """Interpolate a track between its sightings (unanalysed frames, and gaps up to `max_gap_s`); copy repeats."""
+def _fill(track: FaceTrack, analysed: list[int], source: list, bin_s: float, max_gap_s: float,
+          shots: np.ndarray) -> None:
+    """Interpolate a track between its sightings (unanalysed frames, and gaps up to `max_gap_s`) inside one shot;
+    copy repeats."""
     obs = track.observations
     hits = [i for i in range(len(obs)) if obs[i] is not None and source[i] == i]
     for a, b in zip(hits[:-1], hits[1:]):
         missed = [i for i in analysed if a < i < b]  # analysed frames without the face in between
-        if b - a < 2:
+        if b - a < 2 or shots[a] != shots[b]:
             continue
         gap_s = (b - a - 1) * bin_s
         if missed and gap_s > max_gap_s + 1e-9:
             continue
         for k in range(a + 1, b):
-            if source[k] == k:
+            if source[k] == k and shots[k] == shots[a]:
                 obs[k] = _blend(obs[a], obs[b], (k - a) / (b - a))
     for k, s in enumerate(source):  # repeated source frames show the same face as their first showing
         if s is not None and s != k:
@@ -256,6 +277,7 @@ class _ClipTrack:
     last_box: tuple
     last_time: float
     first_time: float
+    shot: int = 0
     found_times: set = field(default_factory=set)
     box_sum: np.ndarray = field(default_factory=lambda: np.zeros(4))
 
@@ -266,24 +288,32 @@ class FaceTrackRegistry:
     Args:
         scale: decoded-frame pixels -> source-video pixels, for the summaries.
         reid_gap_s: a lost track can be continued by a new face up to this long after it was last seen.
+        cuts: the clip's `ShotCuts` (default: a new one); `cuts.shots(frames, times)` numbers the shots whose
+            tracks `assign` keeps apart.
     """
 
-    def __init__(self, scale: float = 1.0, reid_gap_s: float = REID_GAP_S):
+    def __init__(self, scale: float = 1.0, reid_gap_s: float = REID_GAP_S, cuts: ShotCuts | None = None):
         self.scale = float(scale)
         self.reid_gap_s = float(reid_gap_s)
+        self.cuts = cuts if cuts is not None else ShotCuts()
         self._tracks: list[_ClipTrack] = []
 
-    def assign(self, tracks: list[FaceTrack], frame_times) -> None:
-        """Replace the window-local IDs of `tracks` by clip-wide ones (one window's tracks never share an ID)."""
+    def assign(self, tracks: list[FaceTrack], frame_times, shots=None) -> None:
+        """Replace the window-local IDs of `tracks` by clip-wide ones (one window's tracks never share an ID).
+
+        `shots`: int `(T,)` shot number of each frame (from `self.cuts`); a track continues only a clip track of its
+        own shot. None: every frame in shot 0."""
         times = np.asarray(frame_times, np.float64)
+        shots = np.zeros(len(times), np.int64) if shots is None else np.asarray(shots, np.int64).reshape(-1)
         taken: set[int] = set()
         for tr in sorted(tracks, key=lambda t: int(np.argmax(t.found))):
             k0 = int(np.argmax(tr.found))
-            box, t0 = tr.observations[k0].box, float(times[k0])
-            candidates = [c for c in self._tracks if c.track_id not in taken and t0 - c.last_time <= self.reid_gap_s]
+            box, t0, shot = tr.observations[k0].box, float(times[k0]), int(shots[k0])
+            candidates = [c for c in self._tracks if c.track_id not in taken and c.shot == shot
+                          and t0 - c.last_time <= self.reid_gap_s]
             best = max(candidates, key=lambda c: _iou(box, c.last_box), default=None)
             if best is None or _iou(box, best.last_box) < REID_IOU:
-                best = _ClipTrack(len(self._tracks), box, t0, t0)
+                best = _ClipTrack(len(self._tracks), box, t0, t0, shot)
                 self._tracks.append(best)
             taken.add(best.track_id)
             tr.track_id = best.track_id

@@ -40,6 +40,7 @@ from .faces_fer import (
     roi_weight_map,
     roi_weight_map_from_mesh,
 )
+from .shots_fer import ShotCuts
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class WindowFaces:
         video_reason: "ok" or why no face went to the model.
         people: with `all_people=True`, one `PersonFaces` per track in `tracks` (same order); the chosen person's
             entry holds the same arrays as `crops`, `roi`, `face_found`. Empty otherwise.
+        shots: int `(T,)` shot number of each frame (`shots_fer.ShotCuts`), -1 where there is no frame.
     """
 
     crops: np.ndarray
@@ -98,6 +100,7 @@ class WindowFaces:
     num_analysed: int
     video_reason: str
     people: list = field(default_factory=list)
+    shots: np.ndarray | None = None
 
 
 def voice_energy(audio: np.ndarray | None, times_s, audio_start_s: float, sampling_rate: int) -> np.ndarray | None:
@@ -196,7 +199,8 @@ class FaceFrontEnd:
             frames: `T` uint8 RGB frames or None (no frame there, e.g. past the clip end).
             frame_times: `T` times (clip seconds) of the frames.
             audio: the window's 16 kHz mono audio (for the speaker choice), starting at `audio_start_s`.
-            registry: the clip's `FaceTrackRegistry` (clip-wide IDs); None keeps window-local IDs.
+            registry: the clip's `FaceTrackRegistry` (clip-wide IDs, and the clip's shot cuts: a cut ends every
+                track, also between calls); None keeps window-local IDs and finds cuts inside this window only.
             person: the track ID to use instead of the automatic choice.
             speech: False when the window has no speech (the speaker choice then falls back).
             all_people: also crop every other track (`WindowFaces.people`), e.g. to classify each person.
@@ -210,10 +214,12 @@ class FaceFrontEnd:
             return WindowFaces(crops, roi, np.zeros(n, bool), face_boxes, crop_boxes, [],
                                {"track_id": None, "reason": "no video frames inside the window"}, 0,
                                "no video frames inside the window")
+        cuts = registry.cuts if registry is not None else ShotCuts()  # the clip's cut state lives in its registry
+        shots = cuts.shots(frames, frame_times)
         tracks, analysed = track_faces(frames, frame_times, self.detector, self.landmarker, self.analyse_step_s,
-                                       self.max_gap_s)
+                                       self.max_gap_s, shots=shots)
         if registry is not None:
-            registry.assign(tracks, frame_times)
+            registry.assign(tracks, frame_times, shots)
         energy = voice_energy(audio, frame_times, audio_start_s, sampling_rate)
         chosen, reason = choose_person(tracks, valid, energy, person, self.min_speaker_correlation, speech)
         found = np.zeros(n, bool)
@@ -230,7 +236,7 @@ class FaceFrontEnd:
             video_reason = "ok"
         return WindowFaces(crops, roi, found, face_boxes, crop_boxes, tracks,
                            {"track_id": None if chosen is None else chosen.track_id, "reason": reason},
-                           analysed, video_reason, people)
+                           analysed, video_reason, people, shots)
 
     def track_crops(self, track: FaceTrack, frames: list) -> PersonFaces:
         """Aligned crops, ROI maps and boxes of one track over the window's `frames` (black where it is not found)."""

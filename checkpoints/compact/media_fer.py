@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -167,6 +168,20 @@ def check_media_file(path: str | os.PathLike) -> str:
     return path
 
 
+def decoder_reason(exc: BaseException) -> str:
+    """What a decoder error says, in words: FFmpeg's own sentence without its error number (`[Errno 1094995529]`)
+    or the file name, e.g. "invalid data found when processing input"."""
+    text = getattr(exc, "strerror", None)
+    if not isinstance(text, str) or not text:
+        text = str(exc)
+        filename = getattr(exc, "filename", None)
+        if filename:
+            text = text.replace(f": {str(filename)!r}", "")
+        text = re.sub(r"\[Errno -?\d+\]\s*", "", text)
+    text = text.strip().rstrip(".") or type(exc).__name__
+    return text[0].lower() + text[1:]
+
+
 def open_media(path: str):
     """Open a container with PyAV, turning every failure into `MediaDecodeError`."""
     _require_av()
@@ -175,7 +190,7 @@ def open_media(path: str):
     except Exception as exc:  # noqa: BLE001 - av.error.FFmpegError subclasses, OSError, UnicodeDecodeError ...
         raise MediaDecodeError(
             f"could not read {os.path.basename(path)!r} as audio/video: the file is corrupt, truncated or not a "
-            f"media container ({type(exc).__name__}: {exc})"
+            f"media container (the decoder says: {decoder_reason(exc)})"
         ) from None
     fmt = container.format.name if container.format is not None else ""
     if fmt in _IMAGE_FORMATS or fmt.endswith("_pipe"):
@@ -458,7 +473,8 @@ def decode_window(
             if seek_to is not None:
                 logger.debug("seeking in %s failed (%s); trying an earlier point", name, exc)
                 continue
-            raise MediaDecodeError(f"could not decode {name!r}: {type(exc).__name__}: {exc}") from None
+            raise MediaDecodeError(f"could not decode {name!r}: the file is damaged or uses a form this decoder "
+                                   f"cannot read (the decoder says: {decoder_reason(exc)})") from None
         finally:
             container.close()
         picker, audio, t0 = result

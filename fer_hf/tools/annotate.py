@@ -9,7 +9,8 @@ Writes `results.parquet` (one row per window, and per person with `--people all`
 and `results.files.parquet` (one row per file), committed in parts under `results.parquet.parts/` so that a
 rerun of the same command skips what is done and an interrupted run (Ctrl-C, kill, crash) loses at most the
 uncommitted part. A file that cannot be read gives an error row with the processor's message; the exit status
-is 1 when any file failed, 0 otherwise.
+is 1 when any file failed, 0 otherwise, and 2 when the run could not go on (one ERROR line says why: bad
+arguments, an unusable model, a full disk).
 
 One machine (`annotate_local`): each file is decoded once, front to back, in one of `--workers` processes (one
 thread each) with the face front-end, and handed over in chunks of windows; the model runs in the main process
@@ -32,7 +33,9 @@ from fer_hf.errors_fer import FERError, FERInputError
 
 logger = logging.getLogger("fer_hf.tools.annotate")
 
-EXIT_OK, EXIT_FAILURES, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# 2 is every "could not run" (bad arguments, no input, an unusable model, a full disk): one ERROR line says why.
+EXIT_OK, EXIT_FAILURES, EXIT_COULD_NOT_RUN, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_USAGE = EXIT_COULD_NOT_RUN
 
 
 # ----------------------------------------------------------------------------------------------
@@ -40,8 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fer-annotate",
         description="Annotate media files with per-window emotion probabilities (one row per window).",
-        epilog="Table schema and cluster use: docs/annotate.md. Exit status: 0 all files done, 1 some files "
-               "failed (see the error rows), 2 bad arguments, 130 interrupted (rerun the command to resume).",
+        epilog="Table schema and cluster use: docs/annotate.md. Exit status: 0 all files done, 1 ran but some "
+               "files failed (see the error rows), 2 could not run (bad arguments, no input, an unusable model, "
+               "an unwritable output or a full disk: one ERROR line says why), 130 interrupted (rerun the command "
+               "to resume).",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="media files, folders (searched recursively), quoted globs ('data/**/*.mp4') or manifests "
@@ -279,7 +284,10 @@ def main(argv=None) -> int:
             return annotate(args).exit_status
     except FERError as exc:
         logger.error("%s", exc)
-        return EXIT_USAGE
+        return EXIT_COULD_NOT_RUN
+    except OSError as exc:  # the file system refused (permissions, a full disk) outside the table writers
+        logger.error("could not run: %s", exc.strerror or exc)
+        return EXIT_COULD_NOT_RUN
     finally:
         signal.signal(signal.SIGTERM, previous)
 

@@ -19,6 +19,7 @@ keys (a file that changed, or a run with another configuration, replaces the old
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import logging
@@ -27,7 +28,7 @@ import re
 import time
 from pathlib import Path
 
-from fer_hf.errors_fer import FERInputError
+from fer_hf.errors_fer import FERError, FERInputError
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,20 @@ def summary_path(output: str | os.PathLike, fmt: str) -> Path:
     output = Path(output)
     suffix = output.suffix if output.suffix else {"parquet": ".parquet", "csv": ".csv", "jsonl": ".jsonl"}[fmt]
     return output.with_name(output.stem + ".files" + suffix)
+
+
+class OutputWriteError(FERError):
+    """The tables or the committed parts cannot be written (a full disk, no permission): the run cannot go on."""
+
+
+def write_error(path, err: OSError) -> OutputWriteError:
+    """The one-line refusal for an `OSError` while writing `path` (committed parts stay: a rerun resumes)."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = "the disk is full"
+    else:
+        reason = err.strerror or str(err) or type(err).__name__
+    return OutputWriteError(f"could not write {str(path)!r}: {reason}. Free some space or choose another --output, "
+                            "then rerun the same command (the files committed so far are kept)")
 
 
 def _fsync_replace(tmp: Path, final: Path) -> None:
@@ -135,8 +150,12 @@ class PartStore:
                                    ("files", [dict(r, part=n) for r in file_rows], self.files_schema)):
             final = self.folder / f"{kind}-{n:06d}.parquet"
             tmp = final.with_name(final.name + ".tmp")
-            pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
-            _fsync_replace(tmp, final)
+            try:
+                pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
+                _fsync_replace(tmp, final)
+            except OSError as err:
+                tmp.unlink(missing_ok=True)  # a windows part without its files part is removed at the next start
+                raise write_error(final, err) from None
         return n
 
     # ------------------------------------------------------------------ reading
@@ -154,18 +173,26 @@ class PartStore:
     def write_tables(self, keys: set[str], output: str | os.PathLike, fmt: str) -> dict:
         """Write the window table to `output` and the summary table next to it, for the files in `keys`.
 
-        Streams part by part (memory: one part). Returns counts: files, ok, failed, windows.
+        Streams part by part (memory: one part). Returns counts: files, ok, failed, windows. A failed write
+        (`OutputWriteError`) leaves the previous tables as they were and no temporary file.
         """
+        ledger = {k: v for k, v in self.ledger().items() if k in keys}
+        counts = {"files": len(ledger), "ok": 0, "failed": 0, "windows": 0}
+        output = Path(output)
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            self._write_tables(ledger, output, fmt, counts)
+        except OSError as err:
+            raise write_error(output, err) from None
+        return counts
+
+    def _write_tables(self, ledger: dict, output: Path, fmt: str, counts: dict) -> None:
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
-        ledger = {k: v for k, v in self.ledger().items() if k in keys}
         parts = self._parts()
         wanted_parts = sorted({v["part"] for v in ledger.values()})
-        counts = {"files": len(ledger), "ok": 0, "failed": 0, "windows": 0}
-        output = Path(output)
-        output.parent.mkdir(parents=True, exist_ok=True)
         with _TableWriter(output, fmt, self.windows_schema) as windows, \
                 _TableWriter(summary_path(output, fmt), fmt, self.files_schema.remove(
                     self.files_schema.get_field_index("part"))) as files:
@@ -181,7 +208,6 @@ class PartStore:
                 counts["ok"] += sum(s == "ok" for s in status)
                 counts["failed"] += sum(s != "ok" for s in status)
                 counts["windows"] += int(pc.sum(pc.equal(wt.column("status"), "ok")).as_py() or 0)
-        return counts
 
 
 class _TableWriter:
@@ -215,14 +241,18 @@ class _TableWriter:
                 self._file.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        if self._file is not None:
-            self._file.close()
-        if exc_type is None:
-            _fsync_replace(self.tmp, self.path)
-        elif self.tmp.exists():
-            self.tmp.unlink()
+        try:
+            for handle in (self._writer, self._file):
+                if handle is not None:
+                    try:
+                        handle.close()
+                    except OSError:
+                        if exc_type is None:  # else the error being raised already says what went wrong
+                            raise
+            if exc_type is None:
+                _fsync_replace(self.tmp, self.path)
+        finally:
+            self.tmp.unlink(missing_ok=True)  # gone after the rename; removed after any failure
 
 
 class Progress:
@@ -245,6 +275,7 @@ class Progress:
 
 
 __all__ = [
+    "OutputWriteError",
     "Progress",
     "FORMATS",
     "PartStore",

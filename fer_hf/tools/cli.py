@@ -8,6 +8,7 @@ answer at once; the names below are written out here for that reason (tests chec
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import sys
 
@@ -15,22 +16,31 @@ from fer_hf.errors_fer import FERError
 
 logger = logging.getLogger("fer_hf.tools")
 
+# Exit statuses of every `fer-*` command: 2 = could not run (a refusal: bad arguments, an unusable model or
+# checkpoint, a full disk; one ERROR line says why); `fer-annotate` adds 1 = ran, but some files failed.
 EXIT_REFUSED = 2
+# An OSError with one of these numbers is the machine refusing (full disk, no permission), not a bug.
+_ENVIRONMENT_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
 PRESET_NAMES = ("seed", "realtime", "tiny", "compact")  # FERConfig.PRESETS
 BACKBONE_PARTS = ("vision", "audio", "fusion")  # trainer.BACKBONE_PREFIXES
 
 
 @contextlib.contextmanager
 def refusals_as_one_line(debug: bool = False):
-    """Turn the package's own errors (and missing files) into one `ERROR` log line and exit status 2.
+    """Turn the package's own errors (and missing files, a full disk, a permission refused) into one `ERROR` log line
+    and exit status 2.
 
     Anything else is a bug and keeps its traceback. With `debug=True` every error keeps its traceback.
     """
     try:
         yield
-    except (FERError, FileNotFoundError) as err:
-        if debug:
+    except (FERError, OSError) as err:
+        if debug or not isinstance(err, (FERError, FileNotFoundError)) and err.errno not in _ENVIRONMENT_ERRNOS:
             raise
+        if isinstance(err, OSError) and not isinstance(err, FERError) and err.errno is not None:  # no "[Errno N]"
+            reason = "the disk is full" if err.errno in (errno.ENOSPC, errno.EDQUOT) else (err.strerror or "").lower()
+            where = f"{err.filename}: " if err.filename else ""
+            err = f"could not run: {where}{reason or type(err).__name__}"
         logger.error("%s (add --debug for the full trace)", err)
         sys.exit(EXIT_REFUSED)
 

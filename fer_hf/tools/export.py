@@ -124,10 +124,13 @@ def write_export_folder(
     overwrite: bool = False,
 ) -> Path:
     """Write the Hub folder: weights (safetensors), config with `custom_pipelines`, processor, code, model card."""
+    from fer_hf.modeling_fer import refuse_nonfinite_weights
     from fer_hf.pipeline_fer import FER_PIPELINE_TASK, FEREmotionRecognitionPipeline, register_fer_pipeline
 
     from .model_card import render_model_card
 
+    refuse_nonfinite_weights(model.state_dict().items(), getattr(model.config, "_name_or_path", "") or "the model",
+                             advice="Nothing was exported: export an earlier checkpoint, or train again.")
     out = Path(output_dir)
     if out.exists() and any(out.iterdir()):
         if not overwrite:

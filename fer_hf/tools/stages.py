@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fer_hf.errors_fer import FERError
+from fer_hf.errors_fer import CorruptCheckpointError, FERError
 
 from .data import atomic_write
 from .metrics import classification_metrics
@@ -161,12 +161,17 @@ class StageRun:
         try:
             state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=False)
         except Exception as err:  # noqa: BLE001 - a truncated or foreign file: say what to do
-            raise FERError(f"{self.checkpoint_path} cannot be read ({type(err).__name__}); delete it or use "
-                           "--overwrite to start again") from None
-        for name, tensor in state.get("model", {}).items():
-            if torch.is_floating_point(tensor) and not torch.isfinite(tensor).all():
-                raise FERError(f"{self.checkpoint_path} holds non-finite weights ({name}); it cannot be resumed: "
-                               "use --overwrite to start again")
+            raise CorruptCheckpointError(f"{self.checkpoint_path} cannot be read ({type(err).__name__}); delete it "
+                                         "or use --overwrite to start again") from None
+        if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+            raise CorruptCheckpointError(f"{self.checkpoint_path} is not a checkpoint of this command; delete it or "
+                                         "use --overwrite to start again")
+        for part in ("model", "best"):  # the weights trained so far, and the best epoch's kept for the end
+            for name, tensor in (state.get(part) or {}).items():
+                if torch.is_floating_point(tensor) and not torch.isfinite(tensor).all():
+                    raise CorruptCheckpointError(
+                        f"{self.checkpoint_path} holds non-finite weights ({part} {name}): the run diverged and "
+                        "cannot be resumed; use --overwrite to start again (a lower learning rate usually helps)")
         torch.set_rng_state(state["rng"]["torch"])
         np.random.set_state(state["rng"]["numpy"])
         random.setstate(state["rng"]["python"])

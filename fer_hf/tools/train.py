@@ -150,6 +150,17 @@ def _folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
+def check_resume_point(checkpoint: str | Path) -> None:
+    """Refuse (`CorruptCheckpointError`, one line) a `checkpoint-<step>` folder whose weights cannot be read or hold
+    NaN / infinite values, before the Trainer would resume a diverged or damaged run."""
+    from fer_hf.modeling_fer import load_checked_safetensors
+
+    advice = (f"Delete {str(checkpoint)!r} to resume from the checkpoint before it, or start again with "
+              "--overwrite-output-dir.")
+    for weights in sorted(Path(checkpoint).glob("*.safetensors")):
+        load_checked_safetensors(weights, advice=advice)
+
+
 def _prepare_run_dir(args, run_dir: Path) -> str | None:
     """The checkpoint to resume from (or None), after refusing to mix a fresh run into an old one."""
     from transformers.trainer_utils import get_last_checkpoint
@@ -161,6 +172,7 @@ def _prepare_run_dir(args, run_dir: Path) -> str | None:
         if resume is None:
             logger.warning("--resume: no checkpoint in %s, starting from scratch", run_dir)
         else:
+            check_resume_point(resume)
             logger.info("resuming from %s", resume)
         return resume
     old = _checkpoints(run_dir)

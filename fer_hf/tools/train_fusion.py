@@ -68,14 +68,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def load_parts(model, folder, prefixes) -> int:
     """Copy the weights under `prefixes` from the FER folder `folder` into `model`; returns the tensor count."""
-    from safetensors.torch import load_file
-
     from fer_hf.errors_fer import FERInputError
+    from fer_hf.modeling_fer import load_checked_safetensors
 
     path = Path(folder) / "model.safetensors"
     if not path.exists():
         raise FERInputError(f"{path} does not exist: give the final/ folder of the earlier stage")
-    weights = {k: v for k, v in load_file(str(path)).items() if k.startswith(prefixes)}
+    weights = {k: v for k, v in load_checked_safetensors(path).items() if k.startswith(prefixes)}
     if not weights:
         raise FERInputError(f"{path} holds none of {list(prefixes)}")
     missing, unexpected = model.load_state_dict(weights, strict=False)
