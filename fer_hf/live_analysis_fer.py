@@ -26,7 +26,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors_fer import FERInputError, LiveSessionClosedError
-from .results_fer import FERClipResult, FERSkippedWindow, build_clip_result, build_window_result, model_summary
+from .results_fer import (
+    FERClipResult,
+    FERSkippedWindow,
+    build_clip_result,
+    build_window_result,
+    model_summary,
+    skipped_window,
+)
 from .windows_fer import FrameEntry, assemble_cached, decide_audio
 
 FRAME_KEY_RESOLUTION_S = 1e-3  # frames are keyed by their timestamp rounded to 1 ms
@@ -158,7 +165,7 @@ class FERLiveSession:
         if self.speech is not None:
             self.speech.drop_before(start)
         if not (info.audio_used or info.video_used):
-            skipped = info.skipped()
+            skipped = skipped_window(info)
             self.skipped.append(skipped)
             return skipped
         out = self.analyzer.classify_rows([row])

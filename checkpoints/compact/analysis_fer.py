@@ -28,7 +28,7 @@ import torch
 from .errors_fer import FERInputError, NoUsableModalityError
 from .media_fer import probe_media
 from .media_stream_fer import stream_arrays, stream_file
-from .results_fer import FERSkippedWindow, build_clip_result, build_window_result, model_summary
+from .results_fer import FERSkippedWindow, build_clip_result, build_window_result, model_summary, skipped_window
 from .windows_fer import FrameEntry, WindowInfo, assemble_cached, decide_audio
 
 logger = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ class FERAnalyzer:
         r = 0
         for info in infos:
             if not (info.audio_used or info.video_used):
-                yield info.skipped(), info
+                yield skipped_window(info), info
                 continue
             yield build_window_result(out, r, info, proc.labels, proc.geometry, proc.confidence_margin), info
             r += 1

@@ -161,6 +161,7 @@ PAYLOAD_MODULES = (
     "pipeline_fer.py",
     "processing_fer.py",
     "results_fer.py",
+    "shots_fer.py",
     "speech_fer.py",
     "streaming_fer.py",
     "video_processing_fer.py",
@@ -298,7 +299,8 @@ class FERPreTrainedModel(PreTrainedModel):
             model = super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
         except (SafetensorError, pickle.UnpicklingError, EOFError) as err:
             raise CorruptCheckpointError(_unreadable_weights(source, err)) from None
-        refuse_nonfinite_weights(model.state_dict().items(), source)
+        loaded = model[0] if isinstance(model, tuple) else model  # (model, loading_info) with output_loading_info
+        refuse_nonfinite_weights(loaded.state_dict().items(), source)
         return model
 
     def backbone_modules(self) -> dict[str, nn.Module]:

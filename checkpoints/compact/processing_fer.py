@@ -40,6 +40,7 @@ from .results_fer import (
     build_clip_result,
     build_window_result,
     outputs_to_numpy,
+    skipped_window,
 )
 from .video_processing_fer import FERVideoProcessor
 from .windows_fer import AudioDecision, decide_audio, window_info
@@ -370,7 +371,8 @@ class FERProcessor(ProcessorMixin):
             if not usable:
                 info = clip_rows[0]["info"]
                 raise NoUsableModalityError.in_clip(info.source, info.audio_reason, info.video_reason)
-            skipped = [r["info"].skipped() for r in clip_rows if not (r["info"].audio_used or r["info"].video_used)]
+            skipped = [skipped_window(r["info"]) for r in clip_rows
+                       if not (r["info"].audio_used or r["info"].video_used)]
             if skipped:  # the model refuses a row with neither modality
                 logger.warning("%d of %d windows of %r hold neither usable audio nor a face and are left out",
                                len(skipped), len(clip_rows), clip_rows[0]["info"].source)

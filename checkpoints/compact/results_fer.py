@@ -264,6 +264,12 @@ def build_window_result(out: dict, row: int, info: WindowInfo, labels: list, geo
     )
 
 
+def skipped_window(info: WindowInfo) -> FERSkippedWindow:
+    """The window of `info` as a `FERSkippedWindow` (neither modality usable)."""
+    return FERSkippedWindow(info.window_index, info.window_start_s, info.window_end_s, info.audio_reason,
+                            info.video_reason)
+
+
 def _reason(text, fallback: str) -> str:
     return fallback if not text or text == "ok" else str(text)
 
@@ -345,6 +351,7 @@ __all__ = [
     "clip_faces",
     "decide",
     "model_summary",
+    "skipped_window",
     "outputs_to_numpy",
     "softmax",
     "top_margin",

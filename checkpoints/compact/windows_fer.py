@@ -137,13 +137,6 @@ class WindowInfo:
             out.append("person")
         return out
 
-    def skipped(self):
-        """The window as a `FERSkippedWindow` (neither modality usable)."""
-        from .results_fer import FERSkippedWindow
-
-        return FERSkippedWindow(self.window_index, self.window_start_s, self.window_end_s, self.audio_reason,
-                                self.video_reason)
-
 
 def window_info(index: int, start_s: float, end_s: float, frame_times_s, source_times_s, audio: AudioDecision,
                 face: np.ndarray, face_boxes: list, crop_boxes: list, reason: str, person: dict,
