@@ -1,0 +1,141 @@
+"""The one window contract (`windows_fer.WindowInfo`) and the drivers that fill it: the processor, the timeline
+engine, live mode and batch annotation give every field, and on the same clip the same windows, faces, speech
+decision, reasons and probabilities. Tiny preset, a generated talking-face clip."""
+
+import dataclasses
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+from media_factory import astronaut_face, make_clip  # noqa: E402
+
+from fer_hf import FERConfig, FERForEmotionClassification, analysis_fer, live_analysis_fer  # noqa: E402  # noqa: E402
+from fer_hf.analysis_fer import FERAnalyzer  # noqa: E402
+from fer_hf.media_stream_fer import stream_file  # noqa: E402
+from fer_hf.processing_fer import FERProcessor  # noqa: E402
+from fer_hf.windows_fer import AudioDecision, WindowInfo, window_info  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    torch.manual_seed(0)
+    config = FERConfig.from_preset("tiny")
+    model = FERForEmotionClassification(config).eval()
+    processor = FERProcessor.from_model_config(config, min_speech_fraction=0.0)  # the generated tone is not speech
+    clip = make_clip(tmp_path_factory.mktemp("contract") / "talk.mp4", seconds=5.0, fps=25, size=(320, 240),
+                     face_image=astronaut_face())
+    return dict(config=config, model=model, processor=processor, clip=clip["path"])
+
+
+def _capture(monkeypatch, module) -> list:
+    """Record every `WindowInfo` a driver module hands to `build_window_result`."""
+    seen = []
+    original = module.build_window_result
+
+    def recording(out, row, info, *args, **kwargs):
+        seen.append(info)
+        return original(out, row, info, *args, **kwargs)
+
+    monkeypatch.setattr(module, "build_window_result", recording)
+    return seen
+
+
+def _timeline(setup, monkeypatch):
+    infos = _capture(monkeypatch, analysis_fer)
+    analyzer = FERAnalyzer(setup["model"], setup["processor"])
+    return analyzer, analyzer.analyze(setup["clip"]), infos
+
+
+def _live(setup, monkeypatch, analyzer, windows, duration_s):
+    """Live mode fed the clip's grid frames at their capture times and its audio, window by window."""
+    infos = _capture(monkeypatch, live_analysis_fer)
+    g = setup["processor"].geometry
+    grid = (np.arange(int(windows[-1].end_s / g.frame_step_s) + g.num_frames) + 0.5) * g.frame_step_s
+    audio = []
+    session = analyzer.live_session()
+    for event in stream_file(setup["clip"], grid, g.sampling_rate):
+        if event.kind == "frame":
+            session.add_frame(event.source_time_s, event.image)
+        else:
+            audio.append(event.samples)
+    wave = np.concatenate(audio)
+    results = []
+    for w in windows:
+        end = min(w.end_s, duration_s)  # the timeline reads audio up to the clip's duration
+        results.append(session.classify(wave[:round(end * g.sampling_rate)], end_s=end, start_s=w.start_s).windows[0])
+    return results, infos
+
+
+def test_every_driver_fills_every_field(setup, monkeypatch):
+    analyzer, timeline, timeline_infos = _timeline(setup, monkeypatch)
+    live, live_infos = _live(setup, monkeypatch, analyzer, timeline.windows[:2], timeline.duration_s)
+    _, batch = setup["processor"].prepare(videos=setup["clip"], sliding_window=True)
+    for name, infos in (("timeline", timeline_infos), ("live", live_infos), ("processor", batch.windows)):
+        assert infos, name
+        for info in infos:
+            assert isinstance(info, WindowInfo), name
+            assert info.missing() == [], (name, info.missing())
+            assert len(info.frame_times_s) == setup["config"].num_frames
+    assert timeline.tracks and timeline.person["track_id"] is not None  # real tracks, not a single-face fallback
+
+
+def test_a_driver_that_leaves_a_field_unset_fails():
+    """Every field is a constructor argument of `window_info` or checked by `missing()`: a builder that skips one
+    cannot make a `WindowInfo`, and one that fills it with None is reported."""
+    t = 2
+    info = window_info(0, 0.0, 3.0, [0.5, 1.5], [0.5, None], AudioDecision(True, "ok", 0.8), np.array([True, False]),
+                       [(0, 0, 1, 1), None], [(0, 0, 2, 2), None], "ok", {"track_id": 1, "reason": "only face"}, [])
+    assert info.missing() == [] and info["audio_used"] and dict(info)["video_reason"] == "ok"
+    assert info.face_boxes == [(0, 0, 1, 1), None] and len(info.face_found) == t
+    broken = dataclasses.replace(info, audio_reason=None, face_boxes=[None])
+    assert set(broken.missing()) == {"audio_reason", "face_boxes"}
+    required = [f.name for f in dataclasses.fields(WindowInfo) if f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING]
+    with pytest.raises(TypeError):
+        WindowInfo(**{name: None for name in required[:-1]})
+
+
+def test_processor_timeline_and_live_agree_on_every_window(setup, monkeypatch):
+    """The same clip through the processor (seek-decoding each window), the timeline engine (one decode, frame cache)
+    and live mode (frames and audio at their capture times): the same frames with a face, speech decision, reasons,
+    person and probabilities."""
+    analyzer, timeline, timeline_infos = _timeline(setup, monkeypatch)
+    live, live_infos = _live(setup, monkeypatch, analyzer, timeline.windows, timeline.duration_s)
+    for k, window in enumerate(timeline.windows):
+        t_info, l_info = timeline_infos[k], live_infos[k]
+        assert (l_info.window_start_s, l_info.window_end_s) == (t_info.window_start_s, t_info.window_end_s)
+        assert l_info.face_found == t_info.face_found
+        assert (l_info.audio_used, l_info.audio_reason) == (t_info.audio_used, t_info.audio_reason)
+        assert l_info.video_reason == t_info.video_reason
+        assert l_info.person["track_id"] == t_info.person["track_id"]
+        assert l_info.frame_source_times_s == t_info.frame_source_times_s
+    proc = setup["processor"]
+    inputs, batch = proc.prepare(videos=setup["clip"], sliding_window=True, stride_seconds=analyzer.hop_s)
+    with torch.no_grad():
+        processed = proc.post_process(setup["model"](**inputs), batch)[0].windows
+    by_span = {(w.start_s, w.end_s): (w, i) for w, i in zip(timeline.windows, timeline_infos)}
+    compared = 0
+    for window, info in zip(processed, batch.windows):
+        if (window.start_s, window.end_s) not in by_span:
+            continue
+        t_window, t_info = by_span[(window.start_s, window.end_s)]
+        assert info.face_found == t_info.face_found
+        assert (info.audio_used, info.audio_reason) == (t_info.audio_used, t_info.audio_reason)
+        assert info.video_reason == t_info.video_reason and info.frame_source_times_s == t_info.frame_source_times_s
+        compared += 1
+    assert compared >= 2
+
+
+@pytest.mark.xfail(strict=True, reason="issue 20, not done: the face front-end's crops depend on which frames share "
+                   "a call (tracking, landmark smoothing and gap filling look at neighbours), and each driver groups "
+                   "frames differently (processor: a window; timeline: chunks; live: the new frames of each window)")
+def test_probabilities_agree_across_drivers(setup, monkeypatch):
+    analyzer, timeline, _ = _timeline(setup, monkeypatch)
+    live, _ = _live(setup, monkeypatch, analyzer, timeline.windows, timeline.duration_s)
+    worst = max(abs(a.probabilities[c] - b.probabilities[c]) for a, b in zip(timeline.windows, live)
+                for c in a.probabilities)
+    assert worst <= 1e-5
