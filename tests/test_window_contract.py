@@ -13,7 +13,7 @@ import torch
 sys.path.insert(0, os.path.dirname(__file__))
 from media_factory import astronaut_face, make_clip  # noqa: E402
 
-from fer_hf import FERConfig, FERForEmotionClassification, analysis_fer, live_analysis_fer  # noqa: E402  # noqa: E402
+from fer_hf import FERConfig, FERForEmotionClassification, analysis_fer, live_analysis_fer  # noqa: E402
 from fer_hf.analysis_fer import FERAnalyzer  # noqa: E402
 from fer_hf.media_stream_fer import stream_file  # noqa: E402
 from fer_hf.processing_fer import FERProcessor  # noqa: E402
