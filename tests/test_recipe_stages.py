@@ -13,6 +13,7 @@ from fer_hf.configuration_fer import FERConfig, make_training_provenance
 from fer_hf.errors_fer import FERError, NoUsableModalityError
 from fer_hf.modeling_fer import FERForEmotionClassification
 from fer_hf.tools import pretrain_face, pretrain_voice, train_fusion
+from fer_hf.tools.compact_card import face_runs, face_totals
 from fer_hf.tools.face_data import FER_LABELS, index_fer2013
 from fer_hf.tools.stages import collapse_verdict, select_best
 
@@ -77,6 +78,19 @@ def test_the_three_stages_run_end_to_end_and_resume(data):
     assert again["history"] == face["history"]
     with pytest.raises(FERError, match="--resume"):  # an existing run is never silently overwritten
         pretrain_face.run(pretrain_face.parse_args(face_args))
+    # a warm restart continues from the finished run's weights; its time and epochs stay in the totals
+    more_args = ["--data-root", str(data["fer"]), "--output-dir", str(root / "face_more"), "--crops-dir",
+                 str(face_dir / "crops"), "--init-from", str(face_dir), "--epochs", "1", "--batch-size", "8",
+                 "--workers", "1", *common]
+    more = pretrain_face.run(pretrain_face.parse_args(more_args))
+    assert more["init_from"]["epochs"] == 2 and more["init_from"]["test"]["accuracy"] == face["test"]["accuracy"]
+    assert face_totals(more) == (3, pytest.approx(more["train_seconds"] + more["prepare_seconds"]
+                                                  + face["train_seconds"]))
+    assert face_runs(more) == 2
+    with pytest.raises(FERError, match="not a finished face run"):
+        pretrain_face.run(pretrain_face.parse_args([
+            "--data-root", str(data["fer"]), "--output-dir", str(root / "face_bad"), "--crops-dir",
+            str(face_dir / "crops"), "--init-from", str(root), "--epochs", "1", *common]))
 
     voice = pretrain_voice.run(pretrain_voice.parse_args([
         "--data-root", str(data["voices"]), "--output-dir", str(voice_dir), "--folds-file", str(data["folds"]),

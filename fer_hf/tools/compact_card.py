@@ -18,20 +18,39 @@ PSEUDO_PAIRS = "pseudo-pairs"
 CHANCE_MARGIN = 0.05
 
 
+def face_runs(face: dict) -> int:
+    """How many face runs the final one continues (`fer-pretrain-face --init-from` chains), itself included."""
+    runs, earlier = 1, face.get("init_from")
+    while earlier:
+        runs, earlier = runs + 1, earlier.get("init_from")
+    return runs
+
+
+def face_totals(face: dict) -> tuple[int, float]:
+    """(epochs, seconds) of a face stage including the earlier runs it continued (`init_from` chain)."""
+    epochs, seconds = face["epochs"], face["train_seconds"] + face.get("prepare_seconds", 0)
+    earlier = face.get("init_from")
+    while earlier:
+        epochs += earlier.get("epochs") or 0
+        seconds += earlier.get("train_seconds") or 0
+        earlier = earlier.get("init_from")
+    return epochs, seconds
+
+
 def recipe_summary(face_dir, voice_dir, fusion_dir, fusion_folds_dir=None, real_clips: dict | None = None) -> dict:
     """The scores of a compact recipe run, from the stages' `results.json` (the export's `eval_results`)."""
     read = lambda path: json.loads(Path(path).read_text())  # noqa: E731
     face, voice, fusion = (read(Path(d) / "results.json") for d in (face_dir, voice_dir, fusion_dir))
+    face_epochs, face_seconds = face_totals(face)
     summary = {
         "recipe": "compact",
         "face_stage": {k: face["test"][k] for k in ("accuracy", "uar", "macro_f1")}
-        | {"split": "FER2013 PrivateTest", "epochs": face["epochs"], "best_epoch": face["best_epoch"],
-           "seconds": face["train_seconds"] + face.get("prepare_seconds", 0), "confusion_matrix":
-               face["test"]["confusion_matrix"]},
+        | {"split": "FER2013 PrivateTest", "epochs": face_epochs, "best_epoch": face["best_epoch"],
+           "seconds": face_seconds, "runs": face_runs(face), "confusion_matrix": face["test"]["confusion_matrix"]},
         "voice_stage": dict(voice.get("cross_validation") or {}),
         "fused_face_only": {k: fusion["face_only_privatetest"]["seven_way"][k] for k in ("accuracy", "uar",
                                                                                       "macro_f1")},
-        "seconds": {"face": round(face["train_seconds"] + face.get("prepare_seconds", 0)),
+        "seconds": {"face": round(face_seconds),
                     "voice": round((voice.get("cross_validation") or {}).get("train_seconds", 0)
                                    + (voice.get("release") or {}).get("train_seconds", 0)),
                     "fusion": round(fusion["train_seconds"] + fusion.get("prepare_seconds", 0))},
