@@ -193,7 +193,8 @@ class FERProcessor(ProcessorMixin):
         max_windows (`int`, defaults to 20): cap on sliding windows per clip; beyond it the stride is widened so
             exactly `max_windows` windows spread from the start to the end of the clip (warning logged).
         max_duration_s (`float`, defaults to 600): longer clips raise `MediaTooLongError` (one frame of tolerance).
-        window_seconds (`float`, *optional*): default window length; `None` means `clip_seconds`.
+        window_seconds (`float`, *optional*): the window length; only the model's `clip_seconds` (or `None`, the
+            same) is accepted: another length raises `FERInputError` (see `window_length`).
         stride_seconds (`float`, *optional*): default sliding-window stride; `None` means half the window.
         confidence_margin (`float`, defaults to 0.10): a result is `confident` when its top probability exceeds the
             second by at least this; otherwise `top_label` is None ("no clear emotion").
@@ -257,6 +258,19 @@ class FERProcessor(ProcessorMixin):
             if value is not None and not 0 < float(value) <= MAX_WINDOW_SECONDS:
                 raise ValueError(f"`{name}` must be positive seconds up to {MAX_WINDOW_SECONDS}, or None, "
                                  f"got {value!r}")
+        self.window_length(self.window_seconds)
+
+    def window_length(self, window_seconds: float | None = None) -> float:
+        """The window length in seconds: always the model's `clip_seconds`. The model was built (frame step, segment
+        bounds, audio length) and trained for that length, so another one is refused with `FERInputError` on every
+        surface (processor, pipeline, `fer-annotate`, app) rather than giving windows whose timeline is wrong;
+        `stride_seconds` (the hop) is free."""
+        if window_seconds is not None and abs(float(window_seconds) - self.clip_seconds) > 1e-6:
+            raise FERInputError(
+                f"this model classifies windows of {self.clip_seconds:g} s (its frame step, segments and audio "
+                f"length are built for that); window_seconds={float(window_seconds):g} is not supported. Leave it "
+                "unset, and use stride_seconds to change how far apart the windows start")
+        return float(self.clip_seconds)
 
     @classmethod
     def from_model_config(cls, config, **kwargs) -> FERProcessor:
@@ -345,7 +359,8 @@ class FERProcessor(ProcessorMixin):
             sliding_window: `False` -> one window centred on the clip; `True` -> every window (one batch row each;
                 a seed-preset row holds 90 x 3 x 224 x 224 floats, 54 MB). Overlapping windows of long clips are
                 cheaper with `FERAnalyzer` (frames shared by windows are encoded once).
-            window_seconds, stride_seconds: override the processor defaults (`clip_seconds`, half a window).
+            window_seconds, stride_seconds: override the processor defaults (`clip_seconds`, half a window); a
+                window length other than `clip_seconds` is refused (`FERInputError`).
             return_tensors: "pt" (default), "np" or None (numpy).
             return_face_frames: also put the uint8 face crops `(T, S, S, 3)` in `info.windows[i]["face_frames"]`.
 
@@ -362,7 +377,7 @@ class FERProcessor(ProcessorMixin):
             (malformed arguments). All are `FERInputError`s (and `ValueError`s).
         """
         self._refuse_old_arguments(kwargs)
-        window_s = float(window_seconds or self.window_seconds or self.clip_seconds)
+        window_s = self.window_length(window_seconds or self.window_seconds)
         stride_s = stride_seconds if stride_seconds is not None else self.stride_seconds
         rows, windows, clips = [], [], []
         for clip_index, clip in enumerate(self._collect_clips(videos)):
@@ -404,14 +419,14 @@ class FERProcessor(ProcessorMixin):
         `roi` float32 `(T, N)`, `frame_mask` bool `(T,)`, `video_used` bool and `info` (the window dict).
         Rows with neither modality are kept here (unlike `prepare`). Raises the same errors as `prepare`.
         """
-        window_s = float(window_seconds or self.window_seconds or self.clip_seconds)
+        window_s = self.window_length(window_seconds or self.window_seconds)
         stride_s = stride_seconds if stride_seconds is not None else self.stride_seconds
         clip = self._collect_clips(path)[0]
         return self._process_clip(clip, 0, window_s, sliding_window, stride_s, return_face_frames)
 
     def batch_rows(self, rows: list[dict], window_seconds: float | None = None, return_tensors="pt") -> BatchFeature:
         """Model inputs for rows from `decode_windows` (log-mel features, pixel normalisation, masks)."""
-        return self._batch(list(rows), return_tensors, window_seconds or self.window_seconds or self.clip_seconds)
+        return self._batch(list(rows), return_tensors, self.window_length(window_seconds or self.window_seconds))
 
     # ----------------------------------------------------------------------------------
     def _collect_clips(self, videos) -> list[dict]:

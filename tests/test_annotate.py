@@ -215,10 +215,14 @@ def test_rerun_is_idempotent_and_a_changed_file_is_redone(corpus, tmp_path, capl
     files = read(out.with_name("out.files.parquet"))
     assert len(files) == 2 and len({r["file_key"] for r in files}) == 2
     # another window setting is another configuration: everything is redone, old rows leave the tables
-    run([*args, "--window-seconds", "2.0"], expect=0)
+    before = {r["config_hash"] for r in read(out)}
+    run([*args, "--stride-seconds", "0.5"], expect=0)
     windows = read(out)
-    assert {r["end_s"] - r["start_s"] for r in windows} == {2.0}
-    assert len({r["config_hash"] for r in windows}) == 1
+    assert {round(b["start_s"] - a["start_s"], 6) for a, b in zip(windows, windows[1:])
+            if a["source"] == b["source"]} <= {0.5}
+    assert len({r["config_hash"] for r in windows}) == 1 and not {r["config_hash"] for r in windows} & before
+    # a window length other than the model's is refused before any file is read (exit 2: could not run)
+    run([*args, "--window-seconds", "2.0"], expect=2)
 
 
 def test_manifest_metadata_globs_and_text_formats(corpus, tmp_path):

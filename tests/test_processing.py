@@ -178,7 +178,7 @@ def test_half_second_clip_is_padded_with_masks(processor, tmp_path):
     assert out["audio_mask"].item() and out["video_mask"].item()
 
 
-def test_sliding_windows_on_a_20_s_clip(processor, tmp_path, caplog):
+def test_sliding_windows_on_a_20_s_clip(processor, config, tmp_path, caplog):
     clip = make_clip(tmp_path / "long.mp4", seconds=20.0, fps=15, size=(160, 120), audio="tone")
     out, info = processor.prepare(videos=clip["path"], sliding_window=True)
     starts = [i["window_start_s"] for i in info.windows]
@@ -189,12 +189,16 @@ def test_sliding_windows_on_a_20_s_clip(processor, tmp_path, caplog):
     assert out["audio_mask"].all() and out["video_frame_mask"].all()
     assert info.windows[5]["frame_times_s"][0] == pytest.approx(7.5 + 0.1875)
     with caplog.at_level(logging.WARNING):
-        capped, capped_info = processor.prepare(videos=clip["path"], sliding_window=True, window_seconds=2.0,
-                                                stride_seconds=0.5)
-    assert len(capped_info.windows) == 20 == processor.max_windows  # 37 windows needed: capped, stride widened
+        capped, capped_info = processor.prepare(videos=clip["path"], sliding_window=True, stride_seconds=0.5)
+    assert len(capped_info.windows) == 20 == processor.max_windows  # 35 windows needed: capped, stride widened
     assert capped_info.windows[-1]["window_end_s"] == pytest.approx(20.0)
-    assert capped["input_features"].shape[1] == 201  # 2 s windows: 32 000 samples
+    assert capped["input_features"].shape[1] == 301  # 3 s windows: 48 000 samples
     assert "max_windows=20" in caplog.text
+    # a window length other than the model's is refused, never silently given a wrong timeline
+    with pytest.raises(FERInputError, match="windows of 3 s"):
+        processor.prepare(videos=clip["path"], sliding_window=True, window_seconds=6.0)
+    with pytest.raises(FERInputError, match="window_seconds=2"):
+        FERProcessor.from_model_config(config, window_seconds=2.0)
 
 
 def test_noise_video_has_no_face(processor, tmp_path):

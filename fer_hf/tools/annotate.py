@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "goes next to it as NAME.files.SUFFIX (default annotations.parquet)")
     p.add_argument("--format", choices=("parquet", "csv", "jsonl"), help="table format (default: from --output)")
     p.add_argument("--path-column", default="path", help="manifest column holding the media paths (default path)")
-    p.add_argument("--window-seconds", type=float, help="window length (default: the model's clip length)")
+    p.add_argument("--window-seconds", type=float,
+                   help="window length; only the model's clip length is accepted (the default), another is refused")
     p.add_argument("--stride-seconds", type=float, help="window stride (default: half a window)")
     p.add_argument("--people", choices=("speaker", "all"), default="speaker",
                    help="speaker: one row per window, for the person the front-end chooses (the speaker, else the "

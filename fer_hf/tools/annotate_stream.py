@@ -189,7 +189,7 @@ def file_chunks(processor, path: str, people: str = "speaker", max_windows: int 
     try:
         info = probe_media(path, processor.max_duration_s)
         g = processor.geometry
-        window_s = float(processor.window_seconds or processor.clip_seconds)
+        window_s = processor.window_length(processor.window_seconds)
         windows = plan_windows(info.duration_s, window_s, True, processor.stride_seconds,
                                max_windows if max_windows is not None else sys.maxsize)
         state = _FileWindows(windows, g.num_frames, g.sampling_rate, info.duration_s, info.has_audio,
