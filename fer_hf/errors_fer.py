@@ -43,6 +43,18 @@ class MediaTooLongError(FERInputError):
     """The clip is longer than the configured cap."""
 
 
+class MediaTooLargeError(FERInputError):
+    """The clip needs more decoding work than the budget allows (frame size, frame count, pixels or audio)."""
+
+
+class AnalysisCancelledError(FERError):
+    """The work was stopped on purpose: its client cancelled or left, or it ran past its time budget."""
+
+
+class WorkTimeExceededError(AnalysisCancelledError, FERInputError):
+    """The analysis ran longer than the time budget of one request (a person is told so)."""
+
+
 class LiveSessionClosedError(FERError):
     """A live session was asked for work after it was stopped (Stop, the time limit, or the page was closed)."""
 
@@ -56,5 +68,8 @@ __all__ = [
     "NoUsableModalityError",
     "UnsupportedSampleRateError",
     "MediaTooLongError",
+    "MediaTooLargeError",
+    "AnalysisCancelledError",
+    "WorkTimeExceededError",
     "LiveSessionClosedError",
 ]
