@@ -136,9 +136,11 @@ async def run_in_worker(make_steps: Callable[[], Iterable], token: WorkToken, st
 
     thread = threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True, name="fer-request")
     thread.start()
+    ended = False  # the work finished (its last item or its error came through)
     try:
         while True:
             kind, value = await items.get()
+            ended = kind != "item"
             with cond:
                 state["waiting"] = max(0, state["waiting"] - 1)
                 cond.notify_all()
@@ -149,7 +151,7 @@ async def run_in_worker(make_steps: Callable[[], Iterable], token: WorkToken, st
             else:
                 return
     finally:
-        if thread.is_alive():
+        if not ended:
             token.cancel("the request was cancelled or its client left")
             logger.info("request stopped: %s", token.reason)
         with cond:
