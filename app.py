@@ -91,6 +91,7 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
 import app_analysis  # noqa: E402
+import app_limits  # noqa: E402
 import app_live  # noqa: E402
 import app_media  # noqa: E402
 import app_plots  # noqa: E402
@@ -101,10 +102,13 @@ try:  # Hugging Face ZeroGPU Spaces: a GPU is attached only while a `@spaces.GPU
     import spaces
 
     gpu = spaces.GPU(duration=120)
+    ZERO_GPU = True  # the model call runs in a forked worker: a cancel token cannot reach it
 except ImportError:  # CPU, a dedicated GPU, or local: a no-op
 
     def gpu(fn):
         return fn
+
+    ZERO_GPU = False
 
 
 logger = logging.getLogger("fer_app")
@@ -202,7 +206,9 @@ CONFIG = MODEL.config
 LABELS = [CONFIG.id2label[i] for i in range(len(CONFIG.id2label))]
 HOP_SECONDS = PROCESSOR.geometry.timeline_hop(SETTINGS.hop_seconds)[1]  # --hop-seconds on whole frame steps
 PROVENANCE = provenance(CONFIG, MODEL_INFO)
-MODEL_SUMMARY = {**PROVENANCE, "source": MODEL_INFO["source"], "preset": MODEL_INFO["preset"]}
+# what every result says about the model: a local folder by its name only (no server path reaches a client)
+MODEL_SUMMARY = app_limits.scrub_paths({**PROVENANCE, "source": MODEL_INFO["source"], "preset": MODEL_INFO["preset"]})
+LIMITS = app_limits.ServingLimits.from_env(SETTINGS.max_seconds, SETTINGS.max_upload_mb)  # README, "Limits"
 logger.info("model %s (preset %s) | %s | device %s%s", MODEL_INFO["source"], MODEL_INFO["preset"],
             PROVENANCE["summary"], DEVICE, " int8" if SETTINGS.int8 and DEVICE == "cpu" else "")
 
@@ -242,14 +248,15 @@ def _request_folder() -> Path:
 # Inference
 def new_analysis() -> app_analysis.ClipAnalysis:
     return app_analysis.ClipAnalysis(MODEL, PROCESSOR, DEVICE, SETTINGS.batch_windows, SETTINGS.hop_seconds,
-                                     model_summary=MODEL_SUMMARY)
+                                     model_summary=MODEL_SUMMARY, budget=LIMITS.media_budget())
 
 
 @gpu
-def run_model(video: str, name: str | None = None):
+def run_model(video: str, name: str | None = None, cancel=None):
     """The analysis of one clip (the only part that needs the accelerator): yields `AnalysisStep`s. `name`: the
-    result's `source` (default: the uploaded file's own name, not its path on the server)."""
-    yield from new_analysis().run(video, name)
+    result's `source` (default: the uploaded file's own name, not its path on the server). `cancel`: a
+    `WorkToken` that stops it between steps (the request was cancelled, its client left, or it ran out of time)."""
+    yield from new_analysis().run(video, name, cancel=None if ZERO_GPU else cancel)
 
 
 def _is_user_error(exc: BaseException) -> bool:
@@ -269,7 +276,9 @@ def explain_error(exc: BaseException, video_path: str) -> tuple[str, str]:
                 "is longer. Press “Analyse the first part” below to analyse its first "
                 f"{SETTINGS.max_seconds:.0f} s, or trim the clip and upload it again.")
     if _is_user_error(exc):
-        text = str(exc).replace(video_path, name)
+        text = app_limits.scrub_paths(str(exc).replace(video_path, name))
+        if any(cls.__name__ in ("MediaTooLargeError", "WorkTimeExceededError") for cls in type(exc).__mro__):
+            return "This clip is too much work for this server", f"{text[:1].upper()}{text[1:]}."
         if "not a media container" in text or "still image" in text or "neither an audio" in text:
             return ("This file is not a video the app can read",
                     f"{text[:1].upper()}{text[1:]}. Upload a video clip (for example MP4 or WebM) with a face "
@@ -309,20 +318,23 @@ def _stream_outputs(result: dict, done: int, total: int, folder: Path) -> tuple:
             gr.skip(), timeline, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
 
 
-def _analyse(video: str, progress, folder: Path, name: str | None) -> tuple[dict | None, float]:
+def _analyse(video: str, progress, folder: Path, name: str | None, cancel=None) -> tuple[dict | None, float]:
     """Run the analysis with progress; yields the streamed outputs, returns (result, seconds) at the end."""
     started = time.perf_counter()
     result = None
-    for step in run_model(video, name):
-        result = step.result
+    for step in run_model(video, name, cancel):
+        result = app_limits.scrub_paths(step.result)
         progress((step.done, step.total), desc=f"Analysing: {step.stage}", unit="windows")
         yield _stream_outputs(result, step.done, step.total, folder)
     return result, time.perf_counter() - started
 
 
-def predict(video: str | None, progress=gr.Progress()):
-    """Analyse one clip (generator: the outputs fill in as the windows finish)."""
-    yield from _predict(video, progress)
+async def predict(video: str | None, progress=gr.Progress()):
+    """Analyse one clip (generator: the outputs fill in as the windows finish). The work runs in its own thread,
+    stopped when the request is cancelled, its client leaves or it runs out of time (`app_limits`)."""
+    token = LIMITS.work_token()
+    async for outputs in app_limits.run_in_worker(lambda: _predict(video, progress, cancel=token), token):
+        yield outputs
 
 
 # The nine result outputs after the message (headline, probabilities, annotated video, timeline, the three detail
@@ -330,7 +342,7 @@ def predict(video: str | None, progress=gr.Progress()):
 CLEARED = ("", None, None, None, None, None, None, None, None)
 
 
-def _predict(video: str | None, progress, name: str | None = None):
+def _predict(video: str | None, progress, name: str | None = None, cancel=None):
     """`predict`, with the name the result gives the clip (`source`; default: the file's own name)."""
     hide_first_part = gr.Button(visible=False)
     if not video:
@@ -340,7 +352,7 @@ def _predict(video: str | None, progress, name: str | None = None):
     yield (message_html("", "", "empty"), *CLEARED, hide_first_part)
     folder = _request_folder()
     try:
-        result, seconds = yield from _analyse(video, progress, folder, name)
+        result, seconds = yield from _analyse(video, progress, folder, name, cancel)
         progress(0.95, desc="Drawing the annotated video")
         annotated = None
         if SETTINGS.render_side > 0:
@@ -365,14 +377,20 @@ def _predict(video: str | None, progress, name: str | None = None):
            [str(json_path), str(csv_path)], hide_first_part)
 
 
-def predict_first_part(video: str | None, progress=gr.Progress()):
+async def predict_first_part(video: str | None, progress=gr.Progress()):
     """The first `max_seconds` of an over-long clip (stream copy), then the same analysis."""
-    if not video:
-        yield from predict(video, progress)
-        return
-    cut = app_media.remux(video, _request_folder() / f"first_part{Path(video).suffix or '.mp4'}",
-                          max_seconds=SETTINGS.max_seconds - 0.2)
-    yield from _predict(cut, progress, Path(video).name)
+    token = LIMITS.work_token()
+
+    def steps():
+        if not video:
+            yield from _predict(video, progress)
+            return
+        cut = app_media.remux(video, _request_folder() / f"first_part{Path(video).suffix or '.mp4'}",
+                              max_seconds=SETTINGS.max_seconds - 0.2)
+        yield from _predict(cut, progress, Path(video).name, cancel=token)
+
+    async for outputs in app_limits.run_in_worker(steps, token):
+        yield outputs
 
 
 def fix_recording(video: str | None):
@@ -388,18 +406,23 @@ def fix_recording(video: str | None):
 
 # ----------------------------------------------------------------------------------------------------------------
 # The data API: the result type as JSON, no images
-def analyze(video: str | None) -> dict:
-    """The result of one clip as JSON (the schema in docs/architecture.md, without per-patch ROI scores)."""
+async def analyze(video: str | None):
+    """The result of one clip as JSON (the schema in docs/architecture.md, without per-patch ROI scores).
+
+    A generator whose last value is the result (the ones before change nothing): between two steps Gradio notices
+    a client that left, and the work stops (`app_limits.run_in_worker`); a cancel stops it at once."""
     if not video:
         raise gr.Error("Give a video file.", title="No video", print_exception=False)
+    token = LIMITS.work_token()
+    result = None
     try:
-        result = None
-        for step in run_model(video):
+        async for step in app_limits.run_in_worker(lambda: run_model(video, None, token), token):
             result = step.result
+            yield gr.skip()
     except Exception as exc:  # noqa: BLE001
         title, text = explain_error(exc, video)
         raise gr.Error(text, title=title, print_exception=False) from None
-    return app_analysis.compact(result)
+    yield app_limits.scrub_paths(app_analysis.compact(result))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -458,7 +481,8 @@ def input_column():
         f"Limits: files up to **{SETTINGS.max_upload_mb} MB**, clips up to **{SETTINGS.max_seconds:.0f} s**. "
         f"The model reads {CONFIG.clip_seconds:.0f} s windows, one starting every {HOP_SECONDS:g} s. "
         f"Requests are handled {SETTINGS.concurrency} at a time; others wait in a queue of "
-        f"{SETTINGS.queue_size}. Uploaded clips are deleted from the server within the hour."
+        f"{SETTINGS.queue_size}. Per clip: {LIMITS.describe()}. Uploaded clips and results are deleted from the "
+        f"server after {LIMITS.delete_cache()[1] // 60} minutes."
     )
     examples = sorted(EXAMPLES.glob("*.mp4")) if EXAMPLES.is_dir() else []
     if examples:
@@ -497,7 +521,7 @@ def output_column():
 
 
 def build_demo() -> gr.Blocks:
-    with gr.Blocks(title=APP_TITLE, delete_cache=(600, 3600)) as demo:
+    with gr.Blocks(title=APP_TITLE, delete_cache=LIMITS.delete_cache()) as demo:
         header()
         with gr.Tabs():
             with gr.Tab("Analyse a clip", id="clip-tab"):
@@ -523,7 +547,10 @@ def build_demo() -> gr.Blocks:
 
 
 demo = build_demo()
-LAUNCH_OPTIONS = dict(css=CSS, show_error=False)  # `css` is a launch() option in Gradio 6
+UPLOAD_QUOTA = app_limits.UploadQuota(LIMITS.upload_mb_per_minute, LIMITS.temp_disk_mb,
+                                      lambda: app_limits.upload_folders(TEMP_ROOT))
+LAUNCH_OPTIONS = dict(css=CSS, show_error=False,  # `css` is a launch() option in Gradio 6
+                      app_kwargs={"middleware": [app_limits.quota_middleware(UPLOAD_QUOTA)]})
 
 
 if __name__ == "__main__":

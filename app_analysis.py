@@ -19,6 +19,7 @@ from typing import Iterator
 
 from fer_hf.analysis_fer import FERAnalyzer
 from fer_hf.media_fer import probe_media
+from fer_hf.media_stream_fer import MediaBudget, WorkToken, check_budget
 from fer_hf.results_fer import FERClipResult, build_clip_result, model_summary
 
 
@@ -39,13 +40,14 @@ class ClipAnalysis:
         batch_windows: windows per model call, and how often a partial result is handed over.
         hop_s: wanted hop between windows (the engine rounds it to whole frame steps).
         model_summary: what the app knows about the model (provenance, source), merged into `result["model"]`.
+        budget: decoding limits per clip (`MediaBudget`), refused before decoding when the headers exceed them.
     """
 
     def __init__(self, model, processor, device: str, batch_windows: int = 4, hop_s: float = 1.0,
-                 model_summary: dict | None = None):
+                 model_summary: dict | None = None, budget: MediaBudget | None = None):
         self.batch_windows = max(1, int(batch_windows))
         self.analyzer = FERAnalyzer(model, processor, batch_size=self.batch_windows, hop_seconds=hop_s,
-                                    device=device)
+                                    device=device, budget=budget)
         self.processor = processor
         self.model_summary = dict(model_summary or {})
 
@@ -64,17 +66,19 @@ class ClipAnalysis:
                                    notes=list(info.notes), model=self._summary())
         return result.to_dict()
 
-    def run(self, path: str, name: str | None = None) -> Iterator[AnalysisStep]:
+    def run(self, path: str, name: str | None = None, cancel: WorkToken | None = None) -> Iterator[AnalysisStep]:
         """Yield an `AnalysisStep` at the start, after every `batch_windows` windows, and with the final result.
 
-        `name`: the result's `source` (default: the file's name; never the server's temporary path).
+        `name`: the result's `source` (default: the file's name; never the server's temporary path). `cancel`:
+        stops the work between packets and windows (`AnalysisCancelledError`, `WorkTimeExceededError`).
         """
         source = name or Path(path).name
         info = probe_media(str(path), self.processor.max_duration_s)
+        check_budget(info, self.analyzer.budget)
         total = len(self.analyzer.plan(info.duration_s))
         windows, skipped, done = [], [], 0
         yield AnalysisStep(self._partial(source, info, [], []), 0, total, "reading the clip")
-        for event in self.analyzer.stream(str(path)):
+        for event in self.analyzer.stream(str(path), cancel=cancel):
             if event.result is not None:
                 event.result.model, event.result.source = self._summary(), source
                 yield AnalysisStep(event.result.to_dict(), event.done, event.total,

@@ -17,8 +17,11 @@ other frame, then the int8 copy of the model, and the page says it is falling be
 type (`FERClipResult` JSON, the same CSV as uploads) with a timing table.
 
 Settings (environment): FER_LIVE_SECONDS (session limit, default 300), FER_LIVE_MAX_SESSIONS (default 2),
-FER_LIVE_STEP_S (least time between two updates, default 0.75 s), FER_LIVE_INT8 (0: never switch a session that
-falls behind to the int8 copy of the model; default: switch, on the CPU).
+FER_LIVE_MAX_PER_CLIENT (sessions one client address may hold, default 1), FER_LIVE_IDLE_S (a session that has
+sent nothing and asked for nothing for this long is ended, default 20 s), FER_LIVE_STEP_S (least time between two
+updates, default 0.75 s), FER_LIVE_INT8 (0: never switch a session that falls behind to the int8 copy of the
+model; default: switch, on the CPU). Every chunk is checked before it is stored (`streaming_fer.check_audio_chunk`:
+a sampling rate from 8 to 192 kHz, at most 5 s, numbers; frames up to 4096 pixels a side; 256 MB per session).
 """
 
 from __future__ import annotations
@@ -62,6 +65,9 @@ logger = logging.getLogger("fer_app.live")
 
 SESSION_SECONDS = float(os.environ.get("FER_LIVE_SECONDS", "300"))
 MAX_SESSIONS = int(os.environ.get("FER_LIVE_MAX_SESSIONS", "2"))
+MAX_PER_CLIENT = int(os.environ.get("FER_LIVE_MAX_PER_CLIENT", "1"))
+IDLE_S = float(os.environ.get("FER_LIVE_IDLE_S", "20"))
+REAP_EVERY_S = 5.0
 STEP_S = float(os.environ.get("FER_LIVE_STEP_S", "0.75"))
 TICK_S = 0.25  # how often the page asks for a new result
 FRAME_EVERY_S = 0.125  # camera snapshots: 8 per second, about three per frame bin of the realtime preset
@@ -73,27 +79,67 @@ LIVE_INT8 = os.environ.get("FER_LIVE_INT8", "auto").lower() not in ("0", "off", 
 
 # ----------------------------------------------------------------------------------------------------------------
 class LiveRegistry:
-    """Live sessions by Gradio session hash, each with its `LoadPolicy`; at most `max_sessions` at a time."""
+    """Live sessions by Gradio session hash, each with its `LoadPolicy`: at most `max_sessions` at a time and
+    `max_per_client` per client address. A session whose page has sent nothing (frames, sound, timer ticks) for
+    `idle_s`, or that is `idle_s` past its time limit, is ended (`reap`: on every Start and every `REAP_EVERY_S` in
+    a background thread), so abandoned sessions (a closed laptop, a script that only pressed Start) free their
+    place."""
 
-    def __init__(self, max_sessions: int):
-        self.max_sessions = max_sessions
+    def __init__(self, max_sessions: int, max_per_client: int = MAX_PER_CLIENT, idle_s: float = IDLE_S,
+                 clock=time.monotonic):
+        self.max_sessions, self.max_per_client, self.idle_s, self.clock = max_sessions, max_per_client, idle_s, clock
         self._sessions: dict[str, LiveSession] = {}
         self._loads: dict[str, LoadPolicy] = {}
+        self._seen: dict[str, float] = {}
+        self._clients: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._reaper: threading.Thread | None = None
 
-    def start(self, key: str, analyzer: LiveAnalyzer) -> LiveSession:
+    def start(self, key: str, analyzer: LiveAnalyzer, client: str = "unknown") -> LiveSession:
+        self.end(key)
+        self.reap()
         with self._lock:
-            old = self._sessions.pop(key, None)
-            if old is not None:
-                old.close()
             if len(self._sessions) >= self.max_sessions:
                 raise gr.Error(f"Live mode is busy: {len(self._sessions)} people are using it on this server, the "
                                "most it serves at once. Try again in a few minutes.", title="Live mode is busy",
                                print_exception=False)
+            if sum(c == client for c in self._clients.values()) >= self.max_per_client:
+                raise gr.Error("A live session is already open from your address (in another tab or window?). "
+                               "Stop it or close its page, then press Start again.",
+                               title="A live session is already open", print_exception=False)
             session = analyzer.new_session(session_seconds=SESSION_SECONDS)
             self._sessions[key] = session
             self._loads[key] = LoadPolicy(STEP_S, LIVE_INT8 and analyzer.int8_possible)
+            self._seen[key], self._clients[key] = self.clock(), client
+            if self._reaper is None or not self._reaper.is_alive():
+                self._reaper = threading.Thread(target=self._reap_forever, name="fer-live-reaper", daemon=True)
+                self._reaper.start()
             return session
+
+    def touch(self, key: str | None) -> None:
+        """The page of session `key` sent something: it is still there."""
+        with self._lock:
+            if key in self._seen:
+                self._seen[key] = self.clock()
+
+    def reap(self) -> list[str]:
+        """End the sessions that are idle for `idle_s` or `idle_s` past their limit; returns their keys."""
+        now = self.clock()
+        with self._lock:
+            gone = [k for k, s in self._sessions.items()
+                    if now - self._seen.get(k, now) > self.idle_s or s.now_s() > s.session_seconds + self.idle_s]
+        for key in gone:
+            if self.end(key) is not None:
+                logger.info("live session ended: its page went quiet (%d running)", len(self))
+        return gone
+
+    def _reap_forever(self) -> None:
+        while len(self):
+            time.sleep(REAP_EVERY_S)
+            try:
+                self.reap()
+            except Exception:  # the next round tries again
+                logger.exception("live: ending idle sessions failed")
 
     def get(self, key: str | None) -> LiveSession | None:
         with self._lock:
@@ -108,6 +154,8 @@ class LiveRegistry:
         with self._lock:
             session = self._sessions.pop(key, None) if key else None
             self._loads.pop(key, None)
+            self._seen.pop(key, None)
+            self._clients.pop(key, None)
         if session is not None:
             session.close()
         return session
@@ -122,6 +170,12 @@ class LiveRegistry:
 
 
 REGISTRY = LiveRegistry(MAX_SESSIONS)
+
+
+def client_address(request) -> str:
+    """The client's address as the server sees it (behind a proxy: the proxy's, unless it forwards it)."""
+    client = getattr(request, "client", None)
+    return str(getattr(client, "host", None) or "unknown")
 _TEMP = Path(tempfile.mkdtemp(prefix=f"fer_live_{os.getpid()}_"))
 atexit.register(shutil.rmtree, _TEMP, ignore_errors=True)
 
@@ -283,7 +337,7 @@ def add_live_tab(demo: gr.Blocks, model, processor, model_info: dict | None = No
     def on_start(request: gr.Request):
         if unavailable:
             raise gr.Error(unavailable, title="Live mode is not available here", print_exception=False)
-        REGISTRY.start(request.session_hash, analyzer)
+        REGISTRY.start(request.session_hash, analyzer, client_address(request))
         logger.info("live session started (%d running)", len(REGISTRY))
         return (gr.Timer(active=True), gr.Button(interactive=False), gr.Button(interactive=True),
                 "Starting the camera and the microphone…", None, None, modalities_markdown(None),
@@ -293,6 +347,7 @@ def add_live_tab(demo: gr.Blocks, model, processor, model_info: dict | None = No
         session = REGISTRY.get(request.session_hash)
         if session is None or image is None:
             return
+        REGISTRY.touch(request.session_hash)
         try:
             session.push_frame(image)
         except FERInputError as exc:
@@ -302,10 +357,11 @@ def add_live_tab(demo: gr.Blocks, model, processor, model_info: dict | None = No
         session = REGISTRY.get(request.session_hash)
         if session is None or chunk is None:
             return
-        rate, samples = chunk
+        REGISTRY.touch(request.session_hash)
         try:
+            rate, samples = chunk
             session.push_audio(samples, rate)
-        except FERInputError as exc:
+        except (FERInputError, TypeError, ValueError) as exc:
             session.audio_errors += 1
             logger.warning("live: microphone chunk refused: %s", exc)
 
@@ -321,6 +377,7 @@ def add_live_tab(demo: gr.Blocks, model, processor, model_info: dict | None = No
         session = REGISTRY.get(request.session_hash)
         if session is None:
             return (skip,) * 3 + (skip, gr.Timer(active=False), skip, skip, skip)
+        REGISTRY.touch(request.session_hash)
         if session.expired:
             timer, start, stop, status, files = finish(
                 request, f"The session reached its {SESSION_SECONDS:.0f} s limit and stopped. Press Start for a "

@@ -14,6 +14,10 @@ each grid frame goes through the face front-end and `model.embed_frames` once (a
 index), the audio encoder runs per window, windows are batched (`batch_size`), and the decoded frames, cached
 embeddings and audio are dropped once no pending window needs them, so memory does not grow with the clip length.
 The clip answer is the result's aggregate over its windows (`FERClipResult.aggregation`).
+
+Bounded work (a server's requests): `FERAnalyzer(..., budget=MediaBudget(...))` refuses files whose headers or
+decoded content exceed it (`MediaTooLargeError`), and `stream(video, cancel=WorkToken(max_seconds))` stops within a
+packet or a batch of windows once the token is cancelled or its time budget is spent.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import torch
 
 from .errors_fer import FERInputError, NoUsableModalityError
 from .media_fer import probe_media
-from .media_stream_fer import stream_arrays, stream_file
+from .media_stream_fer import MediaBudget, WorkToken, check_budget, stream_arrays, stream_file
 from .results_fer import FERSkippedWindow, build_clip_result, build_window_result, model_summary, skipped_window
 from .windows_fer import FrameEntry, WindowInfo, assemble_cached, decide_audio
 
@@ -70,10 +74,12 @@ class FERAnalyzer:
         batch_size: windows per model call.
         hop_seconds: wanted hop between timeline windows; rounded to a whole number of frame steps (at least 1).
         device, dtype: where and in which float type to run (default: the model's).
+        budget: decoding limits per clip (`MediaBudget`; None: none).
     """
 
     def __init__(self, model, processor=None, batch_size: int = 8, hop_seconds: float = 1.0, device=None,
-                 dtype=None):
+                 dtype=None, budget: MediaBudget | None = None):
+        self.budget = budget
         if processor is None:
             from .processing_fer import FERProcessor
 
@@ -107,8 +113,10 @@ class FERAnalyzer:
         count = 1 if duration_s <= g.clip_seconds else math.ceil((duration_s - g.clip_seconds) / self.hop_s - 1e-9) + 1
         return [(round(w * self.hop_s, 6), round(w * self.hop_s + g.clip_seconds, 6)) for w in range(count)]
 
-    def stream(self, video):
-        """Yield a `FERAnalysisEvent` per window as windows finish (in time order), then one with the result."""
+    def stream(self, video, cancel: WorkToken | None = None):
+        """Yield a `FERAnalysisEvent` per window as windows finish (in time order), then one with the result.
+
+        `cancel`: checked between packets and windows; raises `AnalysisCancelledError` / `WorkTimeExceededError`."""
         proc, g = self.processor, self.processor.geometry
         clip = proc._collect_clips(video)
         if len(clip) != 1:
@@ -116,6 +124,7 @@ class FERAnalyzer:
         clip = clip[0]
         if clip["kind"] == "file":
             info = probe_media(clip["path"], proc.max_duration_s)
+            check_budget(info, self.budget)
             source, duration, notes = clip["path"], info.duration_s, info.notes
             no_audio, no_video = ("no audio stream" if not info.has_audio else None,
                                   "no video stream" if not info.has_video else None)
@@ -133,12 +142,14 @@ class FERAnalyzer:
         targets = (np.arange(n_grid) + 0.5) * g.frame_step_s
         if clip["kind"] == "file":
             events = stream_file(clip["path"], targets, g.sampling_rate, proc.video_processing.decode_max_side,
-                                 duration, info.timing)
+                                 duration, info.timing, budget=self.budget, cancel=cancel)
         else:
             events = stream_arrays(clip["media"], targets, proc.video_processing.decode_max_side)
         state = _TimelineState(self, windows, targets, duration, no_audio, no_video)
         done, results, skipped, infos = 0, [], [], []
         for ready in state.run(events):
+            if cancel is not None:
+                cancel.check()
             for item, window_info in self._classify(ready, state):
                 done += 1
                 if isinstance(item, FERSkippedWindow):

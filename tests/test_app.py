@@ -258,7 +258,7 @@ def test_undecodable_upload_gives_words_not_a_traceback(client, clips):
 def test_too_long_clip_offers_its_first_part(served_app, client, clips):
     out = _predict(client, clips["too_long"])
     assert "too long" in out["message"] and f"{MAX_SECONDS} s" in out["message"]
-    *_, last = app_outputs = list(served_app[0].predict(clips["too_long"], progress=lambda *a, **k: None))
+    *_, last = app_outputs = list(served_app[0]._predict(clips["too_long"], progress=lambda *a, **k: None))
     assert last[-1].visible is True and len(app_outputs) == 2  # the button appears; no stack trace, no pills
     first = dict(zip(OUTPUTS, client.predict(gradio_client.handle_file(clips["too_long"]),
                                              api_name="/predict_first_part")))

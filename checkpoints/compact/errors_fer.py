@@ -48,6 +48,18 @@ class CorruptCheckpointError(FERError, ValueError):
     infinite values (a training run that diverged). Refused on load, on `--resume` and on export."""
 
 
+class MediaTooLargeError(FERInputError):
+    """The clip needs more decoding work than the budget allows (frame size, frame count, pixels or audio)."""
+
+
+class AnalysisCancelledError(FERError):
+    """The work was stopped on purpose: its client cancelled or left, or it ran past its time budget."""
+
+
+class WorkTimeExceededError(AnalysisCancelledError, FERInputError):
+    """The analysis ran longer than the time budget of one request (a person is told so)."""
+
+
 class LiveSessionClosedError(FERError):
     """A live session was asked for work after it was stopped (Stop, the time limit, or the page was closed)."""
 
@@ -62,5 +74,8 @@ __all__ = [
     "UnsupportedSampleRateError",
     "MediaTooLongError",
     "CorruptCheckpointError",
+    "MediaTooLargeError",
+    "AnalysisCancelledError",
+    "WorkTimeExceededError",
     "LiveSessionClosedError",
 ]

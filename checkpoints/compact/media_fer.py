@@ -67,6 +67,8 @@ class MediaInfo:
     height: int | None = None
     fps: float | None = None  # nominal (average) rate, or the rate frames are timed at by order; None when unknown
     timing: FrameTiming = field(default_factory=FrameTiming)  # how decoded frames are timed (pass it to decoders)
+    frame_count: int | None = None  # video frames the headers state (None: not stated)
+    audio_rate: int | None = None  # the audio stream's own sampling rate in Hz (None: no audio or not stated)
 
     @property
     def notes(self) -> list[str]:
@@ -283,14 +285,18 @@ def probe_media(path: str | os.PathLike, max_duration_s: float | None = None) ->
             duration = _duration_from_packets(container, max_duration_s)
         if duration is None or duration <= 0:
             raise MediaDecodeError(f"{os.path.basename(path)!r} contains no decodable audio or video packets")
-        width = height = fps = None
+        width = height = fps = frame_count = audio_rate = None
         if vstreams:
             ctx = vstreams[0].codec_context
             width, height = ctx.width or None, ctx.height or None
             rate = vstreams[0].average_rate or vstreams[0].guessed_rate
             fps = timing.fps if timing.by_order else float(rate) if rate else None
+            frame_count = int(vstreams[0].frames or 0) or None
+        if astreams:
+            audio_rate = int(astreams[0].codec_context.sample_rate or astreams[0].rate or 0) or None
         check_duration(duration, max_duration_s, fps, repr(os.path.basename(path)))
-        return MediaInfo(path, float(duration), bool(astreams), bool(vstreams), width, height, fps, timing)
+        return MediaInfo(path, float(duration), bool(astreams), bool(vstreams), width, height, fps, timing,
+                         frame_count, audio_rate)
     finally:
         container.close()
 

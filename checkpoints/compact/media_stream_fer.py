@@ -7,22 +7,158 @@
 The file is demuxed and decoded once, front to back (no seeking); a decoded frame is converted to RGB only when it
 is the nearest to a grid time, and nothing is kept once emitted, so memory does not grow with the clip's length.
 `stream_arrays` gives the same events for decoded arrays (`media_fer.FERMedia`).
+
+Bounded work: a `MediaBudget` (pixels per frame, frames and pixels per clip, audio length, the audio's own rate) is
+checked against the file's headers before decoding (`check_budget`) and again while decoding (headers can lie), and
+a `WorkToken` (cancelled by the caller, or past its time budget) is checked between packets; both raise typed
+errors whose messages are meant for a person.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from .errors_fer import MediaDecodeError
+from .errors_fer import AnalysisCancelledError, MediaDecodeError, MediaTooLargeError, WorkTimeExceededError
 from .media_fer import _downscale, _origin_s, _require_av, _target_size, demux_decoded, open_media, probe_frame_timing
 from .media_timing_fer import FrameTiming
 
 logger = logging.getLogger(__name__)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Budgets
+@dataclass(frozen=True)
+class MediaBudget:
+    """The decoding work one clip may cause (None: no limit).
+
+    Attributes:
+        max_frame_pixels: source pixels of one video frame (width x height, before any downscaling).
+        max_frames: video frames decoded over the clip.
+        max_pixels: source pixels decoded over the clip (frames x frame pixels).
+        max_audio_seconds: audio decoded, in seconds at the output rate.
+        audio_rates: the range of audio sampling rates (Hz) a file may declare; resampling a 4 Hz stream to 16 kHz
+            multiplies its samples by 4000.
+    """
+
+    max_frame_pixels: int | None = None
+    max_frames: int | None = None
+    max_pixels: int | None = None
+    max_audio_seconds: float | None = None
+    audio_rates: tuple[int, int] | None = (4000, 768000)
+
+
+def _megapixels(pixels: float) -> str:
+    return f"{pixels / 1e6:.1f} megapixels"
+
+
+def _refuse_frame(name: str, width: int, height: int, budget: MediaBudget) -> None:
+    if budget.max_frame_pixels is not None and width * height > budget.max_frame_pixels:
+        raise MediaTooLargeError(
+            f"{name} has frames of {width}×{height} pixels ({_megapixels(width * height)}); this server decodes "
+            f"frames of up to {_megapixels(budget.max_frame_pixels)}. Scale the video down "
+            "(1280×720 is plenty for a face) and upload it again")
+
+
+def check_budget(info, budget: MediaBudget | None, name: str | None = None) -> None:
+    """Refuse a probed file (`media_fer.MediaInfo`) whose headers promise more work than `budget` allows.
+
+    Raises `MediaTooLargeError` (a person's words: what is too large, the limit, and what to do)."""
+    if budget is None:
+        return
+    name = name or repr(os.path.basename(str(info.source)))
+    if info.has_video and info.width and info.height:
+        _refuse_frame(name, info.width, info.height, budget)
+        frames = info.frame_count or (round(info.duration_s * info.fps) if info.fps else None)
+        if frames and budget.max_frames is not None and frames > budget.max_frames:
+            raise MediaTooLargeError(
+                f"{name} has about {frames} video frames ({frames / max(info.duration_s, 1e-6):.0f} per second); "
+                f"this server decodes up to {budget.max_frames} frames per clip. Lower the frame rate (30 frames "
+                "per second is plenty) or trim the clip, and upload it again")
+        if frames and budget.max_pixels is not None and frames * info.width * info.height > budget.max_pixels:
+            raise MediaTooLargeError(
+                f"{name} would need {frames * info.width * info.height / 1e9:.1f} gigapixels decoded "
+                f"({frames} frames of {info.width}×{info.height}); this server decodes up to "
+                f"{budget.max_pixels / 1e9:.1f} gigapixels per clip. Scale the video down or trim it, and upload "
+                "it again")
+    if info.has_audio and info.audio_rate and budget.audio_rates is not None:
+        low, high = budget.audio_rates
+        if not low <= info.audio_rate <= high:
+            raise MediaTooLargeError(
+                f"{name} declares an audio sampling rate of {info.audio_rate} Hz; only rates from {low} Hz to "
+                f"{high // 1000} kHz are read. Re-encode the sound at 16 or 48 kHz and upload it again")
+
+
+class WorkToken:
+    """Stops one request's work: `cancel()` (the client cancelled or left) or its time budget running out.
+
+    The decoder checks it between packets and the analysis engine between windows (`check()`), so cancelled work
+    ends within one packet or one batch of windows, and its memory is freed."""
+
+    def __init__(self, max_seconds: float | None = None, clock=time.monotonic):
+        self.max_seconds, self.clock = max_seconds, clock
+        self.deadline = None if not max_seconds else clock() + float(max_seconds)
+        self._event = threading.Event()
+        self.reason = ""
+
+    def cancel(self, reason: str = "the request was cancelled") -> None:
+        if not self._event.is_set():
+            self.reason = reason
+            self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        """Raise `AnalysisCancelledError` once cancelled, `WorkTimeExceededError` past the time budget."""
+        if self._event.is_set():
+            raise AnalysisCancelledError(f"the analysis was stopped: {self.reason}")
+        if self.deadline is not None and self.clock() > self.deadline:
+            self.cancel("it ran past its time budget")
+            raise WorkTimeExceededError(
+                f"the analysis took longer than the {self.max_seconds:.0f} s one request may use on this server; "
+                "try a shorter clip or one with fewer or smaller frames")
+
+
+class _Meter:
+    """Counts what a decode pass produces against a `MediaBudget` (headers can understate it)."""
+
+    def __init__(self, budget: MediaBudget | None, name: str, cancel: WorkToken | None, sampling_rate: int):
+        self.budget, self.name, self.cancel = budget or MediaBudget(audio_rates=None), name, cancel
+        self.sr = sampling_rate
+        self.frames = self.pixels = self.samples = 0
+
+    def frame(self, width: int, height: int) -> None:
+        b = self.budget
+        _refuse_frame(self.name, width, height, b)
+        self.frames += 1
+        self.pixels += width * height
+        if b.max_frames is not None and self.frames > b.max_frames:
+            raise MediaTooLargeError(f"{self.name} has more than {b.max_frames} video frames, the most this server "
+                                     "decodes per clip; lower the frame rate or trim the clip and upload it again")
+        if b.max_pixels is not None and self.pixels > b.max_pixels:
+            raise MediaTooLargeError(f"{self.name} needs more than {b.max_pixels / 1e9:.1f} gigapixels decoded, the "
+                                     "most this server decodes per clip; scale the video down or trim it")
+
+    def audio(self, samples: int) -> None:
+        self.samples += samples
+        limit = self.budget.max_audio_seconds
+        if limit is not None and self.samples > limit * self.sr:
+            raise MediaTooLargeError(f"{self.name} holds more than {limit:.0f} s of sound, the most this server "
+                                     "decodes per clip; trim the clip and upload it again")
+
+    def step(self) -> None:
+        if self.cancel is not None:
+            self.cancel.check()
+
+
+# ----------------------------------------------------------------------------------------------------------------
 @dataclass
 class StreamEvent:
     """A frame picked for grid time `index`, or the next chunk of audio samples."""
@@ -81,14 +217,17 @@ class _GridPicker:
 
 
 def stream_file(path: str, targets_s: np.ndarray, sampling_rate: int = 16000, max_side: int = 640,
-                duration_s: float | None = None, timing: FrameTiming | None = None):
+                duration_s: float | None = None, timing: FrameTiming | None = None,
+                budget: MediaBudget | None = None, cancel: WorkToken | None = None):
     """Yield `StreamEvent`s for a media file: frames for the grid times (in order), audio chunks (mono, resampled).
 
     Grid times past the end of the video get no frame event. `timing`: `probe_media(path).timing` (None: decided
-    here). Raises `MediaDecodeError` if nothing decodes.
+    here). `budget`: decoding limits enforced on what is really decoded (`MediaTooLargeError`); `cancel`: checked
+    between packets. Raises `MediaDecodeError` if nothing decodes.
     """
     av = _require_av()
     timing = timing if timing is not None else probe_frame_timing(path)[0]
+    meter = _Meter(budget, repr(os.path.basename(path)), cancel, sampling_rate)
     container = open_media(path)
     try:
         origin = _origin_s(container)
@@ -99,8 +238,10 @@ def stream_file(path: str, targets_s: np.ndarray, sampling_rate: int = 16000, ma
         audio_started, last_t, times, decoded = False, None, [], False
         try:
             for stream, frames in packets:
+                meter.step()
                 if stream is vstream:
                     for frame in frames:
+                        meter.frame(frame.width, frame.height)
                         t = clock(frame)
                         if t is None:
                             continue
@@ -123,8 +264,11 @@ def stream_file(path: str, targets_s: np.ndarray, sampling_rate: int = 16000, ma
                                 cut = min(skip, chunk.size)
                                 chunk, skip = chunk[cut:], skip - cut
                             decoded = decoded or chunk.size > 0
+                            meter.audio(chunk.size)
                             if chunk.size:
                                 yield StreamEvent("audio", samples=chunk)
+        except (MediaTooLargeError, AnalysisCancelledError):
+            raise
         except Exception as exc:  # noqa: BLE001 - truncated or damaged tail: keep what was decoded
             logger.warning("decoding stopped early (%s: %s); using the part decoded so far", type(exc).__name__, exc)
         if resampler is not None and audio_started:
@@ -178,4 +322,4 @@ def stream_arrays(media, targets_s: np.ndarray, max_side: int = 640):
     yield from audio_until(float("inf") if audio is None else len(audio) / sr)
 
 
-__all__ = ["StreamEvent", "stream_arrays", "stream_file"]
+__all__ = ["MediaBudget", "StreamEvent", "WorkToken", "check_budget", "stream_arrays", "stream_file"]

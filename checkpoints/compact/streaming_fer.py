@@ -46,6 +46,14 @@ STALE_STREAM_S = 2.0  # a stream silent for this long no longer holds the window
 START_GRACE_S = 3.0  # after the first stream starts, the first update waits this long for the other one
 MIN_AUDIO_COVERAGE = 0.25  # a window whose received audio covers less than this share of its content has no audio
 CLOSE_WAIT_S = 30.0  # `LiveSession.close` waits this long for an analysis in progress before leaving the rest to it
+# What one pushed chunk may be (anything else is refused before it costs memory): a chunk declaring 4 Hz would be
+# resampled to 16 kHz 4000-fold
+AUDIO_RATES = (8000, 192000)  # Hz
+MAX_CHUNK_S = 5.0  # seconds of sound in one microphone chunk (the browser sends 0.25 s)
+MAX_CHANNELS = 8
+AUDIO_DTYPES = ("int16", "int32", "float32", "float64")
+MAX_FRAME_SIDE = 4096  # pixels, either side of a camera frame
+MAX_SESSION_BYTES = 256 * 2**20  # buffers of one session (audio, kept frames, the engine's cache)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -186,26 +194,39 @@ class LiveSession:
 
     # ------------------------------------------------------------------------------------------------
     def push_audio(self, samples, sampling_rate: int, arrival_s: float | None = None) -> AudioPlacement | None:
-        """A microphone chunk: int16 or float `(n,)` / `(n, channels)` at `sampling_rate` Hz."""
+        """A microphone chunk: int16/int32 or float `(n,)` / `(n, channels)` at `sampling_rate` Hz. Refused
+        (`FERInputError`) unless the rate lies in `AUDIO_RATES`, the chunk lasts at most `MAX_CHUNK_S` with at most
+        `MAX_CHANNELS` channels of finite samples, and the session's buffers stay under `MAX_SESSION_BYTES`."""
         if self.stopped or self.expired:
             return None
-        a = np.asarray(samples)
+        a = check_audio_chunk(samples, sampling_rate)
         if a.ndim == 2:
-            a = a.mean(axis=1) if a.shape[1] <= 8 else a.mean(axis=0)
-        if a.ndim != 1:
-            raise FERInputError(f"a microphone chunk must be (samples,) or (samples, channels), got {a.shape}")
+            a = a.mean(axis=1) if a.shape[1] <= MAX_CHANNELS else a.mean(axis=0)
         if np.issubdtype(a.dtype, np.integer):
             a = a.astype(np.float32) / float(np.iinfo(a.dtype).max + 1)
         a = a.astype(np.float32, copy=False)
         if a.size == 0:
             return None
+        self.check_memory()
         with self._lock:
             return self.audio.push(a, sampling_rate, self.now_s() if arrival_s is None else arrival_s)
 
+    def check_memory(self) -> None:
+        """Refuse more data once the session's buffers hold `MAX_SESSION_BYTES` (`FERInputError`)."""
+        held = self.stored_bytes()
+        if held > MAX_SESSION_BYTES:
+            raise FERInputError(f"this live session holds {held / 2**20:.0f} MB, more than the "
+                                f"{MAX_SESSION_BYTES / 2**20:.0f} MB one session may; press Stop and start again")
+
     def push_frame(self, image, arrival_s: float | None = None) -> bool:
-        """A camera frame (uint8 RGB `(h, w, 3)`), placed at its arrival time."""
+        """A camera frame (uint8 RGB `(h, w, 3)`, each side at most `MAX_FRAME_SIDE`), placed at its arrival time."""
         if self.stopped or self.expired:
             return False
+        image = np.asarray(image)
+        if image.ndim != 3 or image.dtype != np.uint8 or not 0 < max(image.shape[:2]) <= MAX_FRAME_SIDE:
+            raise FERInputError(f"a camera frame must be uint8 RGB with sides of 1 to {MAX_FRAME_SIDE} pixels, got "
+                                f"{image.dtype} {image.shape}")
+        self.check_memory()
         with self._lock:
             return self.frames.push(image, self.now_s() if arrival_s is None else arrival_s)
 
@@ -332,6 +353,31 @@ class LiveSession:
                 self._analysis_lock.release()
         else:
             logger.warning("live session closed while an analysis still ran after %.0f s; it frees the rest", wait_s)
+
+
+def check_audio_chunk(samples, sampling_rate) -> np.ndarray:
+    """The chunk as an array, or `FERInputError` (in words) when its rate, shape, type, length or values cannot be
+    a microphone's: checked before anything is resampled or stored."""
+    try:
+        rate = int(sampling_rate)
+    except (TypeError, ValueError, OverflowError):
+        raise FERInputError(f"a microphone chunk needs a sampling rate in Hz, got {sampling_rate!r}") from None
+    if not AUDIO_RATES[0] <= rate <= AUDIO_RATES[1]:
+        raise FERInputError(f"a microphone chunk at {rate} Hz was refused: microphones record at "
+                            f"{AUDIO_RATES[0]} to {AUDIO_RATES[1]} Hz")
+    a = np.asarray(samples)
+    if a.dtype.name not in AUDIO_DTYPES:
+        raise FERInputError(f"a microphone chunk must hold int16, int32 or float samples, got {a.dtype}")
+    if a.ndim not in (1, 2) or (a.ndim == 2 and min(a.shape) > MAX_CHANNELS):
+        raise FERInputError(f"a microphone chunk must be (samples,) or (samples, channels) with at most "
+                            f"{MAX_CHANNELS} channels, got {a.shape}")
+    length = a.shape[0] if a.ndim == 1 else max(a.shape)
+    if length > MAX_CHUNK_S * rate:
+        raise FERInputError(f"a microphone chunk of {length / rate:.1f} s was refused: chunks last at most "
+                            f"{MAX_CHUNK_S:.0f} s")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise FERInputError("a microphone chunk holds samples that are not numbers (NaN or infinity)")
+    return a
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -463,6 +509,10 @@ def _hand_over(session: LiveSession, frames: list) -> None:
 
 
 __all__ = [
+    "AUDIO_RATES",
+    "MAX_CHUNK_S",
+    "MAX_FRAME_SIDE",
+    "MAX_SESSION_BYTES",
     "AudioChunkAligner",
     "AudioPlacement",
     "FrameTimeline",
@@ -471,4 +521,5 @@ __all__ = [
     "LiveSession",
     "LiveUpdate",
     "LiveWindow",
+    "check_audio_chunk",
 ]
