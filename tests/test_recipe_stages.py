@@ -99,6 +99,15 @@ def test_the_three_stages_run_end_to_end_and_resume(data):
     assert voice["cross_validation"]["folds"][0]["test_actors"] == [1]
     assert (voice_dir / "release" / "final" / "model.safetensors").is_file()
     assert (voice_dir / "fold0" / "runs").is_dir() is False  # --report-to none
+    # a warm restart: each split starts from the same split of the earlier run; its time stays in the totals
+    more_voice = pretrain_voice.run(pretrain_voice.parse_args([
+        "--data-root", str(data["voices"]), "--output-dir", str(root / "voice_more"), "--folds-file",
+        str(data["folds"]), "--folds", "0", "--release", "--epochs", "1", "--batch-size", "4", "--init-from",
+        str(voice_dir), *common]))
+    fold0 = json.loads((root / "voice_more" / "fold0" / "results.json").read_text())
+    assert fold0["init_from"]["epochs"] == 2 and fold0["init_from"]["folder"].endswith("fold0")
+    assert more_voice["cross_validation"]["train_seconds"] == pytest.approx(
+        fold0["train_seconds"] + voice["cross_validation"]["train_seconds"], abs=0.2)
 
     fusion = train_fusion.run(train_fusion.parse_args([
         "--face-from", str(face_dir / "final"), "--voice-from", str(voice_dir / "release" / "final"),

@@ -17,7 +17,9 @@ centred window without augmentation.
 Output folder: `fold<k>/` and `release/`, each with `train.log`, `runs/` (TensorBoard), `checkpoint.pt` (`--resume`
 continues an interrupted fold; finished folds are skipped), `results.json`; the top folder's `results.json` has the
 per-fold table, mean ± std of WAR / UAR / macro-F1 and the summed confusion matrix (`confusion_folds.png`);
-`release/final/` is a `save_pretrained` FER folder whose audio branch is trained.
+`release/final/` is a `save_pretrained` FER folder whose audio branch is trained. `--init-from <earlier run>` is a
+warm restart: each split continues from the same split of the earlier run, with a fresh schedule; the earlier
+run's epochs and seconds are kept in `results.json` (`init_from`) and counted in the totals.
 """
 
 from __future__ import annotations
@@ -54,6 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit-actors", type=int, default=0, help="clips of the first N actors only (smoke tests)")
+    p.add_argument("--init-from", help="an earlier fer-pretrain-voice --output-dir: each split (fold<k>, release) "
+                   "starts from that run's weights of the same split, with a fresh schedule of --epochs (a warm "
+                   "restart; the test actors stay unseen)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--report-to", choices=["tensorboard", "none"], default="tensorboard")
@@ -161,6 +166,31 @@ class VoiceStage:
         return self.head(pooled)
 
 
+def init_split_from(stage: VoiceStage, folder: Path) -> dict:
+    """Load an earlier run's split (`folder` = `<earlier>/fold<k>` or `<earlier>/release`) into `stage`; return its
+    summary (epochs, seconds, test scores), kept in this split's `results.json` so the totals stay honest."""
+    import torch
+
+    from fer_hf.errors_fer import FERInputError
+    from fer_hf.modeling_fer import FERForEmotionClassification
+
+    head = folder / "final" / "voice_head.pt"
+    if not head.is_file():
+        raise FERInputError(f"{folder} is not a finished voice split (no final/voice_head.pt); point --init-from at "
+                            "the --output-dir of a completed fer-pretrain-voice run with the same folds")
+    earlier = FERForEmotionClassification.from_pretrained(folder / "final")
+    for name in ("audio_encoder", "audio_segment_pool"):
+        getattr(stage.model, name).load_state_dict(getattr(earlier, name).state_dict())
+    stage.head.load_state_dict(torch.load(head, map_location="cpu", weights_only=True))
+    summary = {"folder": str(folder)}
+    if (folder / "results.json").is_file():
+        prior = json.loads((folder / "results.json").read_text())
+        summary.update({k: prior.get(k) for k in ("epochs", "best_epoch", "train_seconds", "init_from")})
+        summary["test"] = {k: (prior.get("test") or {}).get(k) for k in ("accuracy", "uar")}
+    logger.info("voice split starts from %s", folder / "final")
+    return summary
+
+
 def _features(processor, waves):
     import torch
 
@@ -211,6 +241,7 @@ def train_split(args, name: str, out: Path, split, clips, waves) -> dict:
         class_weights = torch.tensor(len(train_idx) / (len(counts) * np.maximum(counts, 1)), dtype=torch.float32)
         model = FERForEmotionClassification(config)
         stage = VoiceStage(model, len(RAVDESS_LABELS))
+        earlier = init_split_from(stage, Path(args.init_from) / name) if getattr(args, "init_from", None) else None
         params = [p for p in stage.modules.parameters() if p.requires_grad]
         epochs = args.epochs if split.val or not args.release_epochs else args.release_epochs
         steps_per_epoch = max(1, len(train_idx) // args.batch_size)
@@ -278,6 +309,8 @@ def train_split(args, name: str, out: Path, split, clips, waves) -> dict:
         results = {"stage": "voice", "split": split.to_dict(), "epochs": epochs, "best_epoch": history[best]["epoch"],
                    "history": history, "train_seconds": round(train_seconds, 1), "threads": run_dir.threads,
                    "augment": not args.no_augment, "train_clips": len(train_idx)}
+        if earlier is not None:
+            results["init_from"] = earlier
         if test_idx:
             preds, _ = predict(stage, processor, [waves[i] for i in test_idx])
             results["test"] = classification_metrics(labels[test_idx], preds, RAVDESS_LABELS)
@@ -305,7 +338,15 @@ def summarise(fold_results: list[dict]) -> dict:
               "verdict": r.get("verdict")} for r in fold_results]
     return {"folds": table, "confusion_matrix": cm.tolist(), "labels": list(RAVDESS_LABELS),
             **{k: mean_std([r["test"][k] for r in fold_results]) for k in ("accuracy", "uar", "macro_f1")},
-            "train_seconds": round(sum(r["train_seconds"] for r in fold_results), 1)}
+            "train_seconds": round(sum(r["train_seconds"] + _earlier_seconds(r) for r in fold_results), 1)}
+
+
+def _earlier_seconds(result: dict) -> float:
+    """Training seconds of the runs a split continued (`--init-from` chains)."""
+    total, earlier = 0.0, result.get("init_from")
+    while earlier:
+        total, earlier = total + (earlier.get("train_seconds") or 0.0), earlier.get("init_from")
+    return total
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -348,7 +389,8 @@ def run(args: argparse.Namespace) -> dict:
             best = [r["best_epoch"] for r in fold_results]
             args.release_epochs = int(np.median(best)) if best else args.epochs
         release = train_split(args, "release", out, release_split(protocol), clips, waves)
-        summary["release"] = {"epochs": release["epochs"], "train_seconds": release["train_seconds"],
+        summary["release"] = {"epochs": release["epochs"],
+                              "train_seconds": release["train_seconds"] + _earlier_seconds(release),
                               "final": str(out / "release" / "final")}
     atomic_write(out / "results.json", json.dumps(summary, indent=1, allow_nan=False))
     return summary
