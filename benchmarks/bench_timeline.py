@@ -5,7 +5,7 @@
 
 With the cache: `FERAnalyzer.analyze` (one decode pass, each grid frame through the face front-end and SigLIP
 once, the audio encoder per window). Without it: the processor's window path over the same windows
-(`prepare(sliding_window=True, stride_seconds=hop)`: each window decoded, its faces found and its frames encoded
+(`prepare(sliding_window=True, hop_seconds=hop)`: each window decoded, its faces found and its frames encoded
 on their own) and the model on those inputs, in the same batches. Random weights (timing only). Prints one
 line per path and their ratio; figures are noisy while other work shares the CPU, the ratio less so.
 """
@@ -55,7 +55,7 @@ def make_clip(path: Path, seconds: float, voice: str = "espeak") -> str:
 
 
 def without_cache(model, processor, clip: str, hop_s: float, batch_size: int) -> int:
-    inputs = processor(videos=clip, sliding_window=True, stride_seconds=hop_s)
+    inputs = processor(videos=clip, sliding_window=True, hop_seconds=hop_s)
     rows = inputs["input_features"].shape[0]
     with torch.inference_mode():
         for start in range(0, rows, batch_size):

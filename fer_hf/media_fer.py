@@ -113,14 +113,14 @@ def plan_windows(
     duration_s: float,
     window_s: float,
     sliding: bool = False,
-    stride_s: float | None = None,
+    hop_s: float | None = None,
     max_windows: int = 20,
 ) -> list[tuple[float, float]]:
     """Window bounds `[(start_s, end_s), ...]` for a clip of `duration_s`.
 
     - Single window (`sliding=False`): one window of `window_s` centred on the clip; a clip shorter than the
       window gets one window starting at 0 (the part past the clip end is padding, masked downstream).
-    - Sliding: windows every `stride_s` (default `window_s / 2`) from 0; the last one is aligned to end at the clip
+    - Sliding: windows every `hop_s` (default `window_s / 2`) from 0; the last one is aligned to end at the clip
       end so the tail is covered. If that gives more than `max_windows` windows, exactly `max_windows` windows are
       spread evenly from 0 to the end (the stride is widened; a warning is logged). Up to
       `max_windows * window_s` seconds they still overlap or touch; beyond that they sample the clip with gaps.
@@ -130,9 +130,9 @@ def plan_windows(
     if not sliding or duration_s <= window_s:
         start = max(0.0, (duration_s - window_s) / 2.0)
         return [(round(start, 6), round(start + window_s, 6))]
-    stride = window_s / 2.0 if stride_s is None else float(stride_s)
+    stride = window_s / 2.0 if hop_s is None else float(hop_s)
     if stride <= 0:
-        raise ValueError(f"stride must be positive, got {stride_s!r} s")
+        raise ValueError(f"stride must be positive, got {hop_s!r} s")
     last_start = duration_s - window_s
     count = math.ceil(last_start / stride - 1e-9) + 1
     if count > max_windows:

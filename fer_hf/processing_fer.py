@@ -195,7 +195,8 @@ class FERProcessor(ProcessorMixin):
         max_duration_s (`float`, defaults to 600): longer clips raise `MediaTooLongError` (one frame of tolerance).
         window_seconds (`float`, *optional*): the window length; only the model's `clip_seconds` (or `None`, the
             same) is accepted: another length raises `FERInputError` (see `window_length`).
-        stride_seconds (`float`, *optional*): default sliding-window stride; `None` means half the window.
+        hop_seconds (`float`, *optional*): seconds between sliding-window starts (the hop; the same name as
+            `FERAnalyzer`, the app and `fer-annotate --hop-seconds`); `None` means half the window.
         confidence_margin (`float`, defaults to 0.10): a result is `confident` when its top probability exceeds the
             second by at least this; otherwise `top_label` is None ("no clear emotion").
         id2label (`dict[int, str]`, *optional*): class names; RAVDESS order by default.
@@ -215,7 +216,7 @@ class FERProcessor(ProcessorMixin):
         max_windows: int = 20,
         max_duration_s: float = 600.0,
         window_seconds: float | None = None,
-        stride_seconds: float | None = None,
+        hop_seconds: float | None = None,
         confidence_margin: float = DEFAULT_CONFIDENCE_MARGIN,
         id2label: dict | None = None,
         **kwargs,
@@ -238,7 +239,7 @@ class FERProcessor(ProcessorMixin):
         self.max_windows = int(max_windows)
         self.max_duration_s = float(max_duration_s)
         self.window_seconds = None if window_seconds is None else float(window_seconds)
-        self.stride_seconds = None if stride_seconds is None else float(stride_seconds)
+        self.hop_seconds = None if hop_seconds is None else float(hop_seconds)
         self.confidence_margin = float(confidence_margin)
         labels = id2label if id2label is not None else dict(enumerate(RAVDESS_LABELS))
         self.id2label = {int(k): str(v) for k, v in dict(labels).items()}  # JSON turns the keys into strings
@@ -246,14 +247,14 @@ class FERProcessor(ProcessorMixin):
         super().__init__(feature_extractor, **routed)  # unknown keys: ProcessorMixin raises a TypeError naming them
 
     def validate(self) -> None:
-        """Refuse bad window settings (call it after assigning `max_windows`, `stride_seconds`, ... directly)."""
+        """Refuse bad window settings (call it after assigning `max_windows`, `hop_seconds`, ... directly)."""
         if (not 1 <= self.max_windows <= MAX_WINDOWS or not 0 < self.max_duration_s <= MAX_DURATION_S
                 or not 0.0 <= self.confidence_margin < 1.0):
             raise ValueError(
                 f"need 1 <= max_windows <= {MAX_WINDOWS}, 0 < max_duration_s <= {MAX_DURATION_S} and "
                 f"0 <= confidence_margin < 1; got {self.max_windows}, {self.max_duration_s}, {self.confidence_margin}"
             )
-        for name in ("window_seconds", "stride_seconds"):
+        for name in ("window_seconds", "hop_seconds"):
             value = getattr(self, name)
             if value is not None and not 0 < float(value) <= MAX_WINDOW_SECONDS:
                 raise ValueError(f"`{name}` must be positive seconds up to {MAX_WINDOW_SECONDS}, or None, "
@@ -264,12 +265,12 @@ class FERProcessor(ProcessorMixin):
         """The window length in seconds: always the model's `clip_seconds`. The model was built (frame step, segment
         bounds, audio length) and trained for that length, so another one is refused with `FERInputError` on every
         surface (processor, pipeline, `fer-annotate`, app) rather than giving windows whose timeline is wrong;
-        `stride_seconds` (the hop) is free."""
+        `hop_seconds` (the hop) is free."""
         if window_seconds is not None and abs(float(window_seconds) - self.clip_seconds) > 1e-6:
             raise FERInputError(
                 f"this model classifies windows of {self.clip_seconds:g} s (its frame step, segments and audio "
                 f"length are built for that); window_seconds={float(window_seconds):g} is not supported. Leave it "
-                "unset, and use stride_seconds to change how far apart the windows start")
+                "unset, and use hop_seconds to change how far apart the windows start")
         return float(self.clip_seconds)
 
     @classmethod
@@ -345,7 +346,7 @@ class FERProcessor(ProcessorMixin):
         videos=None,
         sliding_window: bool = False,
         window_seconds: float | None = None,
-        stride_seconds: float | None = None,
+        hop_seconds: float | None = None,
         return_tensors: str | None = "pt",
         return_face_frames: bool = False,
         **kwargs,
@@ -359,7 +360,7 @@ class FERProcessor(ProcessorMixin):
             sliding_window: `False` -> one window centred on the clip; `True` -> every window (one batch row each;
                 a seed-preset row holds 90 x 3 x 224 x 224 floats, 54 MB). Overlapping windows of long clips are
                 cheaper with `FERAnalyzer` (frames shared by windows are encoded once).
-            window_seconds, stride_seconds: override the processor defaults (`clip_seconds`, half a window); a
+            window_seconds, hop_seconds: override the processor defaults (`clip_seconds`, half a window); a
                 window length other than `clip_seconds` is refused (`FERInputError`).
             return_tensors: "pt" (default), "np" or None (numpy).
             return_face_frames: also put the uint8 face crops `(T, S, S, 3)` in `info.windows[i]["face_frames"]`.
@@ -378,10 +379,10 @@ class FERProcessor(ProcessorMixin):
         """
         self._refuse_old_arguments(kwargs)
         window_s = self.window_length(window_seconds or self.window_seconds)
-        stride_s = stride_seconds if stride_seconds is not None else self.stride_seconds
+        hop_s = hop_seconds if hop_seconds is not None else self.hop_seconds
         rows, windows, clips = [], [], []
         for clip_index, clip in enumerate(self._collect_clips(videos)):
-            clip_rows = self._process_clip(clip, clip_index, window_s, sliding_window, stride_s, return_face_frames)
+            clip_rows = self._process_clip(clip, clip_index, window_s, sliding_window, hop_s, return_face_frames)
             usable = [r for r in clip_rows if r["info"].audio_used or r["info"].video_used]
             if not usable:
                 info = clip_rows[0]["info"]
@@ -412,7 +413,7 @@ class FERProcessor(ProcessorMixin):
     # ----------------------------------------------------------------------------------
     # The two steps of `prepare`, public for callers that store rows in between (the training cache).
     def decode_windows(self, path, sliding_window: bool = False, window_seconds: float | None = None,
-                       stride_seconds=None, return_face_frames: bool = False) -> list[dict]:
+                       hop_seconds=None, return_face_frames: bool = False) -> list[dict]:
         """Decode one clip (a path or decoded media) into per-window rows, the step before batching.
 
         Each row holds `audio` (float32 `(n,)` at 16 kHz, or None when unused), `crops` uint8 `(T, S, S, 3)`,
@@ -420,9 +421,9 @@ class FERProcessor(ProcessorMixin):
         Rows with neither modality are kept here (unlike `prepare`). Raises the same errors as `prepare`.
         """
         window_s = self.window_length(window_seconds or self.window_seconds)
-        stride_s = stride_seconds if stride_seconds is not None else self.stride_seconds
+        hop_s = hop_seconds if hop_seconds is not None else self.hop_seconds
         clip = self._collect_clips(path)[0]
-        return self._process_clip(clip, 0, window_s, sliding_window, stride_s, return_face_frames)
+        return self._process_clip(clip, 0, window_s, sliding_window, hop_s, return_face_frames)
 
     def batch_rows(self, rows: list[dict], window_seconds: float | None = None, return_tensors="pt") -> BatchFeature:
         """Model inputs for rows from `decode_windows` (log-mel features, pixel normalisation, masks)."""
@@ -490,7 +491,7 @@ class FERProcessor(ProcessorMixin):
         return FERMedia(audio, self.sampling_rate, frames, None if media.fps is None else float(media.fps), times,
                         float(media.start_s))
 
-    def _process_clip(self, clip, clip_index, window_s, sliding, stride_s, return_face_frames) -> list[dict]:
+    def _process_clip(self, clip, clip_index, window_s, sliding, hop_s, return_face_frames) -> list[dict]:
         if clip["kind"] == "file":
             info = probe_media(clip["path"], self.max_duration_s)
             source, duration, origin, notes = clip["path"], info.duration_s, 0.0, info.notes
@@ -505,7 +506,7 @@ class FERProcessor(ProcessorMixin):
         rows = []
         faces = self.video_processing.face_session()  # one per clip: clip-wide face-track ids
         speech = self.audio_processing.speech_session()  # one per clip: overlapping windows share VAD scores
-        windows = plan_windows(duration, window_s, sliding, stride_s, self.max_windows)
+        windows = plan_windows(duration, window_s, sliding, hop_s, self.max_windows)
         for window_index, (start, end) in enumerate(windows):
             if clip["kind"] == "file":
                 window = decode_window(clip["path"], start, end, self.num_frames, duration, self.sampling_rate,

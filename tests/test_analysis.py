@@ -72,7 +72,7 @@ def test_timeline_agrees_with_the_processor_window_path(setup):
     proc, model = setup["processor"], setup["model"]
     analyzer = FERAnalyzer(model, proc)
     timeline = analyzer.analyze(setup["clip"])
-    inputs, info = proc.prepare(videos=setup["clip"], sliding_window=True, stride_seconds=analyzer.hop_s)
+    inputs, info = proc.prepare(videos=setup["clip"], sliding_window=True, hop_seconds=analyzer.hop_s)
     with torch.no_grad():
         windowed = proc.post_process(model(**inputs), info)[0]
     for a, b in zip(timeline.windows[:4], windowed.windows[:4]):

@@ -216,7 +216,7 @@ def test_rerun_is_idempotent_and_a_changed_file_is_redone(corpus, tmp_path, capl
     assert len(files) == 2 and len({r["file_key"] for r in files}) == 2
     # another window setting is another configuration: everything is redone, old rows leave the tables
     before = {r["config_hash"] for r in read(out)}
-    run([*args, "--stride-seconds", "0.5"], expect=0)
+    run([*args, "--hop-seconds", "0.5"], expect=0)
     windows = read(out)
     assert {round(b["start_s"] - a["start_s"], 6) for a, b in zip(windows, windows[1:])
             if a["source"] == b["source"]} <= {0.5}

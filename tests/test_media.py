@@ -58,7 +58,7 @@ def test_sliding_windows_cover_the_clip():
     np.testing.assert_allclose(starts[:-1], np.arange(12) * 1.5)
     assert windows[-1] == (17.0, 20.0)  # the last one is aligned to the clip end
     assert all(round(e - s, 6) == 3.0 for s, e in windows)
-    assert len(plan_windows(20.0, 3.0, sliding=True, stride_s=3.0)) == 7
+    assert len(plan_windows(20.0, 3.0, sliding=True, hop_s=3.0)) == 7
 
 
 def test_sliding_windows_are_capped_by_widening_the_stride(caplog):

@@ -96,10 +96,10 @@ def test_pipeline_returns_the_full_result_with_modalities(setup):
     from fer_hf.results_fer import FERClipResult
 
     classifier = FEREmotionRecognitionPipeline(model=setup["model"], processor=setup["processor"], device=-1)
-    result = classifier(setup["clip"], return_result=True, sliding_window=True, stride_seconds=1.0)
+    result = classifier(setup["clip"], return_result=True, sliding_window=True, hop_seconds=1.0)
     assert isinstance(result, FERClipResult) and len(result.windows) == 2
     assert result.windows[0].modalities["audio"] and result.windows[0].modalities["video"]
-    ranked = classifier(setup["clip"], sliding_window=True, stride_seconds=1.0)
+    ranked = classifier(setup["clip"], sliding_window=True, hop_seconds=1.0)
     assert [(r["label"], r["score"]) for r in ranked] == result.ranked()
     rng = np.random.default_rng(0)
     audio_only = classifier({"audio": (0.1 * rng.standard_normal(32000)).astype(np.float32),

@@ -189,7 +189,7 @@ def test_sliding_windows_on_a_20_s_clip(processor, config, tmp_path, caplog):
     assert out["audio_mask"].all() and out["video_frame_mask"].all()
     assert info.windows[5]["frame_times_s"][0] == pytest.approx(7.5 + 0.1875)
     with caplog.at_level(logging.WARNING):
-        capped, capped_info = processor.prepare(videos=clip["path"], sliding_window=True, stride_seconds=0.5)
+        capped, capped_info = processor.prepare(videos=clip["path"], sliding_window=True, hop_seconds=0.5)
     assert len(capped_info.windows) == 20 == processor.max_windows  # 35 windows needed: capped, stride widened
     assert capped_info.windows[-1]["window_end_s"] == pytest.approx(20.0)
     assert capped["input_features"].shape[1] == 301  # 3 s windows: 48 000 samples
@@ -225,7 +225,7 @@ def test_sliding_windows_with_nothing_usable_leave_the_batch(processor, config):
     audio = np.where(t < 3.0, 0.3 * np.sin(2 * np.pi * 220 * t), 0.0).astype(np.float32)
     frames = rng.integers(0, 255, size=(9 * fps, 120, 160, 3), dtype=np.uint8)  # noise: no face anywhere
     media = {"audio": audio, "sampling_rate": sr, "frames": frames, "fps": fps}
-    out, info = processor.prepare(videos=media, sliding_window=True, window_seconds=3.0, stride_seconds=3.0)
+    out, info = processor.prepare(videos=media, sliding_window=True, window_seconds=3.0, hop_seconds=3.0)
     assert out["audio_mask"].tolist() == [True] and len(info.windows) == 1
     skipped = info.clips[0].skipped
     assert [(w.start_s, w.end_s) for w in skipped] == [(3.0, 6.0), (6.0, 9.0)] and [w.index for w in skipped] == [1, 2]
@@ -405,7 +405,7 @@ def test_with_the_model_gives_a_documented_result(processor, face_clip, config):
 
     model = FERForEmotionClassification(config).eval()
     inputs, info = processor.prepare(videos=[face_clip["path"], face_clip["path"]], sliding_window=True,
-                                     stride_seconds=1.0)
+                                     hop_seconds=1.0)
     with torch.no_grad():
         out = model(**inputs)
     results = processor.post_process(out, info, model.config)

@@ -114,7 +114,7 @@ def test_processor_timeline_and_live_agree_on_every_window(setup, monkeypatch):
         assert l_info.person["track_id"] == t_info.person["track_id"]
         assert l_info.frame_source_times_s == t_info.frame_source_times_s
     proc = setup["processor"]
-    inputs, batch = proc.prepare(videos=setup["clip"], sliding_window=True, stride_seconds=analyzer.hop_s)
+    inputs, batch = proc.prepare(videos=setup["clip"], sliding_window=True, hop_seconds=analyzer.hop_s)
     with torch.no_grad():
         processed = proc.post_process(setup["model"](**inputs), batch)[0].windows
     by_span = {(w.start_s, w.end_s): (w, i) for w, i in zip(timeline.windows, timeline_infos)}

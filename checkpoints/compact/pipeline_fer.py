@@ -15,7 +15,7 @@ A saved model folder's `config.json` names this class under `custom_pipelines`, 
 as a `FERMedia` or a dict `{"audio": wave, "sampling_rate": 16000, "frames": frames, "fps": 30.0}` (either modality
 may be left out; the older key `video_frames` is accepted for `frames`). Call options: `top_k`,
 `sliding_window=True` (classify every window of a long clip; the clip answer is the result's aggregate over the
-windows, see `FERClipResult.aggregation`), `window_seconds`, `stride_seconds`, `return_result`.
+windows, see `FERClipResult.aggregation`), `window_seconds`, `hop_seconds`, `return_result`.
 A folder saved without a processor gets one built from the model config.
 """
 
@@ -42,7 +42,7 @@ class FEREmotionRecognitionPipeline(Pipeline):
     _load_image_processor = False
     _load_video_processor = False
 
-    def _sanitize_parameters(self, top_k=None, sliding_window=None, window_seconds=None, stride_seconds=None,
+    def _sanitize_parameters(self, top_k=None, sliding_window=None, window_seconds=None, hop_seconds=None,
                              return_result=None, **kwargs):
         if kwargs:
             raise FERInputError(f"unexpected pipeline argument(s) {sorted(kwargs)}")
@@ -50,7 +50,7 @@ class FEREmotionRecognitionPipeline(Pipeline):
         for name, value in (
             ("sliding_window", sliding_window),
             ("window_seconds", window_seconds),
-            ("stride_seconds", stride_seconds),
+            ("hop_seconds", hop_seconds),
         ):
             if value is not None:
                 preprocess[name] = value

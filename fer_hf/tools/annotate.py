@@ -63,13 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--path-column", default="path", help="manifest column holding the media paths (default path)")
     p.add_argument("--window-seconds", type=float,
                    help="window length; only the model's clip length is accepted (the default), another is refused")
-    p.add_argument("--stride-seconds", type=float, help="window stride (default: half a window)")
+    p.add_argument("--hop-seconds", type=float, help="seconds between window starts, the hop (default: half a window)")
     p.add_argument("--people", choices=("speaker", "all"), default="speaker",
                    help="speaker: one row per window, for the person the front-end chooses (the speaker, else the "
                         "largest, most present face); all: one row per window and tracked person present in it, "
                         "each with that person's face and the window's audio (default speaker)")
     p.add_argument("--max-windows", type=int,
-                   help="windows per file at most; beyond it the stride widens (default: no cap; memory does not "
+                   help="windows per file at most; beyond it the hop widens (default: no cap; memory does not "
                         "depend on it)")
     p.add_argument("--max-duration", type=float, dest="max_duration_s",
                    help="longer files get an error row (default: the processor's, 600 s)")
@@ -219,7 +219,7 @@ def annotate(args) -> AnnotateSummary:
 
         args.model = str(shipped_model())
     model, processor = load_annotator(
-        args.model, args.preset, args.seed, window_seconds=args.window_seconds, stride_seconds=args.stride_seconds,
+        args.model, args.preset, args.seed, window_seconds=args.window_seconds, hop_seconds=args.hop_seconds,
         max_windows=args.max_windows, max_duration_s=args.max_duration_s,
     )
     # the run's own settings, for the worker side and the configuration hash ("decode": how windows are made)

@@ -27,7 +27,7 @@ from fer_hf.errors_fer import FERInputError
 logger = logging.getLogger(__name__)
 
 # Processor settings a run may override (their values enter the configuration hash through the processor JSON).
-PROCESSOR_OVERRIDES = ("max_windows", "max_duration_s", "window_seconds", "stride_seconds")
+PROCESSOR_OVERRIDES = ("max_windows", "max_duration_s", "window_seconds", "hop_seconds")
 
 
 def set_threads(threads: int) -> None:

@@ -9,7 +9,7 @@
                                     peak_frames, notes (how the file was read, `MediaInfo.notes`; also logged);
                                     or ok False with error_type and error (the processor's message)
 
-Windows are the processor's sliding windows (`media_fer.plan_windows`: `window_seconds`, `stride_seconds`, the
+Windows are the processor's sliding windows (`media_fer.plan_windows`: `window_seconds`, `hop_seconds`, the
 last one ending at the clip end; `max_windows` only when given) and each goes through `FERProcessor.window_row`
 with one face session (one `FaceTrackRegistry`: clip-wide person ids) and one speech session per file: the
 processor's own per-window code. Only the decoding differs from `processor.prepare(sliding_window=True)`: the
@@ -190,7 +190,7 @@ def file_chunks(processor, path: str, people: str = "speaker", max_windows: int 
         info = probe_media(path, processor.max_duration_s)
         g = processor.geometry
         window_s = processor.window_length(processor.window_seconds)
-        windows = plan_windows(info.duration_s, window_s, True, processor.stride_seconds,
+        windows = plan_windows(info.duration_s, window_s, True, processor.hop_seconds,
                                max_windows if max_windows is not None else sys.maxsize)
         state = _FileWindows(windows, g.num_frames, g.sampling_rate, info.duration_s, info.has_audio,
                              info.has_video)

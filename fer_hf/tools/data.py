@@ -50,7 +50,7 @@ CACHE_VERSION = 1
 IMAGE_FORMATS = ("jpeg", "png")
 INT16_SCALE = 32767.0  # waveform in [-1, 1] <-> int16
 # Processor settings that do not change what is cached.
-_UNCACHED_SETTINGS = ("id2label", "processor_class", "max_windows", "stride_seconds", "max_duration_s")
+_UNCACHED_SETTINGS = ("id2label", "processor_class", "max_windows", "hop_seconds", "max_duration_s")
 
 
 class CacheError(FERError):
