@@ -7,10 +7,7 @@
   with local (CLAHE) contrast equalisation.
 - `align_face` cuts a similarity-aligned square crop from the eye and mouth landmarks and
   `roi_weight_map_from_mesh` paints the ROI weights from the 468 landmarks themselves.
-- `track_face` (the single-face tracker used with box-only detectors) keeps the largest confident face per
-  frame, detects on at most `max_detections` frames spread
-  over the window, drops outlier boxes (far from the median of their neighbours), smooths the rest and
-  interpolates a box for every frame: a temporally stable track.
+- Tracking (several faces, ids, shot cuts) lives in `face_tracking_fer` and `shots_fer`.
 - `crop_face` cuts a square around the tracked box with a margin, pads with black where it leaves the frame,
   and resizes to `S x S`.
 - `roi_weight_map` gives one weight per patch `[N]`, N = (S / patch)^2, higher on eyes, brows and mouth.
@@ -145,101 +142,6 @@ class HaarFaceDetector(FaceDetector):
 
 # --------------------------------------------------------------------------------------
 # Tracking
-@dataclass
-class FaceTrack:
-    """Per-frame tracked faces of one window (None where the frame is invalid or no face was ever found).
-
-    Attributes:
-        boxes: `T` entries, each `(x0, y0, x1, y1)` in frame pixels (square, smoothed) or None.
-        landmarks: `T` entries of landmarks in box coordinates (u, v in [0, 1]) or None.
-        num_detected: frames on which the detector found a face.
-        num_searched: frames the detector ran on.
-    """
-
-    boxes: list
-    landmarks: list
-    num_detected: int
-    num_searched: int
-
-    @property
-    def found(self) -> bool:
-        return self.num_detected > 0
-
-
-def _inliers(geom: np.ndarray, k: int = 5, tolerance: float = 0.5) -> np.ndarray:
-    """bool `(n,)`: False for detections far from the median of their `k` neighbours (a false positive or a jump).
-
-    geom: `(n, 3)` rows of (cx, cy, side); a row is dropped when its centre or side differs from the local median
-    by more than `tolerance` x the median side.
-    """
-    n = len(geom)
-    if n < 3:
-        return np.ones(n, bool)
-    keep = np.ones(n, bool)
-    for i in range(n):
-        lo = min(max(0, i - k // 2), n - k) if n >= k else 0
-        med = np.median(geom[lo: lo + k], axis=0)
-        keep[i] = np.all(np.abs(geom[i] - med) <= tolerance * med[2])
-    return keep if keep.any() else np.ones(n, bool)
-
-
-def _smooth(geom: np.ndarray) -> np.ndarray:
-    """Mean over 3 neighbours, end rows unchanged (Haar boxes jitter by a few pixels). geom: `(n, 3)`."""
-    if len(geom) < 3:
-        return geom
-    out = geom.copy()
-    out[1:-1] = (geom[:-2] + geom[1:-1] + geom[2:]) / 3.0
-    return out
-
-
-def track_face(frames: list, detector: FaceDetector, max_detections: int = 16) -> FaceTrack:
-    """Detect, pick the largest face, smooth and interpolate a box for every valid frame.
-
-    Args:
-        frames: `T` uint8 RGB frames `(h, w, 3)` or None for invalid frames; repeated objects are detected once.
-        detector: any `FaceDetector`.
-        max_detections: the detector runs on at most this many distinct frames, spread evenly; the others
-            get an interpolated box.
-    """
-    valid = [i for i, f in enumerate(frames) if f is not None]
-    first_of: dict[int, int] = {}  # id(frame) -> first index showing it
-    distinct = [i for i in valid if first_of.setdefault(id(frames[i]), i) == i]
-    if len(distinct) > max_detections:
-        distinct = [distinct[j] for j in np.linspace(0, len(distinct) - 1, max_detections).round().astype(int)]
-    hits_t, hits_geom, hits_lms = [], [], []
-    for i in distinct:
-        faces = detector.detect(frames[i])
-        if not faces:
-            continue
-        best_score = max(f.score for f in faces)
-        if best_score > 0:  # weak extra boxes are usually false positives: keep the largest of the confident ones
-            faces = [f for f in faces if f.score >= CONFIDENT_FRACTION * best_score]
-        face = max(faces, key=lambda f: f.area)
-        side = max(face.x1 - face.x0, face.y1 - face.y0)
-        cx, cy = (face.x0 + face.x1) / 2, (face.y0 + face.y1) / 2
-        hits_t.append(i)
-        hits_geom.append((cx, cy, side))
-        lms = None
-        if face.landmarks:
-            x0, y0 = cx - side / 2, cy - side / 2
-            lms = {k: ((x - x0) / side, (y - y0) / side) for k, (x, y) in face.landmarks.items()}
-        hits_lms.append(lms)
-    boxes: list = [None] * len(frames)
-    landmarks: list = [None] * len(frames)
-    if hits_t:
-        geom = np.asarray(hits_geom, np.float64)  # (n_hits, 3): cx, cy, side
-        keep = _inliers(geom)
-        t, geom = np.asarray(hits_t, np.float64)[keep], _smooth(geom[keep])
-        hits_lms = [lms for lms, ok in zip(hits_lms, keep) if ok]
-        cx, cy, side = (np.interp(valid, t, geom[:, j]) for j in range(3))  # held constant past the ends
-        for j, i in enumerate(valid):
-            boxes[i] = (cx[j] - side[j] / 2, cy[j] - side[j] / 2, cx[j] + side[j] / 2, cy[j] + side[j] / 2)
-            landmarks[i] = hits_lms[int(np.argmin(np.abs(t - i)))]
-    return FaceTrack(boxes, landmarks, len(hits_t), len(distinct))
-
-
-# --------------------------------------------------------------------------------------
-# Cropping
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize uint8 `(h, w, 3)` to `size = (width, height)`: area filter when shrinking, bilinear otherwise."""
     require_cv2()
@@ -454,7 +356,6 @@ __all__ = [
     "ROI_REGION_WEIGHTS",
     "FaceBox",
     "FaceDetector",
-    "FaceTrack",
     "HaarFaceDetector",
     "align_face",
     "alignment_matrix",
@@ -467,5 +368,4 @@ __all__ = [
     "roi_weight_map",
     "roi_weight_map_from_mesh",
     "similarity_transform",
-    "track_face",
 ]
