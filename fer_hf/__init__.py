@@ -14,7 +14,8 @@ from __future__ import annotations
 import importlib.util
 
 _NAMES = {
-    "configuration_fer": ("RAVDESS_LABELS", "FERConfig", "make_backbones_provenance", "make_training_provenance"),
+    "configuration_fer": ("RAVDESS_LABELS", "FERConfig"),
+    "provenance_fer": ("make_backbones_provenance", "make_training_provenance"),
     "modeling_fer": ("PAYLOAD_MODULES", "FEREmotionClassifierOutput", "FERForEmotionClassification",
                      "FERFrameEmbeddings", "FERPreTrainedModel"),
     "results_fer": ("FERClipResult", "FERSkippedWindow", "FERWindowResult"),
@@ -30,9 +31,9 @@ if all(importlib.util.find_spec(name) is not None for name in ("av", "cv2")):
 
 def _load() -> None:
     """Import the payload (what `import fer_hf` did before its names were lazy); register the pipeline task."""
-    from . import configuration_fer, modeling_fer, pipeline_fer, results_fer
+    from . import configuration_fer, modeling_fer, pipeline_fer, provenance_fer, results_fer
 
-    modules = [configuration_fer, modeling_fer, results_fer, pipeline_fer]
+    modules = [configuration_fer, provenance_fer, modeling_fer, results_fer, pipeline_fer]
     try:
         from . import analysis_fer, processing_fer
 

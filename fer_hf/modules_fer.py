@@ -14,13 +14,13 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from .configuration_fer import segment_step_ranges
+from .geometry_fer import segment_step_ranges
 
 
 def segment_membership(length: int, num_segments: int, device=None) -> torch.Tensor:
     """Which of `length` time steps belong to each of `num_segments` contiguous segments.
 
-    Segment s covers steps [floor(s*length/S), ceil((s+1)*length/S)) (`configuration_fer.segment_step_ranges`, the
+    Segment s covers steps [floor(s*length/S), ceil((s+1)*length/S)) (`geometry_fer.segment_step_ranges`, the
     rule `FERConfig.segment_bounds_seconds` turns into seconds), so every segment holds at least one step even when
     length < S (a step on a boundary belongs to both neighbours).
 

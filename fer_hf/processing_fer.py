@@ -32,8 +32,9 @@ from transformers import BatchFeature, ParakeetFeatureExtractor
 from transformers.processing_utils import ProcessorMixin
 
 from .audio_processing_fer import MIN_AUDIO_SAMPLES, FERAudioProcessor
-from .configuration_fer import RAVDESS_LABELS, SIZE_LIMITS, window_segment_bounds
+from .configuration_fer import RAVDESS_LABELS
 from .errors_fer import FERInputError, NoUsableModalityError, UnsupportedSampleRateError
+from .geometry_fer import MAX_WINDOW_SECONDS, FERGeometry
 from .media_fer import FERMedia, check_duration, decode_window, plan_windows, probe_media, window_from_arrays
 from .results_fer import (
     DEFAULT_CONFIDENCE_MARGIN,
@@ -47,81 +48,10 @@ from .windows_fer import AudioDecision, decide_audio, window_info
 
 logger = logging.getLogger(__name__)
 
-# Upper bounds of the settings that decide memory (the model config's own are `configuration_fer.SIZE_LIMITS`).
-MAX_WINDOW_SECONDS = 60.0  # as `FERConfig.clip_seconds`
+# Upper bounds of the settings that decide memory (the model config's own are `geometry_fer.SIZE_LIMITS`).
 MAX_WINDOWS = 10_000  # sliding windows per clip
 MAX_DURATION_S = 86_400.0  # a day of media per clip
 _MEDIA_KEYS = {"audio", "sampling_rate", "frames", "fps", "frame_times_s", "start_s"}
-
-
-@dataclass(frozen=True)
-class FERGeometry:
-    """Timing and sizes of one model window, taken from `FERConfig` (the one source of truth).
-
-    Frame k of a window starting at t0 is sampled at `t0 + (k + 0.5) * frame_step_s`; segment bounds follow the
-    model's own rule (`configuration_fer.window_segment_bounds`, as `modules_fer.segment_membership` pools).
-    """
-
-    num_frames: int = 90
-    clip_seconds: float = 3.0
-    sampling_rate: int = 16000
-    num_segments: int = 8
-    image_size: int = 224
-    patch_size: int = 16
-    mel_hop_length: int = 160  # samples (10 ms at 16 kHz)
-    audio_encoder_stride: int = 8  # mel frames per encoder frame (80 ms)
-
-    def __post_init__(self):
-        for name in ("num_frames", "sampling_rate", "num_segments", "image_size", "patch_size", "mel_hop_length",
-                     "audio_encoder_stride"):
-            value, limit = getattr(self, name), SIZE_LIMITS.get(name, SIZE_LIMITS.get(f"vision_config.{name}"))
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1 or (limit and value > limit):
-                bound = f" up to {limit}" if limit else ""
-                raise ValueError(f"geometry `{name}` must be a positive integer{bound}, got {value!r}")
-        if not isinstance(self.clip_seconds, (int, float)) or not 0.1 <= self.clip_seconds <= MAX_WINDOW_SECONDS:
-            raise ValueError(f"geometry `clip_seconds` must be between 0.1 and {MAX_WINDOW_SECONDS} seconds, "
-                             f"got {self.clip_seconds!r}")
-
-    @classmethod
-    def from_config(cls, config) -> FERGeometry:
-        stride = getattr(config, "audio_encoder_stride", None) or getattr(config.audio_config, "subsampling_factor", 8)
-        return cls(int(config.num_frames), float(config.clip_seconds), int(config.sampling_rate),
-                   int(config.num_segments), int(config.vision_config.image_size),
-                   int(config.vision_config.patch_size), int(getattr(config, "mel_hop_length", 160)), int(stride))
-
-    @property
-    def frame_step_s(self) -> float:
-        return self.clip_seconds / self.num_frames
-
-    @property
-    def num_samples(self) -> int:
-        return int(round(self.clip_seconds * self.sampling_rate))
-
-    @property
-    def encoder_frame_seconds(self) -> float:
-        return self.mel_hop_length * self.audio_encoder_stride / self.sampling_rate
-
-    @property
-    def num_encoder_frames(self) -> int:
-        """Encoder frames of a full window: mel frames (n // hop + 1) halved log2(stride) times, rounding up."""
-        length = self.num_samples // self.mel_hop_length + 1
-        for _ in range(int(round(math.log2(self.audio_encoder_stride)))):
-            length = (length + 1) // 2
-        return length
-
-    def frame_times_seconds(self) -> list[float]:
-        return [round((k + 0.5) * self.frame_step_s, 6) for k in range(self.num_frames)]
-
-    def timeline_hop(self, hop_seconds: float) -> tuple[int, float]:
-        """(frame steps, seconds) between timeline windows: `hop_seconds` rounded to a whole number of frame steps,
-        at least one, so overlapping windows share their frames (realtime: 1.0 -> 3 steps = 1.125 s)."""
-        steps = max(1, round(hop_seconds / self.frame_step_s))
-        return steps, steps * self.frame_step_s
-
-    def segment_bounds_seconds(self, kind: str = "fused") -> list[tuple[float, float]]:
-        """(start_s, end_s) of each segment from the window start, for "video", "audio" or "fused" (their union)."""
-        return window_segment_bounds(self.num_frames, self.clip_seconds, self.num_encoder_frames,
-                                     self.encoder_frame_seconds, self.num_segments, kind)
 
 
 @dataclass

@@ -17,7 +17,7 @@ from media_factory import astronaut_face, make_clip  # noqa: E402
 import fer_hf  # noqa: E402
 import fer_hf.tools.export as export_mod  # noqa: E402
 from fer_hf import RAVDESS_LABELS, FERConfig, FERForEmotionClassification  # noqa: E402
-from fer_hf.configuration_fer import make_backbones_provenance, make_training_provenance  # noqa: E402
+from fer_hf.provenance_fer import make_backbones_provenance, make_training_provenance  # noqa: E402
 from fer_hf.tools.backbones import save_model_with_report  # noqa: E402
 from fer_hf.tools.evaluate import aggregate  # noqa: E402
 from fer_hf.tools.export import ExportError, ExportVerificationError  # noqa: E402

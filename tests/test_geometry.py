@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fer_hf import FERConfig, FERForEmotionClassification
-from fer_hf.configuration_fer import segment_step_ranges
+from fer_hf.geometry_fer import segment_step_ranges
 from fer_hf.modules_fer import segment_membership
 
 

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from fer_hf.configuration_fer import FERConfig, make_training_provenance
+from fer_hf.configuration_fer import FERConfig
 from fer_hf.errors_fer import FERError, NoUsableModalityError
 from fer_hf.modeling_fer import FERForEmotionClassification
+from fer_hf.provenance_fer import make_training_provenance
 from fer_hf.tools import pretrain_face, pretrain_voice, train_fusion
 from fer_hf.tools.compact_card import face_runs, face_totals
 from fer_hf.tools.face_data import FER_LABELS, index_fer2013

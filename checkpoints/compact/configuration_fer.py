@@ -4,20 +4,28 @@
 backbones (SigLIP vision tower, Parakeet/FastConformer encoder, LFM2 decoder layers) plus
 flat fields for every module this project adds on top of them. Like transformers' own configs
 (a dataclass since v5), each field is declared once, as a typed class attribute with its default;
-the presets are data (`FERConfig.PRESETS`: overrides of those defaults). The config is also the one
-source of the window geometry (sample rate, mel hop, encoder stride, frame times, segment bounds)
-and of the provenance record (how the weights came to be).
+the presets are data (`FERConfig.PRESETS`: overrides of those defaults). The config is the source of the
+window geometry (`geometry_fer`: sample rate, mel hop, encoder stride, frame times, segment bounds, size limits)
+and holds the provenance record (`provenance_fer`: how the weights came to be).
 """
 
 from __future__ import annotations
 
 import copy
-import datetime
 import math
 from collections.abc import Mapping
 from types import MappingProxyType
 
 from transformers import Lfm2Config, ParakeetEncoderConfig, PretrainedConfig, SiglipVisionConfig
+
+from .geometry_fer import SIZE_LIMITS, window_segment_bounds
+from .provenance_fer import (
+    PROVENANCE_SCHEMA_VERSION,
+    PROVENANCE_STATUSES,
+    TRAINING_KEYS,
+    layout_modalities,
+    make_backbones_provenance,
+)
 
 # RAVDESS emotion codes 01..08, class index = code - 1 (SPEC §0).
 RAVDESS_LABELS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
@@ -205,165 +213,12 @@ PRESETS: Mapping[str, Mapping] = MappingProxyType(
     }
 )
 
-# Upper bounds of the sizes that decide memory (a config asking for more is refused before anything is allocated,
-# instead of failing with a MemoryError at every request). Far above every preset: the seed model takes 90 frames
-# of 224 px, 8 segments, 3 s at 16 kHz.
-SIZE_LIMITS: Mapping[str, int] = MappingProxyType({
-    "num_frames": 1800,  # 60 s (the longest `clip_seconds`) at 30 fps
-    "sampling_rate": 96_000,
-    "mel_hop_length": 9600,
-    "num_segments": 512,
-    "audio_pool_num_heads": 256,
-    "roi_top_k": 4096,
-    "frame_pool_num_heads": 256,
-    "temporal_num_gscb_layers": 64,
-    "temporal_num_attention_layers": 64,
-    "temporal_conv_kernel_size": 256,
-    "temporal_num_heads": 256,
-    "temporal_ffn_ratio": 64,
-    "fused_dim": 16_384,
-    "vision_chunk_size": 4096,
-    "classifier_hidden_sizes": 16_384,
-    "vision_config.image_size": 2048,
-    "vision_config.hidden_size": 16_384,
-    "vision_config.num_hidden_layers": 128,
-    "audio_config.hidden_size": 16_384,
-    "audio_config.num_hidden_layers": 128,
-    "audio_config.num_mel_bins": 512,
-    "lfm2_config.hidden_size": 16_384,
-    "lfm2_config.num_hidden_layers": 128,
-})
 
 _SUB_CONFIGS = {
     "vision_config": (SiglipVisionConfig, _SIGLIP2_BASE_224),
     "audio_config": (ParakeetEncoderConfig, _FASTCONFORMER_LARGE),
     "lfm2_config": (Lfm2Config, _LFM2_700M_FIRST6),
 }
-
-# ------------------------------------------------------------------------------------------------------------------
-# Provenance: how the weights came to be (docs/architecture.md "Provenance").
-PROVENANCE_SCHEMA_VERSION = 1
-PROVENANCE_STATUSES = ("untrained", "backbones", "trained")
-BACKBONE_NAMES = ("vision", "audio", "fusion")
-MODALITIES = ("audio", "video")
-_TRAINING_KEYS = (
-    "dataset", "synthetic", "modality_layout", "mode", "fold", "train_actors", "validation_actors", "test_actors",
-    "epochs", "metrics", "metrics_scope", "date", "commit",
-)
-
-
-def make_backbones_provenance(sources: Mapping[str, str]) -> dict:
-    """The record of a model built from pretrained backbones (status "backbones"): `sources` maps the parts that
-    were loaded (`vision`, `audio`, `fusion`) to where they came from (a Hub id or a local path)."""
-    unknown = sorted(set(sources) - set(BACKBONE_NAMES))
-    if unknown:
-        raise ValueError(f"unknown backbone name(s) {unknown}; use {list(BACKBONE_NAMES)}")
-    return {
-        "schema_version": PROVENANCE_SCHEMA_VERSION,
-        "status": "backbones" if sources else "untrained",
-        "backbones": {name: str(sources[name]) for name in BACKBONE_NAMES if name in sources},
-        "training": None,
-    }
-
-
-def make_training_provenance(
-    *,
-    dataset: str,
-    synthetic: bool,
-    modality_layout: str,
-    mode: str,
-    epochs: int,
-    fold: int | None = None,
-    train_actors=(),
-    validation_actors=(),
-    test_actors=(),
-    metrics: Mapping[str, float] | None = None,
-    metrics_scope: str | None = None,
-    date: str | None = None,
-    commit: str | None = None,
-    backbones: Mapping[str, str] | None = None,
-    modalities=None,
-    sources: Mapping[str, str] | None = None,
-) -> dict:
-    """The record of a trained model (status "trained"), for training to store in `config.provenance`.
-
-    Args:
-        dataset: `"RAVDESS"` or `"synthetic"` (the generated RAVDESS-named set).
-        synthetic: True when the clips were generated, not recorded (the card and the app then say "synthetic data").
-        modality_layout: which clips were used, e.g. `"audio-video"` (RAVDESS modality 01) or `"all"`.
-        mode: `"fold"` (one speaker-independent fold) or `"release"` (all actors).
-        epochs: epochs trained.
-        fold: the fold index in `"fold"` mode.
-        train_actors, validation_actors, test_actors: actor ids of each split.
-        metrics: e.g. `{"accuracy": .., "uar": .., "macro_f1": ..}` on `metrics_scope`, or None.
-        metrics_scope: e.g. `"this fold's test actors"` or `"cross-validated mean over 4 folds"`.
-        date: ISO-8601 (now, UTC, when omitted). commit: the git sha of the code that trained, or None.
-        backbones: where the pretrained parts came from (kept from the starting model's record), or None.
-        modalities: the branches that were trained, a subset of `("audio", "video")` (default: what
-            `modality_layout` implies). At inference a branch that was never trained is not used.
-        sources: optional free-text provenance per part, e.g. `{"vision": "FER2013 Training, 14 epochs"}`.
-    """
-    if mode not in ("fold", "release"):
-        raise ValueError(f"`mode` must be 'fold' or 'release', got {mode!r}")
-    if metrics is not None and metrics_scope is None:
-        raise ValueError("give `metrics_scope` with `metrics` (which actors the figures were measured on)")
-    modalities = layout_modalities(modality_layout) if modalities is None else tuple(modalities)
-    if not modalities or any(m not in MODALITIES for m in modalities):
-        raise ValueError(f"`modalities` must be a non-empty subset of {list(MODALITIES)}, got {modalities!r}")
-    return {
-        "schema_version": PROVENANCE_SCHEMA_VERSION,
-        "status": "trained",
-        "backbones": dict(backbones or {}),
-        "training": {
-            "dataset": str(dataset),
-            "synthetic": bool(synthetic),
-            "modality_layout": str(modality_layout),
-            "mode": mode,
-            "fold": fold,
-            "train_actors": [int(a) for a in train_actors],
-            "validation_actors": [int(a) for a in validation_actors],
-            "test_actors": [int(a) for a in test_actors],
-            "epochs": int(epochs),
-            "metrics": None if metrics is None else {k: float(v) for k, v in metrics.items()},
-            "metrics_scope": metrics_scope,
-            "date": date or datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
-            "commit": commit,
-            "modalities": [m for m in MODALITIES if m in modalities],
-            "sources": dict(sources or {}),
-        },
-    }
-
-
-def layout_modalities(modality_layout: str) -> tuple[str, ...]:
-    """The branches a training layout trains: `"audio-only"` -> audio, `"video-only"` -> video, else both."""
-    return {"audio-only": ("audio",), "video-only": ("video",)}.get(str(modality_layout), MODALITIES)
-
-
-def segment_step_ranges(length: int, num_segments: int) -> list[tuple[int, int]]:
-    """The model's segment rule: segment s of `num_segments` covers steps [floor(s*L/S), ceil((s+1)*L/S)) of a
-    sequence of `length` steps (neighbours share a step when S does not divide L; every segment has one step
-    even when L < S). `modules_fer.segment_membership` builds its mask from these ranges."""
-    if length < 1 or num_segments < 1:
-        raise ValueError(f"need a positive length and segment count, got {length} and {num_segments}")
-    return [(s * length // num_segments, -(-(s + 1) * length // num_segments)) for s in range(num_segments)]
-
-
-def window_segment_bounds(num_frames: int, clip_seconds: float, num_encoder_frames: int, encoder_frame_s: float,
-                          num_segments: int, kind: str = "fused") -> list[tuple[float, float]]:
-    """(start_s, end_s) from the window start of each segment, by `segment_step_ranges`: over the `num_frames`
-    frame bins (`kind="video"`), the encoder frames (`"audio"`, the last cut at the window end) or their union
-    (`"fused"`, what a fused segment sees). Used by `FERConfig` and the processor's geometry alike."""
-    if kind not in ("video", "audio", "fused"):
-        raise ValueError(f"`kind` must be 'video', 'audio' or 'fused', got {kind!r}")
-    bounds = {}
-    for name, length, step in (("video", num_frames, clip_seconds / num_frames),
-                               ("audio", num_encoder_frames, encoder_frame_s)):
-        bounds[name] = [(round(a * step, 6), round(min(b * step, clip_seconds), 6))
-                        for a, b in segment_step_ranges(length, num_segments)]
-    if kind != "fused":
-        return bounds[kind]
-    return [(min(v[0], a[0]), max(v[1], a[1])) for v, a in zip(bounds["video"], bounds["audio"])]
-
 
 class FERConfig(PretrainedConfig):
     r"""
@@ -683,7 +538,7 @@ class FERConfig(PretrainedConfig):
                     "a `provenance` with status 'trained' needs a `training` record saying the data set and whether "
                     f"it was synthetic, got {training!r}"
                 )
-            missing = [key for key in _TRAINING_KEYS if key not in training]
+            missing = [key for key in TRAINING_KEYS if key not in training]
             if missing:
                 raise ValueError(f"`provenance.training` lacks {missing}")
 
@@ -830,14 +685,4 @@ class FERConfig(PretrainedConfig):
 # `save_pretrained` writes `"auto_map": {"AutoConfig": "configuration_fer.FERConfig"}`.
 FERConfig.register_for_auto_class()
 
-__all__ = [
-    "FERConfig",
-    "RAVDESS_LABELS",
-    "PRESETS",
-    "PROVENANCE_SCHEMA_VERSION",
-    "SIZE_LIMITS",
-    "make_backbones_provenance",
-    "make_training_provenance",
-    "layout_modalities",
-    "segment_step_ranges",
-]
+__all__ = ["FERConfig", "RAVDESS_LABELS", "PRESETS"]

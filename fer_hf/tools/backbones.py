@@ -387,8 +387,8 @@ def build_model_from_backbones(
     are recorded in `model.config.provenance` (status "backbones", or "untrained" when none was loaded); the model
     card lists them as base models and says the head is untrained.
     """
-    from fer_hf.configuration_fer import make_backbones_provenance
     from fer_hf.modeling_fer import FERForEmotionClassification
+    from fer_hf.provenance_fer import make_backbones_provenance
 
     config = _as_config(config_or_preset)
     model = FERForEmotionClassification(config).eval()

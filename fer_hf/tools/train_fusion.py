@@ -197,7 +197,7 @@ def recipe_provenance(args, split, results: dict, synthetic: bool = False) -> di
     own test actors in fold mode)."""
     import json
 
-    from fer_hf.configuration_fer import make_training_provenance
+    from fer_hf.provenance_fer import make_training_provenance
 
     from .recipe import git_commit
 
