@@ -84,9 +84,9 @@ class FERLiveSession:
             raise FERInputError(f"a live frame must be an RGB image (H, W, 3), got shape {image.shape}")
         key = round(float(time_s) / FRAME_KEY_RESOLUTION_S)
         if key not in self.frames:
-            from .media_fer import _downscale
+            from .media_fer import downscale_frame
 
-            small, scale = _downscale(image.astype(np.uint8, copy=False),
+            small, scale = downscale_frame(image.astype(np.uint8, copy=False),
                                       self.analyzer.processor.video_processing.decode_max_side)
             self.frames[key] = PendingFrame(float(time_s), small, scale)
 

@@ -25,7 +25,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors_fer import AnalysisCancelledError, MediaDecodeError, MediaTooLargeError, WorkTimeExceededError
-from .media_fer import _downscale, _origin_s, _require_av, _target_size, demux_decoded, open_media, probe_frame_timing
+from .media_fer import (
+    decode_target_size,
+    demux_decoded,
+    downscale_frame,
+    open_media,
+    probe_frame_timing,
+    require_av,
+    stream_origin_s,
+)
 from .media_timing_fer import FrameTiming
 
 logger = logging.getLogger(__name__)
@@ -183,7 +191,7 @@ class _GridPicker:
     def _convert(self, frame) -> tuple[np.ndarray, float]:
         if self._cache[0] is frame:
             return self._cache[1], self._cache[2]
-        w, h = _target_size(frame.width, frame.height, self.max_side)
+        w, h = decode_target_size(frame.width, frame.height, self.max_side)
         rgb = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA").to_ndarray()
         quarter_turns = round((getattr(frame, "rotation", 0) or 0) / 90) % 4  # display matrix (phone videos)
         if quarter_turns:
@@ -225,12 +233,12 @@ def stream_file(path: str, targets_s: np.ndarray, sampling_rate: int = 16000, ma
     here). `budget`: decoding limits enforced on what is really decoded (`MediaTooLargeError`); `cancel`: checked
     between packets. Raises `MediaDecodeError` if nothing decodes.
     """
-    av = _require_av()
+    av = require_av()
     timing = timing if timing is not None else probe_frame_timing(path)[0]
     meter = _Meter(budget, repr(os.path.basename(path)), cancel, sampling_rate)
     container = open_media(path)
     try:
-        origin = _origin_s(container)
+        origin = stream_origin_s(container)
         clock = timing.clock(origin)
         vstream, astream, packets = demux_decoded(container)
         picker = _GridPicker(np.asarray(targets_s, np.float64), max_side) if vstream is not None else None
@@ -317,7 +325,7 @@ def stream_arrays(media, targets_s: np.ndarray, max_side: int = 640):
             yield from audio_until(targets[k])
             i = int(idx[k])
             if i != cache_i:
-                cache_i, cache_img = i, _downscale(np.asarray(media.frames[i]), max_side)
+                cache_i, cache_img = i, downscale_frame(np.asarray(media.frames[i]), max_side)
             yield StreamEvent("frame", int(k), float(times[i]), cache_img[0], cache_img[1])
     yield from audio_until(float("inf") if audio is None else len(audio) / sr)
 

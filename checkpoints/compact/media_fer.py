@@ -46,7 +46,8 @@ DEFAULT_FRAME_S = 1 / 25  # one frame, the duration tolerance when the frame rat
 SCALE_THREADS = max(1, min(4, os.cpu_count() or 1))  # swscale threads for the RGB conversion + downscale
 
 
-def _require_av():
+def require_av():
+    """PyAV, or an ImportError that says how to install it."""
     if av is None:
         raise ImportError(
             "Decoding media files needs PyAV: `pip install av`. "
@@ -148,7 +149,7 @@ def plan_windows(
     return [(round(float(s), 6), round(float(s) + window_s, 6)) for s in starts]
 
 
-def _target_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+def decode_target_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     """Decoded size `(w, h)`: long side at most `max_side`, even numbers, aspect kept."""
     scale = min(1.0, max_side / max(width, height))
     w = max(2, round(width * scale / 2) * 2)
@@ -186,7 +187,7 @@ def decoder_reason(exc: BaseException) -> str:
 
 def open_media(path: str):
     """Open a container with PyAV, turning every failure into `MediaDecodeError`."""
-    _require_av()
+    require_av()
     try:
         container = av.open(path, mode="r")
     except Exception as exc:  # noqa: BLE001 - av.error.FFmpegError subclasses, OSError, UnicodeDecodeError ...
@@ -207,7 +208,8 @@ def open_media(path: str):
     return container
 
 
-def _origin_s(container) -> float:
+def stream_origin_s(container) -> float:
+    """The container's start time in seconds (0 when unset or negative): the clip clock's origin."""
     start = container.start_time
     return float(start) / AV_TIME_BASE if start not in (None, 0) and start > 0 else 0.0
 
@@ -237,13 +239,13 @@ def _duration_from_header(container) -> float | None:
     for stream in list(container.streams.video[:1]) + list(container.streams.audio[:1]):
         if stream.duration is not None and stream.duration > 0 and stream.time_base is not None:
             start = stream.start_time or 0
-            ends.append(float((start + stream.duration) * stream.time_base) - _origin_s(container))
+            ends.append(float((start + stream.duration) * stream.time_base) - stream_origin_s(container))
     return max(ends) if ends else None
 
 
 def _duration_from_packets(container, max_duration_s: float | None) -> float | None:
     """Demux (not decode) every packet and take the latest end time. Stops early beyond `max_duration_s`."""
-    origin = _origin_s(container)
+    origin = stream_origin_s(container)
     end = None
     streams = list(container.streams.video[:1]) + list(container.streams.audio[:1])
     try:
@@ -324,7 +326,7 @@ class _FramePicker:
     def _convert(self, frame) -> np.ndarray:
         if self._cache[0] is frame:
             return self._cache[1]
-        w, h = _target_size(frame.width, frame.height, self.max_side)
+        w, h = decode_target_size(frame.width, frame.height, self.max_side)
         self.scale = frame.width / w
         try:  # swscale threads halve the conversion time (the largest cost after decoding)
             small = frame.reformat(width=w, height=h, format="rgb24", interpolation="AREA", threads=SCALE_THREADS)
@@ -392,7 +394,7 @@ def demux_decoded(container):
 
 def _decode_pass(container, seek_s, end_s, targets, sampling_rate, max_side, timing: FrameTiming):
     """One demux pass from `seek_s` (None: from the start); returns (picker or None, audio (n,) or None, audio t0)."""
-    origin = _origin_s(container)
+    origin = stream_origin_s(container)
     if seek_s is not None:
         container.seek(int((seek_s + origin) * AV_TIME_BASE), backward=True, any_frame=False)
     clock = timing.clock(origin)
@@ -462,7 +464,7 @@ def decode_window(
         max_side: long side of the decoded frames in pixels.
         timing: `probe_media(path).timing` (None: decided here, `probe_frame_timing`).
     """
-    _require_av()
+    require_av()
     targets = frame_timestamps(start_s, end_s - start_s, num_frames)
     name = os.path.basename(path)
     timing = timing if timing is not None else probe_frame_timing(path)[0]
@@ -600,24 +602,29 @@ def window_from_arrays(
                 picked.append(None)
                 continue
             if i not in cache:
-                cache[i], scale = _downscale(np.asarray(frames[i]), max_side)
+                cache[i], scale = downscale_frame(np.asarray(frames[i]), max_side)
             picked.append(cache[i])
         source_times = np.where(valid, times[idx], np.nan)
     return WindowMedia(start_s, end_s, window_audio, picked, targets, valid, scale, source_times)
 
 
-def _downscale(frame: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+def downscale_frame(frame: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
+    """A uint8 RGB frame `(H, W, 3)` with its long side at most `max_side`, and the factor from its pixels back to the source's (>= 1)."""
     h, w = frame.shape[:2]
     if max(h, w) <= max_side:
         return np.ascontiguousarray(frame), 1.0
     from .faces_fer import resize_image
 
-    tw, th = _target_size(w, h, max_side)
+    tw, th = decode_target_size(w, h, max_side)
     return resize_image(frame, (tw, th)), w / tw
 
 
 __all__ = [
     "FERMedia",
+    "decode_target_size",
+    "downscale_frame",
+    "require_av",
+    "stream_origin_s",
     "MediaInfo",
     "WindowMedia",
     "check_duration",
