@@ -609,7 +609,9 @@ def window_from_arrays(
 
 
 def downscale_frame(frame: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    """A uint8 RGB frame `(H, W, 3)` with its long side at most `max_side`, and the factor from its pixels back to the source's (>= 1)."""
+    """A uint8 RGB frame `(H, W, 3)` with its long side at most `max_side`.
+
+    Returns the frame and the factor from its pixels back to the source's (>= 1)."""
     h, w = frame.shape[:2]
     if max(h, w) <= max_side:
         return np.ascontiguousarray(frame), 1.0
