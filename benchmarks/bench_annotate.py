@@ -138,7 +138,7 @@ def main(argv=None) -> None:
     if args.quick:
         args.preset, args.clips, args.seconds, args.long_seconds, args.batch_size = "tiny", 2, 3.0, 30.0, 4
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from fer_hf.tools.annotate_model import usable_cores
+    from fer_hf.tools.annotate.model import usable_cores
 
     cores = usable_cores()
     with tempfile.TemporaryDirectory() as tmp:

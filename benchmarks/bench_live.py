@@ -213,9 +213,9 @@ def child(args) -> None:
 
     # The app's session limit (FER_LIVE_SECONDS, 300 s by default) would end a session before a 10-minute run does.
     os.environ["FER_LIVE_SECONDS"] = str(int(args.seconds + 120))
-    import app_live
+    from fer_app import live as app_live
+    from fer_app.streaming import LiveAnalyzer
     from fer_hf import FERConfig, FERForEmotionClassification, FERProcessor
-    from fer_hf.streaming_fer import LiveAnalyzer
 
     torch.manual_seed(0)
     if args.model:  # a saved folder, e.g. the shipped checkpoints/compact

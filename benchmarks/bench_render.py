@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
     from media_factory import astronaut_face, make_clip
 
-    from app_analysis import ClipAnalysis, windows_needed
-    from app_render import render_annotated_video
+    from fer_app.analysis import ClipAnalysis, windows_needed
+    from fer_app.render import render_annotated_video
     from fer_hf import FERConfig, FERForEmotionClassification, FERProcessor
 
     torch.set_num_threads(args.threads)

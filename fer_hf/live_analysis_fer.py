@@ -180,7 +180,7 @@ class FERLiveSession:
     def prepare(self, until_s: float) -> int:
         """Run the face front-end and `embed_frames` now on the frames received before `until_s` that no window has
         used yet (in time order), so that the next `classify` only runs the audio and the fusion. Returns how many
-        frames were prepared. Live mode calls it while it waits for the next window (see `streaming_fer`)."""
+        frames were prepared. Live mode calls it while it waits for the next window (the app's `fer_app.streaming`)."""
         if self.closed:
             raise LiveSessionClosedError("this live session was stopped; start a new one")
         keys = sorted(k for k, f in self.frames.items() if isinstance(f, PendingFrame) and f.source_time_s < until_s)

@@ -152,7 +152,6 @@ PAYLOAD_MODULES = (
     "frontend_fer.py",
     "fusion_fer.py",
     "geometry_fer.py",
-    "live_alignment_fer.py",
     "live_analysis_fer.py",
     "media_fer.py",
     "media_stream_fer.py",
@@ -165,7 +164,6 @@ PAYLOAD_MODULES = (
     "results_fer.py",
     "shots_fer.py",
     "speech_fer.py",
-    "streaming_fer.py",
     "video_processing_fer.py",
     "windows_fer.py",
 )

@@ -23,9 +23,9 @@ from fer_hf.errors_fer import FERInputError  # noqa: E402
 from fer_hf.pipeline_fer import FEREmotionRecognitionPipeline  # noqa: E402
 from fer_hf.results_fer import decide, top_margin  # noqa: E402
 from fer_hf.tools.annotate import annotate, build_parser, main  # noqa: E402
-from fer_hf.tools.annotate_inputs import discover  # noqa: E402
-from fer_hf.tools.annotate_local import plan_threads  # noqa: E402
-from fer_hf.tools.annotate_stream import CHUNK_WINDOWS  # noqa: E402
+from fer_hf.tools.annotate.inputs import discover  # noqa: E402
+from fer_hf.tools.annotate.local import plan_threads  # noqa: E402
+from fer_hf.tools.annotate.stream import CHUNK_WINDOWS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 LABELS = list(FERConfig.from_preset("tiny").id2label.values())
@@ -431,7 +431,7 @@ def test_a_worker_dies_with_its_parent_by_prctl_or_by_the_watchdog(tmp_path, use
     psutil = pytest.importorskip("psutil")
     script = (
         "import os, sys, time\n"
-        "from fer_hf.tools.annotate_local import exit_with_parent\n"
+        "from fer_hf.tools.annotate.local import exit_with_parent\n"
         "pid = os.fork()\n"
         "if pid == 0:\n"
         f"    how = exit_with_parent(os.getppid(), use_prctl={use_prctl})\n"

@@ -28,6 +28,9 @@ for path in (str(TESTS), str(ROOT)):
 
 from media_factory import astronaut_face, make_clip, make_text_file  # noqa: E402
 
+from fer_app.model_loading import untrained_reason  # noqa: E402  (light: no model is loaded)
+from fer_app.settings import parse_settings  # noqa: E402
+
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no usage reports to the network from tests
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -61,7 +64,7 @@ def _free_port() -> int:
 
 
 def start_app(folder: Path):
-    """Save a tiny model + processor into `folder`, import app.py with it and serve it on loopback (once)."""
+    """Save a tiny model + processor into `folder`, import the app (`fer_app.server`) with it, serve it (once)."""
     if _SERVER:
         return _SERVER["app"], _SERVER["url"]
     import torch
@@ -76,8 +79,8 @@ def start_app(folder: Path):
     FERProcessor.from_model_config(config, min_speech_fraction=0.0).save_pretrained(model_dir)
     os.environ.update(FER_MODEL=str(model_dir), FER_MAX_SECONDS=str(MAX_SECONDS), FER_MAX_UPLOAD_MB="5")
     _spy_on_ffmpeg()
-    sys.modules.pop("app", None)
-    app = importlib.import_module("app")
+    sys.modules.pop("fer_app.server", None)
+    app = importlib.import_module("fer_app.server")
     app.demo.queue(default_concurrency_limit=2, max_size=16).launch(
         server_name="127.0.0.1", server_port=_free_port(), prevent_thread_lock=True, max_file_size="5mb",
         quiet=True, **app.LAUNCH_OPTIONS,
@@ -236,7 +239,7 @@ def test_browser_recording_format_works(client, clips):
 
 def test_recording_gets_a_duration(served_app, clips):
     app, _ = served_app
-    from app_media import has_duration
+    from fer_app.media import has_duration
 
     assert not has_duration(clips["webm"])  # as a browser's MediaRecorder writes it
     fixed = app.fix_recording(clips["webm"])
@@ -282,7 +285,9 @@ def test_help_is_fast_and_imports_nothing_heavy():
 
 def test_preset_names_match_the_config(served_app):
     app, _ = served_app
-    assert tuple(app.PRESET_NAMES) == tuple(app.FERConfig.PRESETS)
+    from fer_hf import FERConfig
+
+    assert tuple(app.PRESET_NAMES) == tuple(FERConfig.PRESETS)
 
 
 def test_limits_and_api_are_stated_in_the_page(served_app):
@@ -319,7 +324,7 @@ def test_newest_checkpoint_prefers_finished_runs(served_app, tmp_path):
     for name in ("model.safetensors", "config.json", "backbone_report.json"):
         (init / name).write_text("{}")
     os.utime(init / "model.safetensors", (3e9, 3e9))
-    assert app.untrained_reason(init) and app.untrained_reason(tmp_path / "run/fold0/final") is None
+    assert untrained_reason(init) and untrained_reason(tmp_path / "run/fold0/final") is None
     assert app.newest_checkpoint(tmp_path) == tmp_path / "run/fold0/final"  # never picked up as "trained"
     (tmp_path / "run/fold0/final/training_info.json").unlink()
     os.utime(tmp_path / "run/fold0/checkpoint-9/model.safetensors", (2e9, 2e9))
@@ -332,7 +337,7 @@ def test_untrained_model_never_pretends(served_app):
     assert info["trained"] is False and "random weights" in info["source"]
     record = app.provenance(model.config, info)
     assert record["status"] == "untrained" and "meaningless" in record["summary"]
-    banner = app.app_plots.provenance_banner(record["summary"], record["status"])
+    banner = app.plots.provenance_banner(record["summary"], record["status"])
     assert "untrained-banner" in banner and "meaningless" in banner
     assert model.config.preset == "tiny" and processor.num_frames == model.config.num_frames
 
@@ -340,11 +345,11 @@ def test_untrained_model_never_pretends(served_app):
 def test_int8_option_quantises_the_model_for_cpu(served_app, clips):
     app, _ = served_app
     model, processor, _ = app.load_model(None, "tiny")
-    model, processor, device = app._prepare(model, processor, int8=True)
+    model, processor, device = app.prepare(model, processor, int8=True)
     if device != "cpu":
         pytest.skip("int8 is a CPU-only option")
     assert getattr(model, "is_int8_quantized", False)
-    assert app.parse_settings(["--int8"]).int8 and not app.parse_settings([]).int8
+    assert parse_settings(["--int8"]).int8 and not parse_settings([]).int8
     import torch
 
     with torch.inference_mode():
@@ -376,10 +381,8 @@ def test_spaces_gpu_decorates_only_the_model_call(served_app, monkeypatch):
     fake = types.ModuleType("spaces")
     fake.GPU = lambda duration=60: (lambda fn: decorated.append((fn.__name__, duration)) or fn)
     monkeypatch.setitem(sys.modules, "spaces", fake)
-    spec = importlib.util.spec_from_file_location("app_on_spaces", ROOT / "app.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "app_on_spaces", module)
-    spec.loader.exec_module(module)
+    monkeypatch.delitem(sys.modules, "fer_app.server")  # imported afresh here; the served one comes back after
+    module = importlib.import_module("fer_app.server")
     assert decorated == [("run_model", 120)]
     assert module.DEVICE == ("cuda" if module.torch.cuda.is_available() else "cpu")
 
@@ -387,8 +390,7 @@ def test_spaces_gpu_decorates_only_the_model_call(served_app, monkeypatch):
 def test_live_mode_says_it_cannot_run_on_zerogpu(served_app):
     """ZeroGPU runs GPU calls in forked workers that cannot keep a live session's state: the tab says so and
     refuses to start, instead of silently losing its frame cache and results."""
-    import app_live
-
+    from fer_app import live as app_live
     assert app_live.live_unavailable_reason({}) is None
     assert app_live.live_unavailable_reason({"SPACES_ZERO_GPU": "false"}) is None
     reason = app_live.live_unavailable_reason({"SPACES_ZERO_GPU": "true"})

@@ -244,9 +244,8 @@ def test_small_screen_text_of_the_timeline_and_the_video_is_readable(browser, ur
     With FER_OVERLAY_SCREENSHOTS=<folder> the page is saved there as overlay_390.png."""
     import os
 
-    import app_overlay
-    import app_plots
-
+    from fer_app import overlay as app_overlay
+    from fer_app import plots as app_plots
     context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)

@@ -40,7 +40,7 @@ def tiny():
 
 @pytest.fixture(scope="module")
 def analysed(tiny, tmp_path_factory):
-    from app_analysis import ClipAnalysis
+    from fer_app.analysis import ClipAnalysis
 
     model, processor = tiny
     folder = tmp_path_factory.mktemp("render")
@@ -77,7 +77,7 @@ def test_results_stream_window_by_window(analysed):
 
 
 def test_annotated_video_plays_with_box_and_no_face_marker(analysed):
-    from app_render import NO_FACE_RGB, render_annotated_video
+    from fer_app.render import NO_FACE_RGB, render_annotated_video
 
     clip, steps, folder, _ = analysed
     result = steps[-1].result
@@ -107,8 +107,7 @@ def test_annotated_video_plays_with_box_and_no_face_marker(analysed):
 
 
 def test_timeline_covers_the_clip_and_shades_the_faceless_span(analysed):
-    import app_plots
-
+    from fer_app import plots as app_plots
     clip, steps, _, _ = analysed
     result = steps[-1].result
     spans = app_plots.owned_spans(result)
@@ -130,8 +129,7 @@ def test_timeline_covers_the_clip_and_shades_the_faceless_span(analysed):
 
 
 def test_headline_names_an_emotion_only_above_the_margin():
-    import app_plots
-
+    from fer_app import plots as app_plots
     base = {"labels": ["a", "b", "c"], "aggregation": "mean", "confidence_margin": 0.1, "skipped_windows": [],
             "windows": [{"modalities": {"audio": True, "video": True, "audio_reason": "ok", "video_reason": "ok"}}]}
     unclear = dict(base, probabilities={"a": 0.36, "b": 0.33, "c": 0.31}, confident=False, top_label=None)
@@ -154,8 +152,7 @@ def _contrast(foreground: str, background: str) -> float:
 def test_provenance_banner_text_is_white_on_every_element_and_readable():
     import re
 
-    import app_plots
-
+    from fer_app import plots as app_plots
     for summary, status in (("untrained model: its outputs are meaningless", "untrained"),
                             ("trained on a synthetic set", "trained")):
         banner = app_plots.provenance_banner(summary, status)
@@ -171,8 +168,7 @@ def test_live_modality_marks_are_words_not_emoji():
     """Emoji marks render as empty boxes without an emoji font: the live status says used / not used."""
     from types import SimpleNamespace
 
-    import app_live
-
+    from fer_app import live as app_live
     used = dict(video=True, audio=True, face_frames=8, frames=8, speech_fraction=0.5, audio_reason="ok",
                 video_reason="ok")
     unused = dict(used, video=False, audio=False, video_reason="no face found", audio_reason="silent audio track")
@@ -198,9 +194,9 @@ def test_overlay_is_laid_out_from_the_frame_and_keeps_off_the_face(tiny, tmp_pat
     classes, covering least)."""
     import cv2
 
-    import app_overlay
-    from app_analysis import ClipAnalysis
-    from app_render import _Timeline, render_annotated_video
+    from fer_app import overlay as app_overlay
+    from fer_app.analysis import ClipAnalysis
+    from fer_app.render import _Timeline, render_annotated_video
 
     model, processor = tiny
     size, paste = OVERLAY_CLIPS[kind]
@@ -253,8 +249,7 @@ def test_overlay_is_laid_out_from_the_frame_and_keeps_off_the_face(tiny, tmp_pat
 def test_overlay_fits_any_frame_size(size):
     """Drawn on a plain frame with the widest headline and the footer: nothing crosses the frame's edge, every
     class row holds its label, and no two rows overlap."""
-    import app_overlay
-
+    from fer_app import overlay as app_overlay
     labels = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
     w, h = size
     face = (w * 3 // 8, h // 4, w * 5 // 8, h // 4 + w // 4)

@@ -28,7 +28,7 @@ for path in (str(TESTS), str(ROOT)):
 
 from media_factory import astronaut_face, make_clip  # noqa: E402
 
-import app_limits  # noqa: E402
+from fer_app import limits as app_limits  # noqa: E402
 from fer_hf.errors_fer import (  # noqa: E402
     AnalysisCancelledError,
     FERInputError,
@@ -245,7 +245,7 @@ def test_server_paths_are_cut_to_their_last_part():
 # ----------------------------------------------------------------------------------------------------------------
 # Cases 3 and 4: live sessions
 def _session(**kwargs):
-    from fer_hf.streaming_fer import LiveSession
+    from fer_app.streaming import LiveSession
 
     return LiveSession(3.0, 8, **kwargs)
 
@@ -269,7 +269,7 @@ def test_live_audio_chunks_are_checked_before_they_cost_memory(rate, samples, wo
 
 
 def test_live_frames_and_session_memory_are_bounded(monkeypatch):
-    import fer_hf.streaming_fer as streaming
+    import fer_app.streaming as streaming
 
     session = _session()
     with pytest.raises(FERInputError, match="sides of 1 to 4096"):
@@ -292,8 +292,7 @@ class _Analyzer:
 def test_abandoned_live_sessions_are_reaped_and_clients_capped():
     import gradio as gr
 
-    import app_live
-
+    from fer_app import live as app_live
     now = [0.0]
     registry = app_live.LiveRegistry(max_sessions=2, max_per_client=1, idle_s=20, clock=lambda: now[0])
     registry.start("a", _Analyzer(), client="10.0.0.1")
@@ -313,8 +312,7 @@ def test_abandoned_live_sessions_are_reaped_and_clients_capped():
 
 
 def test_the_reaper_runs_without_any_request(monkeypatch):
-    import app_live
-
+    from fer_app import live as app_live
     monkeypatch.setattr(app_live, "REAP_EVERY_S", 0.05)
     registry = app_live.LiveRegistry(max_sessions=2, idle_s=0.1)
     session = registry.start("a", _Analyzer(), client="10.0.0.1")

@@ -237,8 +237,8 @@ def test_refusals_as_one_line_turns_a_full_disk_into_exit_2(caplog):
 def test_fer_annotate_on_a_full_disk_says_so_in_one_line_and_leaves_no_tmp(tmp_path, monkeypatch, capsys, caplog):
     import pyarrow.parquet as pq
 
-    from fer_hf.tools import annotate_store
     from fer_hf.tools.annotate import EXIT_COULD_NOT_RUN, EXIT_FAILURES, main
+    from fer_hf.tools.annotate import store as annotate_store
 
     clip = make_clip(tmp_path / "clip.mp4", seconds=1.0, video=False)["path"]
     real = pq.write_table

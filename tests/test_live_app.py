@@ -9,13 +9,11 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-app_live = pytest.importorskip("app_live")
+from fer_app import live as app_live  # noqa: E402
 
 
 def _updates(n: int, compute_s: float, every_s: float, latency_s: float = 0.5):

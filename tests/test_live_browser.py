@@ -65,8 +65,7 @@ def served(tmp_path_factory):
     from test_app import start_app
 
     app, url = start_app(tmp_path_factory.mktemp("app"))
-    import app_live
-
+    from fer_app import live as app_live
     return app_live, url
 
 

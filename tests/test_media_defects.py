@@ -1,5 +1,5 @@
 """Files that players take in their stride but whose timing is off, through every surface: the processor
-(`FERProcessor.prepare`), the timeline engine (`FERAnalyzer`), fer-annotate's worker (`annotate_stream.file_chunks`)
+(`FERProcessor.prepare`), the timeline engine (`FERAnalyzer`), fer-annotate's worker (`annotate.stream.file_chunks`)
 and the app's annotated video (`app_render`). Each gives the answer it gives for a well-formed copy of the clip.
 
 - webm whose video packets are all stamped 0 (as some muxers and re-encoders write it): frames timed by their order
@@ -76,7 +76,7 @@ def test_timeline_engine_uses_the_face(setup):
 
 
 def test_annotate_worker_rows_match(setup):
-    from fer_hf.tools.annotate_stream import file_chunks
+    from fer_hf.tools.annotate.stream import file_chunks
 
     def rows(path):
         messages = list(file_chunks(setup["processor"], path))
@@ -101,7 +101,7 @@ def _decode(path) -> tuple[list[np.ndarray], float, float | None]:
 
 
 def test_annotated_video_plays_every_frame(setup):
-    from app_render import render_annotated_video
+    from fer_app.render import render_annotated_video
 
     result = setup.get("result") or FERAnalyzer(setup["model"], setup["processor"]).analyze(
         setup["broken"]).to_dict()
@@ -133,7 +133,7 @@ CLIPS = [  # suffix, container, video codec, audio codec, sample rate, channels
 
 @pytest.mark.parametrize("suffix, container, vcodec, acodec, rate, channels", CLIPS)
 def test_annotated_video_lasts_as_long_as_the_clip(tmp_path, suffix, container, vcodec, acodec, rate, channels):
-    from app_render import render_annotated_video
+    from fer_app.render import render_annotated_video
     from fer_hf.media_fer import probe_media
 
     clip = make_clip(tmp_path / f"clip{suffix}", seconds=1.9, fps=25, size=(160, 120), container=container,

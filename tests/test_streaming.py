@@ -1,4 +1,4 @@
-"""Live mode's streaming layer (`fer_hf/streaming_fer.py`): time alignment, bounded state, incremental analysis.
+"""Live mode's streaming layer (`fer_app/streaming.py`): time alignment, bounded state, incremental analysis.
 
 The audio tests stream a signal whose every sample is its own index, so where a sample lands on the session clock
 shows whether the aligner put it at its true capture time.
@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from frontend_media import espeak_available, music, speech  # noqa: E402
 from media_factory import astronaut_face  # noqa: E402
 
+from fer_app.streaming import AudioChunkAligner, FrameTimeline, LiveAnalyzer  # noqa: E402
 from fer_hf import FERConfig, FERForEmotionClassification, FERProcessor  # noqa: E402
 from fer_hf.errors_fer import FERInputError, LiveSessionClosedError  # noqa: E402
-from fer_hf.streaming_fer import AudioChunkAligner, FrameTimeline, LiveAnalyzer  # noqa: E402
 
 RATE = 16_000
 CHUNK_S = 0.25

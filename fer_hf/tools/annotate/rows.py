@@ -161,7 +161,7 @@ class RowBuilder:
         return [window], summary
 
     def window_rows(self, file, key: str, chunk: dict, probabilities: list[dict]) -> list[dict]:
-        """Window rows of one classified chunk: `chunk["rows"]` (from `annotate_stream`) with one `{label: p}`
+        """Window rows of one classified chunk: `chunk["rows"]` (from `stream.py`) with one `{label: p}`
         per row (`FERProcessor.post_process`, high to low), and its skipped windows."""
         common = self._common(file, key)
         rows = [dict(common, **meta, status=STATUS_OK,

@@ -7,7 +7,7 @@ A browser sends two independent streams (Gradio's streaming `gr.Audio` and `gr.I
   while the page waits for the server);
 - frames: single camera snapshots, each sent once the previous one was received (so a slow server gets fewer).
 
-Both streams are placed on one **session clock** by `live_alignment_fer` (`AudioChunkAligner`, `FrameTimeline`;
+Both streams are placed on one **session clock** by `fer_app.live_alignment` (`AudioChunkAligner`, `FrameTimeline`;
 re-exported here): the audio's own sample count inside the stream, each frame at its arrival time in the frame bin
 it falls in (the model's own frame spacing).
 
@@ -34,10 +34,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors_fer import FERInputError, LiveSessionClosedError
-from .live_alignment_fer import AudioChunkAligner, AudioPlacement, FrameTimeline, LiveFrame
-from .processing_fer import MIN_AUDIO_SAMPLES
-from .results_fer import FERSkippedWindow
+from fer_hf.errors_fer import FERInputError, LiveSessionClosedError
+from fer_hf.processing_fer import MIN_AUDIO_SAMPLES
+from fer_hf.results_fer import FERSkippedWindow
+
+from .live_alignment import AudioChunkAligner, AudioPlacement, FrameTimeline, LiveFrame
 
 logger = logging.getLogger(__name__)
 
@@ -393,7 +394,7 @@ class LiveAnalyzer:
     """
 
     def __init__(self, model, processor):
-        from .analysis_fer import FERAnalyzer
+        from fer_hf.analysis_fer import FERAnalyzer
 
         cfg = model.config
         if abs(processor.clip_seconds - cfg.clip_seconds) > 1e-6 or processor.num_frames != cfg.num_frames:
@@ -433,7 +434,7 @@ class LiveAnalyzer:
         return self._int8 is not None
 
     def _build_int8(self) -> None:
-        from .analysis_fer import FERAnalyzer
+        from fer_hf.analysis_fer import FERAnalyzer
 
         began = time.perf_counter()
         try:

@@ -3,7 +3,7 @@
     run_local(pending, model, processor, committer, args, device, settings)
 
 Each of `--workers` forked processes (one thread each) takes one file at a time, decodes it front to back
-(`annotate_stream.file_chunks`) and sends its chunks over its own pipe. This process reads a worker's next chunk
+(`stream.file_chunks`) and sends its chunks over its own pipe. This process reads a worker's next chunk
 only while fewer than `--batch-size` rows wait for the model, and a worker blocks on its pipe until its chunk is
 read: so this process holds under one batch plus one chunk of model inputs, and each worker one chunk plus the
 frames of a window or two, whatever the files' lengths (back-pressure). With `--workers 0` the same chunks are
@@ -64,8 +64,8 @@ def _watch_parent(parent_pid: int) -> None:
 
 def _worker_main(conn, inherited: list, processor, settings: dict, parent_pid: int) -> None:
     """A decode worker: files in, chunks and end messages out, over `conn`, until told to stop (None)."""
-    from fer_hf.tools.annotate_model import set_threads
-    from fer_hf.tools.annotate_stream import file_chunks
+    from fer_hf.tools.annotate.model import set_threads
+    from fer_hf.tools.annotate.stream import file_chunks
 
     exit_with_parent(parent_pid)
     for other in inherited:  # the parent's ends of the pipes: a pipe breaks as soon as its two processes are gone
@@ -190,9 +190,9 @@ def plan_threads(workers: int | None, cores: int, device: str) -> tuple[int, int
 
 def run_local(pending, model, processor, committer, args, device: str, settings: dict) -> None:
     """Decode in worker processes (or here with `--workers 0`), classify here, commit as files complete."""
-    from fer_hf.tools.annotate_model import WindowBatcher, set_threads, usable_cores
-    from fer_hf.tools.annotate_store import Progress
-    from fer_hf.tools.annotate_stream import file_chunks
+    from fer_hf.tools.annotate.model import WindowBatcher, set_threads, usable_cores
+    from fer_hf.tools.annotate.store import Progress
+    from fer_hf.tools.annotate.stream import file_chunks
 
     workers, model_threads = plan_threads(args.workers, usable_cores(), device)
     logger.info("%d decoding worker(s) x 1 thread, model on %s with %d thread(s)", workers, device, model_threads)

@@ -23,7 +23,7 @@ started, on the server's monotonic clock) by this module:
 Both clocks are "arrival with the least delay", so their common transport delay cancels out; what remains
 is the jitter of frame arrivals (tens of milliseconds on a loaded machine), well inside a 375 ms frame bin.
 
-`streaming_fer.LiveSession` holds one of each per browser session.
+`fer_app.streaming.LiveSession` holds one of each per browser session.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors_fer import FERInputError
-from .faces_fer import resize_image
+from fer_hf.errors_fer import FERInputError
+from fer_hf.faces_fer import resize_image
 
 try:
     import av

@@ -12,11 +12,11 @@ uncommitted part. A file that cannot be read gives an error row with the process
 is 1 when any file failed, 0 otherwise, and 2 when the run could not go on (one ERROR line says why: bad
 arguments, an unusable model, a full disk).
 
-One machine (`annotate_local`): each file is decoded once, front to back, in one of `--workers` processes (one
+One machine (`local.py`): each file is decoded once, front to back, in one of `--workers` processes (one
 thread each) with the face front-end, and handed over in chunks of windows; the model runs in the main process
 with the remaining cores, batched across the windows of different files (`--batch-size`). Memory is bounded by
 the batch and the chunks in flight, not by the length of a file. `--ray [ADDRESS]` runs the same steps on a Ray
-cluster (`annotate_ray`, `pip install -r requirements-ray.txt`).
+cluster (`ray_runner.py`, `pip install -r requirements-ray.txt`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +113,7 @@ class _Committer:
     files or S seconds). A file counts as done only once all its rows are in a committed part."""
 
     def __init__(self, store, builder, part_files: int, part_seconds: float):
-        from fer_hf.tools.annotate_rows import FileRows
+        from fer_hf.tools.annotate.rows import FileRows
 
         self._file_rows = FileRows
         self.store, self.builder = store, builder
@@ -204,10 +203,10 @@ class AnnotateSummary:
 
 def annotate(args) -> AnnotateSummary:
     """Run `fer-annotate` with parsed `args` (see `build_parser`)."""
-    from fer_hf.tools.annotate_inputs import discover
-    from fer_hf.tools.annotate_model import config_hash, load_annotator, model_info
-    from fer_hf.tools.annotate_rows import TABLE_VERSION, RowBuilder, metadata_fields
-    from fer_hf.tools.annotate_store import PartStore, output_format, summary_path
+    from fer_hf.tools.annotate.inputs import discover
+    from fer_hf.tools.annotate.model import config_hash, load_annotator, model_info
+    from fer_hf.tools.annotate.rows import TABLE_VERSION, RowBuilder, metadata_fields
+    from fer_hf.tools.annotate.store import PartStore, output_format, summary_path
 
     fmt = output_format(args.output, args.format)
     files = discover(args.inputs, path_column=args.path_column)
@@ -243,11 +242,11 @@ def annotate(args) -> AnnotateSummary:
         interrupted = False
         try:
             if pending and args.ray:
-                from fer_hf.tools.annotate_ray import run_ray
+                from fer_hf.tools.annotate.ray_runner import run_ray
 
                 run_ray(pending, model, processor, committer, args, settings)
             elif pending:
-                from fer_hf.tools.annotate_local import run_local
+                from fer_hf.tools.annotate.local import run_local
 
                 run_local(pending, model, processor, committer, args, device, settings)
         except KeyboardInterrupt:
@@ -292,6 +291,3 @@ def main(argv=None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -36,8 +36,8 @@ def _decode_chunks(row: dict, processor_box: list, settings: dict):
     """Ray task body: one input row (index, path) -> its pickled `file_chunks` messages, as they are made."""
     import ray
 
-    from fer_hf.tools.annotate_model import set_threads
-    from fer_hf.tools.annotate_stream import file_chunks
+    from fer_hf.tools.annotate.model import set_threads
+    from fer_hf.tools.annotate.stream import file_chunks
 
     ref = processor_box[0]
     if _DECODER.get("ref") != ref.hex():  # one processor per worker process, reused across tasks
@@ -54,7 +54,7 @@ class _RayClassifier:
         import ray
         import torch
 
-        from fer_hf.tools.annotate_model import WindowBatcher, set_threads
+        from fer_hf.tools.annotate.model import WindowBatcher, set_threads
 
         set_threads(threads)
         model, processor = ray.get(model_box[0]), ray.get(processor_box[0])
@@ -93,7 +93,7 @@ def run_ray(pending, model, processor, committer, args, settings: dict) -> None:
         raise FERInputError(
             "--ray needs Ray Data: pip install -r requirements-ray.txt (ray[data] and pyarrow)"
         ) from exc
-    from fer_hf.tools.annotate_store import Progress as _Progress
+    from fer_hf.tools.annotate.store import Progress as _Progress
 
     _connect(args.ray)
     context = ray.data.DataContext.get_current()

@@ -4,7 +4,7 @@
     batcher = WindowBatcher(model, processor, batch_size=16, device="cpu")
     batcher.add(item, chunk); done = batcher.step()                    # rows of several chunks / files per forward
 
-Chunks come from `annotate_stream.file_chunks` (the worker side: decoding, face front-end, log-mel, pixel
+Chunks come from `stream.file_chunks` (the worker side: decoding, face front-end, log-mel, pixel
 normalisation), in the worker processes or the Ray CPU tasks. `WindowBatcher` groups the rows of chunks of
 different files into batches of `batch_size` for the model; the caller adds a chunk only while fewer than
 `batch_size` rows wait, so what waits for the model is under one batch plus one chunk, whatever the files' lengths.
