@@ -217,7 +217,8 @@ class FaceFrontEnd:
         cuts = registry.cuts if registry is not None else ShotCuts()  # the clip's cut state lives in its registry
         shots = cuts.shots(frames, frame_times)
         tracks, analysed = track_faces(frames, frame_times, self.detector, self.landmarker, self.analyse_step_s,
-                                       self.max_gap_s, shots=shots)
+                                       self.max_gap_s, shots=shots,
+                                       carry=registry.carry if registry is not None else None)
         if registry is not None:
             registry.assign(tracks, frame_times, shots)
         energy = voice_energy(audio, frame_times, audio_start_s, sampling_rate)
