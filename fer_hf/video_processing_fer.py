@@ -41,6 +41,7 @@ class FERFaceFrames:
         video_reason: "ok" or why no face went to the model.
         people: with `process(..., all_people=True)`, one `FERFaceFrames` per face track of the window (in
             `tracks` order), each holding that person's crops; the chosen person's is this one's data. Else empty.
+        observations: in each of `people`, the track's `n` `FaceObservation`s (decoded-frame pixels) or None.
     """
 
     crops: np.ndarray
@@ -55,6 +56,7 @@ class FERFaceFrames:
     person: dict = field(default_factory=lambda: {"track_id": None, "reason": "no face found"})
     video_reason: str = ""
     people: list = field(default_factory=list)
+    observations: list = field(default_factory=list)
 
     @property
     def any_found(self) -> bool:
@@ -112,8 +114,10 @@ class FERFaceSession:
             else:
                 person = {"track_id": face.track_id, "reason": f"person {face.track_id}: every tracked person is "
                                                                f"classified (all people)"}
-            chosen.people.append(_face_frames(face.crops, face.roi, face.face_found, face.face_boxes,
-                                              face.crop_boxes, scale, out.num_analysed, person, tracks, "ok"))
+            frames_of = _face_frames(face.crops, face.roi, face.face_found, face.face_boxes, face.crop_boxes, scale,
+                                     out.num_analysed, person, tracks, "ok")
+            frames_of.observations = next(t.observations for t in out.tracks if t.track_id == face.track_id)
+            chosen.people.append(frames_of)
         return chosen
 
     def track_summaries(self) -> list[dict]:
