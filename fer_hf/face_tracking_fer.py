@@ -89,7 +89,8 @@ class TrackCarry:
     Attributes:
         time_s: clip time of that frame (-inf: nothing yet).
         shot: its shot number (a cut ends what is carried).
-        faces: `(observation where last found in that shot, found on that very frame)` per track, in track order.
+        faces: `(observation where last found in that shot, found on that very frame, the FaceTrack)` per track, in
+            track order; the track's `clip_id` (set by the registry) carries its clip-wide id on.
         last_fine_s: when the tiled small-face pass last ran.
     """
 
@@ -109,6 +110,7 @@ class FaceTrack:
     track_id: int
     observations: list
     detected_frames: int = 0  # frames where it was found by analysis (not interpolated)
+    clip_id: int | None = None  # the clip-wide id a `FaceTrackRegistry` gave it (kept when tracking carries it on)
 
     @property
     def found(self) -> np.ndarray:
@@ -202,8 +204,8 @@ def track_faces(frames: list, frame_times, detector: FaceDetector, landmarker: F
     continues = carry is not None and bool(analysed) and times[analysed[0]] > carry.time_s
     if continues:  # the faces of the previous call, followed exactly as one call over both would
         previous_shot, last_fine = carry.shot, carry.last_fine_s
-        for obs, was_at_previous in carry.faces:
-            tr = FaceTrack(len(tracks), [None] * n)
+        for obs, was_at_previous, before in carry.faces:
+            tr = FaceTrack(len(tracks), [None] * n, clip_id=before.clip_id)
             tracks.append(tr)
             last_obs[tr.track_id] = obs
             if was_at_previous:
@@ -258,7 +260,7 @@ def track_faces(frames: list, frame_times, detector: FaceDetector, landmarker: F
         previous_shot = int(shots[i])
     if carry is not None and analysed and (continues or times[analysed[-1]] > carry.time_s):
         carry.time_s, carry.shot, carry.last_fine_s = float(times[analysed[-1]]), previous_shot, float(last_fine)
-        carry.faces = [(last_obs[tid], tid in at_previous) for tid in sorted(last_obs)]
+        carry.faces = [(last_obs[tid], tid in at_previous, tracks[tid]) for tid in sorted(last_obs)]
     bin_s = float(np.median(np.diff(times))) if n > 1 else 0.0
     for tr in tracks:
         if landmarker is not None:
@@ -350,14 +352,17 @@ class FaceTrackRegistry:
         for tr in sorted(tracks, key=lambda t: int(np.argmax(t.found))):
             k0 = int(np.argmax(tr.found))
             box, t0, shot = tr.observations[k0].box, float(times[k0]), int(shots[k0])
+            carried = next((c for c in self._tracks if c.track_id == tr.clip_id and c.track_id not in taken), None)
             candidates = [c for c in self._tracks if c.track_id not in taken and c.shot == shot
                           and t0 - c.last_time <= self.reid_gap_s]
             best = max(candidates, key=lambda c: _iou(box, c.last_box), default=None)
-            if best is None or _iou(box, best.last_box) < REID_IOU:
+            if carried is not None:  # tracking followed this face on from an earlier call: the same person
+                best = carried
+            elif best is None or _iou(box, best.last_box) < REID_IOU:
                 best = _ClipTrack(len(self._tracks), box, t0, t0, shot)
                 self._tracks.append(best)
             taken.add(best.track_id)
-            tr.track_id = best.track_id
+            tr.track_id = tr.clip_id = best.track_id
             for k, o in enumerate(tr.observations):
                 if o is None:
                     continue

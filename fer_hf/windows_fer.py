@@ -223,21 +223,20 @@ def frame_entries(found, source_times_s, embed) -> list[FrameEntry]:
     return entries
 
 
-def choose_window_person(entries: list, valid: np.ndarray, frame_times_s, audio: np.ndarray | None, start_s: float,
+def choose_window_person(faces: list, valid: np.ndarray, times_s, audio: np.ndarray | None, start_s: float,
                          sampling_rate: int, speech: bool, person: int | None = None,
                          min_correlation: float | None = None) -> tuple:
-    """`(track id or None, reason)`: whose face a window assembled from cached frames holds, chosen from the
-    window's own frames with the front-end's rule (`frontend_fer.choose_person`: the asked-for person, else the
-    face whose mouth follows the voice, else the largest, most present one). Per window, so every driver that
-    caches frames picks the same person however its frames went through the front-end."""
+    """`(track id or None, reason)`: whose face a window holds, chosen from the window's own frames with the
+    front-end's rule (`frontend_fer.choose_person`: the asked-for person, else the face whose mouth follows the
+    voice, else the largest, most present one). `faces`: `T` dicts `{track_id: object with .observation}` (a
+    `FrameEntry.faces`) or None; `times_s`: the frames' times; `audio` from `start_s`. Per window, so every driver
+    picks the same person for the same frames, however its frames went through the front-end."""
     from .face_tracking_fer import FaceTrack
     from .frontend_fer import MIN_SPEAKER_CORRELATION, choose_person, voice_energy
 
-    ids = sorted({tid for e in entries if e is not None for tid in e.faces})
-    tracks = [FaceTrack(tid, [e.faces[tid].observation if e is not None and tid in e.faces else None
-                              for e in entries]) for tid in ids]
-    times = [e.source_time_s if e is not None else t for e, t in zip(entries, frame_times_s)]
-    energy = voice_energy(audio, times, start_s, sampling_rate)
+    ids = sorted({tid for f in faces if f for tid in f})
+    tracks = [FaceTrack(tid, [f[tid].observation if f and tid in f else None for f in faces]) for tid in ids]
+    energy = voice_energy(audio, times_s, start_s, sampling_rate)
     chosen, reason = choose_person(tracks, np.asarray(valid, bool), energy, person,
                                    MIN_SPEAKER_CORRELATION if min_correlation is None else min_correlation, speech)
     return (None if chosen is None else chosen.track_id), reason
@@ -279,8 +278,8 @@ def assemble_cached(index: int, start_s: float, end_s: float, frame_times_s, ent
     `min_correlation`: the video processor's `person` and `min_speaker_correlation`.
     """
     valid = np.asarray(valid, bool)
-    track_id, why = choose_window_person(entries, valid, frame_times_s, audio, start_s, sampling_rate,
-                                         decision.used, person, min_correlation)
+    track_id, why = choose_window_person([e.faces if e is not None else None for e in entries], valid, frame_times_s,
+                                         audio, start_s, sampling_rate, decision.used, person, min_correlation)
     row, face = cached_row(entries, track_id, audio, decision, model_config.vision_config.hidden_size,
                            model_config.roi_top_k, num_patches)
     faces = [e.faces.get(track_id) if e is not None and track_id is not None else None for e in entries]
