@@ -99,8 +99,9 @@ def test_the_app_and_fer_annotate_default_to_it(tmp_path):
     if others:
         pytest.skip(f"other local checkpoints {others} may be newer than the shipped one (a fresh clone has none)")
     env = {k: v for k, v in os.environ.items() if k not in ("FER_MODEL", "FER_PRESET")}
-    code = ("import json, app; print(json.dumps({'source': app.MODEL_INFO['source'], 'trained': app.MODEL_INFO["
-            "'trained'], 'status': app.PROVENANCE['status']}))")
+    code = ("import json; from fer_app import server as app; "
+            "print(json.dumps({'source': app.MODEL_INFO['source'], 'trained': app.MODEL_INFO['trained'], "
+            "'status': app.PROVENANCE['status']}))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -33,7 +33,7 @@ from .errors_fer import FERInputError, NoUsableModalityError
 from .media_fer import probe_media
 from .media_stream_fer import MediaBudget, WorkToken, check_budget, stream_arrays, stream_file
 from .results_fer import FERSkippedWindow, build_clip_result, build_window_result, model_summary, skipped_window
-from .windows_fer import FrameEntry, WindowInfo, assemble_cached, decide_audio
+from .windows_fer import FrameEntry, WindowInfo, assemble_cached, decide_audio, frame_entries
 
 logger = logging.getLogger(__name__)
 
@@ -293,16 +293,10 @@ class _TimelineState:
         if not self.pending:
             return
         images = [e.image for _, e in self.pending]
-        scale = self.pending[0][1].scale
-        found = self.faces.process(images, [e.source_time_s for _, e in self.pending], scale)
-        with_face = np.nonzero(found.found)[0]
-        vectors = self.a.embed(found.crops[with_face], found.roi[with_face])
-        by_frame = dict(zip(with_face.tolist(), vectors))
-        for i, (j, e) in enumerate(self.pending):
-            self.store.add(j, FrameEntry(
-                source_time_s=e.source_time_s, found=bool(found.found[i]) and i in by_frame,
-                face_box=found.face_boxes[i], crop_box=found.crop_boxes[i], track_id=found.track_ids[i],
-                person_reason=found.person.get("reason", ""), **by_frame.get(i, {})))
+        times = [e.source_time_s for _, e in self.pending]
+        found = self.faces.process(images, times, self.pending[0][1].scale, all_people=True)
+        for (j, _), entry in zip(self.pending, frame_entries(found, times, self.a.embed)):
+            self.store.add(j, entry)
         self.pending = []
 
     def _ready(self, final: bool) -> list[int]:
@@ -346,9 +340,11 @@ class _TimelineState:
         a1 = round(min(end, self.duration_s) * self.sr) - self.audio_offset
         audio = self.audio()[max(0, a0):max(0, a1)] if self.any_audio else None
         decision = decide_audio(proc.audio_processing, audio, self.no_audio or "no audio stream", self.speech, start)
+        video = proc.video_processing
         return assemble_cached(w, start, end, [self.targets[j] for j in frame_ids], entries, valid, audio, decision,
                                self.a.model.config, proc.num_patches, self.faces.track_summaries(),
-                               missing_video=self.no_video)
+                               missing_video=self.no_video, sampling_rate=self.sr, person=video.person,
+                               min_correlation=video.min_speaker_correlation)
 
 
 __all__ = ["FACE_CHUNK_FRAMES", "FERAnalysisEvent", "FERAnalyzer"]

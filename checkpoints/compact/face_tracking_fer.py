@@ -24,8 +24,12 @@ a cut starts a new track even where it stands where another face stood.
 
 `FaceTrackRegistry` gives tracks clip-wide IDs: a window's track continues the clip track whose last box it
 overlaps (IoU >= `REID_IOU`) if that track was seen at most `reid_gap_s` earlier and in the same shot; otherwise it
-gets a new ID. The registry holds the clip's `ShotCuts` (`registry.cuts`), so every caller that keeps the registry
-(the face session) keeps the cut state across its calls.
+gets a new ID. The registry holds the clip's `ShotCuts` (`registry.cuts`) and its `TrackCarry` (`registry.carry`),
+so every caller that keeps the registry (the face session) keeps the cut state across its calls, and a call that
+continues the previous one follows the faces that call ended with: where the frame grid is sparser than
+`analyse_step_s` (the compact, realtime and tiny presets: every frame analysed) a frame's faces are the same however
+the frames are grouped into calls. (Denser grids, e.g. the seed preset at 30 fps, still interpolate inside a call
+only.)
 """
 
 from __future__ import annotations
@@ -76,6 +80,27 @@ class FaceObservation:
 
 
 @dataclass
+class TrackCarry:
+    """What tracking knows at the last analysed frame of one call that the next call of the same clip needs, so that
+    a frame's faces do not depend on how the frames were grouped into calls (the timeline engine's chunks, live
+    mode's new frames of each window). A call whose first frame is not later than `time_s` (overlapping windows)
+    starts afresh.
+
+    Attributes:
+        time_s: clip time of that frame (-inf: nothing yet).
+        shot: its shot number (a cut ends what is carried).
+        faces: `(observation where last found in that shot, found on that very frame, the FaceTrack)` per track, in
+            track order; the track's `clip_id` (set by the registry) carries its clip-wide id on.
+        last_fine_s: when the tiled small-face pass last ran.
+    """
+
+    time_s: float = -np.inf
+    shot: int = -1
+    faces: list = field(default_factory=list)
+    last_fine_s: float = -np.inf
+
+
+@dataclass
 class FaceTrack:
     """One face through a window: `observations[k]` is its observation at frame k, or None where it is not seen.
 
@@ -85,6 +110,7 @@ class FaceTrack:
     track_id: int
     observations: list
     detected_frames: int = 0  # frames where it was found by analysis (not interpolated)
+    clip_id: int | None = None  # the clip-wide id a `FaceTrackRegistry` gave it (kept when tracking carries it on)
 
     @property
     def found(self) -> np.ndarray:
@@ -141,7 +167,8 @@ def analysed_frames(distinct: list[int], times: np.ndarray, step_s: float, shots
 
 def track_faces(frames: list, frame_times, detector: FaceDetector, landmarker: FaceMeshLandmarker | None,
                 analyse_step_s: float = ANALYSE_STEP_S, max_gap_s: float = MAX_GAP_S,
-                fine_every_s: float = FINE_EVERY_S, shots=None) -> tuple[list[FaceTrack], int]:
+                fine_every_s: float = FINE_EVERY_S, shots=None,
+                carry: TrackCarry | None = None) -> tuple[list[FaceTrack], int]:
     """Tracks of every face in a window.
 
     Args:
@@ -151,6 +178,9 @@ def track_faces(frames: list, frame_times, detector: FaceDetector, landmarker: F
         landmarker: the face mesh, or None for box-only tracking (no landmark following, no confirmation).
         shots: int `(T,)` shot number of each frame (`ShotCuts.shots`); None: the window is one shot. A track never
             continues across a change of shot.
+        carry: the clip's `TrackCarry` (kept by its `FaceTrackRegistry`): when these frames come after the previous
+            call's, the faces it ended with are followed on as if both calls were one, and it is updated. None: the
+            window stands alone.
 
     Returns:
         (tracks with window-local IDs 0, 1, ... in order of appearance, number of frames analysed).
@@ -167,22 +197,30 @@ def track_faces(frames: list, frame_times, detector: FaceDetector, landmarker: F
     coarse = getattr(detector, "detect_coarse", detector.detect)
     fine = getattr(detector, "detect_fine", None)
     tracks: list[FaceTrack] = []
-    last_seen: dict[int, int] = {}  # track id -> analysed frame index where it was last found
+    last_obs: dict[int, FaceObservation] = {}  # track id -> its observation where last found (in this shot)
+    at_previous: set[int] = set()  # track ids found on the previous analysed frame
+    previous_shot = None  # shot of the previous analysed frame (None: none yet)
     last_fine = -np.inf
-    previous = None
+    continues = carry is not None and bool(analysed) and times[analysed[0]] > carry.time_s
+    if continues:  # the faces of the previous call, followed exactly as one call over both would
+        previous_shot, last_fine = carry.shot, carry.last_fine_s
+        for obs, was_at_previous, before in carry.faces:
+            tr = FaceTrack(len(tracks), [None] * n, clip_id=before.clip_id)
+            tracks.append(tr)
+            last_obs[tr.track_id] = obs
+            if was_at_previous:
+                at_previous.add(tr.track_id)
     for i in analysed:
         frame = frames[i]
         seen: dict[int, FaceObservation] = {}
-        if previous is not None and shots[i] != shots[previous]:  # a cut ends every track
-            last_seen, previous = {}, None
+        if previous_shot is not None and shots[i] != previous_shot:  # a cut ends every track
+            last_obs, at_previous = {}, set()
         if landmarker is not None:  # follow the faces of the previous analysed frame by their landmarks
-            for tr in tracks:
-                if previous is not None and last_seen.get(tr.track_id) == previous:
-                    obs = tr.observations[previous]
-                    if obs.mesh is not None:
-                        mesh = landmarker.landmarks(frame, region_from_mesh(obs.mesh))
-                        if mesh is not None:
-                            seen[tr.track_id] = _observation(mesh, None)
+            for tid in sorted(at_previous):
+                if last_obs[tid].mesh is not None:
+                    mesh = landmarker.landmarks(frame, region_from_mesh(last_obs[tid].mesh))
+                    if mesh is not None:
+                        seen[tid] = _observation(mesh, None)
         detections = coarse(frame)
         if not detections and not seen and fine is not None and times[i] - last_fine >= fine_every_s - 1e-9:
             detections = fine(frame)
@@ -203,10 +241,10 @@ def track_faces(frames: list, frame_times, detector: FaceDetector, landmarker: F
                 obs = _observation(None, face)
             if any(_iou(obs.box, o.box) > MATCH_IOU for o in seen.values()):
                 continue
-            lost = [tr for tr in tracks if tr.track_id not in seen and tr.track_id in last_seen]
-            best = max(lost, key=lambda tr: _iou(obs.box, tr.observations[last_seen[tr.track_id]].box), default=None)
-            if best is not None and _iou(obs.box, best.observations[last_seen[best.track_id]].box) >= REID_IOU:
-                seen[best.track_id] = obs
+            lost = [tid for tid in sorted(last_obs) if tid not in seen]
+            best = max(lost, key=lambda tid: _iou(obs.box, last_obs[tid].box), default=None)
+            if best is not None and _iou(obs.box, last_obs[best].box) >= REID_IOU:
+                seen[best] = obs
             else:
                 tr = FaceTrack(len(tracks), [None] * n)
                 tracks.append(tr)
@@ -217,8 +255,12 @@ def track_faces(frames: list, frame_times, detector: FaceDetector, landmarker: F
         for tid, obs in seen.items():
             tracks[tid].observations[i] = obs
             tracks[tid].detected_frames += 1
-            last_seen[tid] = i
-        previous = i
+            last_obs[tid] = obs
+        at_previous = set(seen)
+        previous_shot = int(shots[i])
+    if carry is not None and analysed and (continues or times[analysed[-1]] > carry.time_s):
+        carry.time_s, carry.shot, carry.last_fine_s = float(times[analysed[-1]]), previous_shot, float(last_fine)
+        carry.faces = [(last_obs[tid], tid in at_previous, tracks[tid]) for tid in sorted(last_obs)]
     bin_s = float(np.median(np.diff(times))) if n > 1 else 0.0
     for tr in tracks:
         if landmarker is not None:
@@ -296,6 +338,7 @@ class FaceTrackRegistry:
         self.scale = float(scale)
         self.reid_gap_s = float(reid_gap_s)
         self.cuts = cuts if cuts is not None else ShotCuts()
+        self.carry = TrackCarry()  # tracking's state between the clip's calls (`track_faces(carry=...)`)
         self._tracks: list[_ClipTrack] = []
 
     def assign(self, tracks: list[FaceTrack], frame_times, shots=None) -> None:
@@ -309,14 +352,17 @@ class FaceTrackRegistry:
         for tr in sorted(tracks, key=lambda t: int(np.argmax(t.found))):
             k0 = int(np.argmax(tr.found))
             box, t0, shot = tr.observations[k0].box, float(times[k0]), int(shots[k0])
+            carried = next((c for c in self._tracks if c.track_id == tr.clip_id and c.track_id not in taken), None)
             candidates = [c for c in self._tracks if c.track_id not in taken and c.shot == shot
                           and t0 - c.last_time <= self.reid_gap_s]
             best = max(candidates, key=lambda c: _iou(box, c.last_box), default=None)
-            if best is None or _iou(box, best.last_box) < REID_IOU:
+            if carried is not None:  # tracking followed this face on from an earlier call: the same person
+                best = carried
+            elif best is None or _iou(box, best.last_box) < REID_IOU:
                 best = _ClipTrack(len(self._tracks), box, t0, t0, shot)
                 self._tracks.append(best)
             taken.add(best.track_id)
-            tr.track_id = best.track_id
+            tr.track_id = tr.clip_id = best.track_id
             for k, o in enumerate(tr.observations):
                 if o is None:
                     continue
@@ -345,6 +391,7 @@ __all__ = [
     "FaceObservation",
     "FaceTrack",
     "FaceTrackRegistry",
+    "TrackCarry",
     "analysed_frames",
     "track_faces",
 ]

@@ -44,7 +44,8 @@ from .shots_fer import ShotCuts
 
 logger = logging.getLogger(__name__)
 
-FRONTEND_VERSION = "faces-2: blazeface+mesh468 tracks, speaker by mouth-energy correlation, similarity-aligned crops"
+FRONTEND_VERSION = ("faces-3: blazeface+mesh468 tracks carried across calls, every face once per frame, "
+                    "person per window (speaker by mouth-energy correlation), similarity-aligned crops")
 ENERGY_HALF_WINDOW_S = 0.04  # the voice energy at a frame: RMS over +-40 ms
 MIN_SPEAKER_CORRELATION = 0.3
 SPEAKER_MARGIN = 0.15  # the speaking face's correlation must beat the next face's by this much
@@ -217,7 +218,8 @@ class FaceFrontEnd:
         cuts = registry.cuts if registry is not None else ShotCuts()  # the clip's cut state lives in its registry
         shots = cuts.shots(frames, frame_times)
         tracks, analysed = track_faces(frames, frame_times, self.detector, self.landmarker, self.analyse_step_s,
-                                       self.max_gap_s, shots=shots)
+                                       self.max_gap_s, shots=shots,
+                                       carry=registry.carry if registry is not None else None)
         if registry is not None:
             registry.assign(tracks, frame_times, shots)
         energy = voice_energy(audio, frame_times, audio_start_s, sampling_rate)

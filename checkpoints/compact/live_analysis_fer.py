@@ -34,7 +34,7 @@ from .results_fer import (
     model_summary,
     skipped_window,
 )
-from .windows_fer import FrameEntry, assemble_cached, decide_audio
+from .windows_fer import FrameEntry, assemble_cached, decide_audio, frame_entries
 
 FRAME_KEY_RESOLUTION_S = 1e-3  # frames are keyed by their timestamp rounded to 1 ms
 MAX_WINDOWS = 4000  # window results kept for `result()` (oldest dropped first)
@@ -150,17 +150,18 @@ class FERLiveSession:
             a0 = max(0, round((start - first_s) * g.sampling_rate))
             window_audio = wave[a0:]
         decision = decide_audio(proc.audio_processing, window_audio, audio_missing, self.speech, start)
-        self._embed([k for k in keys if k is not None and isinstance(self.frames[k], PendingFrame)],
-                    window_audio, start, decision.used)
+        self._embed([k for k in keys if k is not None and isinstance(self.frames[k], PendingFrame)])
         entries = [self.frames.get(k) if k is not None else None for k in keys]
         valid = np.array([e is not None for e in entries])
         no_frames = camera_reason if camera_reason and camera_reason != "ok" else "no camera frames in the window"
         index = self.windows_done
         self.windows_done += 1
         self.last_end_s = max(self.last_end_s, end_s)
+        video = proc.video_processing
         row, info = assemble_cached(index, start, end, targets, entries, valid, window_audio, decision,
                                     self.analyzer.model.config, proc.num_patches, self.faces.track_summaries(),
-                                    no_frames=no_frames)
+                                    no_frames=no_frames, sampling_rate=g.sampling_rate, person=video.person,
+                                    min_correlation=video.min_speaker_correlation)
         info.source, info.duration_s = "live", round(end, 6)
         if self.speech is not None:
             self.speech.drop_before(start)
@@ -184,7 +185,7 @@ class FERLiveSession:
         if self.closed:
             raise LiveSessionClosedError("this live session was stopped; start a new one")
         keys = sorted(k for k, f in self.frames.items() if isinstance(f, PendingFrame) and f.source_time_s < until_s)
-        self._embed(keys, None, 0.0, False)
+        self._embed(keys)
         return len(keys)
 
     def result(self) -> FERClipResult | None:
@@ -219,23 +220,17 @@ class FERLiveSession:
             out.append(keys[i] if abs(times[i] - t) <= step and t <= end_s + 1e-9 else None)
         return out
 
-    def _embed(self, keys: list, audio: np.ndarray | None, audio_start_s: float, speech: bool) -> None:
-        """The face front-end on the new frames (in time order, with the window's audio for the speaker choice),
-        then one `embed_frames` call for the frames with the chosen face."""
+    def _embed(self, keys: list) -> None:
+        """The face front-end on the new frames (in time order, every person), then one `embed_frames` call for
+        every face in them (`windows_fer.frame_entries`); the window's person is chosen when it is assembled."""
         keys = sorted(set(keys))
         if not keys:
             return
-        frames = [self.frames[k].image for k in keys]
-        found = self.faces.process(frames, [self.frames[k].source_time_s for k in keys], self.frames[keys[0]].scale,
-                                   audio=audio, audio_start_s=audio_start_s, speech=speech)
-        with_face = np.nonzero(found.found)[0]
-        vectors = dict(zip(with_face.tolist(), self.analyzer.embed(found.crops[with_face], found.roi[with_face])))
-        for i, key in enumerate(keys):
-            # embedded: the picture is no longer needed, the entry replaces it
-            self.frames[key] = FrameEntry(
-                source_time_s=self.frames[key].source_time_s, found=bool(found.found[i]) and i in vectors,
-                face_box=found.face_boxes[i], crop_box=found.crop_boxes[i], track_id=found.track_ids[i],
-                person_reason=found.person.get("reason", ""), **vectors.get(i, {}))
+        times = [self.frames[k].source_time_s for k in keys]
+        found = self.faces.process([self.frames[k].image for k in keys], times, self.frames[keys[0]].scale,
+                                   all_people=True)
+        for key, entry in zip(keys, frame_entries(found, times, self.analyzer.embed)):
+            self.frames[key] = entry  # embedded: the picture is no longer needed, the entry replaces it
         self.frames_embedded += len(keys)
 
     def stored_bytes(self) -> int:

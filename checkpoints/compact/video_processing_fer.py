@@ -41,6 +41,7 @@ class FERFaceFrames:
         video_reason: "ok" or why no face went to the model.
         people: with `process(..., all_people=True)`, one `FERFaceFrames` per face track of the window (in
             `tracks` order), each holding that person's crops; the chosen person's is this one's data. Else empty.
+        observations: in each of `people`, the track's `n` `FaceObservation`s (decoded-frame pixels) or None.
     """
 
     crops: np.ndarray
@@ -55,6 +56,7 @@ class FERFaceFrames:
     person: dict = field(default_factory=lambda: {"track_id": None, "reason": "no face found"})
     video_reason: str = ""
     people: list = field(default_factory=list)
+    observations: list = field(default_factory=list)
 
     @property
     def any_found(self) -> bool:
@@ -77,16 +79,30 @@ def _face_frames(crops, roi, found, face_boxes, crop_boxes, scale: float, analys
                          dict(person), video_reason)
 
 
+@dataclass
+class _FrameFaces:
+    """One frame's faces as the session keeps them: `{track_id: (observation, crop, roi, face_box, crop_box)}`
+    (decoded-frame pixels)."""
+
+    faces: dict = field(default_factory=dict)
+
+
 class FERFaceSession:
     """The face front-end of one clip (`frontend_fer.FaceFrontEnd`): tracks with clip-wide IDs, the person whose
     face goes to the model (`person` setting, else the speaker, else the largest, most present face), aligned
     crops and landmark ROI maps. Frames where that face is not found stay empty (`found` False): the processor
     masks them. Call `process` on consecutive windows or chunks of the clip in time order.
+
+    Each frame (by its time) goes through the front-end once, with every face kept; a call then picks its person
+    from its own frames (`windows_fer.choose_window_person`, the front-end's rule). So overlapping windows (the
+    processor's sliding windows, `fer-annotate`) reuse the faces of the frames they share, and every driver sees the
+    same faces and picks the same person for the same frames, whatever frames it groups into a call.
     """
 
     def __init__(self, processor: FERVideoProcessor):
         self.processor = processor
         self.registry = None
+        self._frames: dict[int, _FrameFaces] = {}  # frame time (ms) -> its faces
 
     def process(self, frames: list, times_s=None, scale: float = 1.0, audio: np.ndarray | None = None,
                 audio_start_s: float = 0.0, speech: bool = True, all_people: bool = False) -> FERFaceFrames:
@@ -96,29 +112,82 @@ class FERFaceSession:
         the speaker be chosen by mouth movement; `speech=False` says the window has no speech; `all_people=True`
         also crops every other face track (`FERFaceFrames.people`).
         """
+        from .windows_fer import choose_window_person
+
         p = self.processor
         n = len(frames)
         times = np.arange(n) * 0.1 if times_s is None else np.asarray(times_s, np.float64)
         if self.registry is None:
             self.registry = FaceTrackRegistry(scale)
-        out = p.front_end.window(frames, times, audio, audio_start_s, 16000, self.registry, p.person, speech,
-                                 all_people)
-        tracks = [{"track_id": t.track_id, "frames_found": int(t.found.sum())} for t in out.tracks]
-        chosen = _face_frames(out.crops, out.roi, out.face_found, out.face_boxes, out.crop_boxes, scale,
-                              out.num_analysed, out.person, tracks, out.video_reason)
-        for face in out.people:
-            if face.track_id == out.person["track_id"]:
-                person = dict(out.person)
-            else:
-                person = {"track_id": face.track_id, "reason": f"person {face.track_id}: every tracked person is "
-                                                               f"classified (all people)"}
-            chosen.people.append(_face_frames(face.crops, face.roi, face.face_found, face.face_boxes,
-                                              face.crop_boxes, scale, out.num_analysed, person, tracks, "ok"))
-        return chosen
+        keys = [None if f is None else int(round(float(t) * 1000)) for f, t in zip(frames, times)]
+        present = [k for k in keys if k is not None]
+        if present:  # frames before this call's are not asked for again (sessions move forward in time)
+            first = min(present)
+            for k in [k for k in self._frames if k < first]:
+                del self._frames[k]
+        new = sorted({k: i for i, k in enumerate(keys) if k is not None and k not in self._frames}.items())
+        if new:
+            idx = [i for _, i in new]
+            out = p.front_end.window([frames[i] for i in idx], times[idx], None, 0.0, 16000, self.registry, None,
+                                     True, all_people=True)
+            for j, (key, _) in enumerate(new):
+                kept = _FrameFaces()
+                for face, track in zip(out.people, out.tracks):
+                    if face.face_found[j]:
+                        kept.faces[face.track_id] = (track.observations[j], face.crops[j], face.roi[j],
+                                                     face.face_boxes[j], face.crop_boxes[j])
+                self._frames[key] = kept
+        per_frame = [None if k is None else self._frames[k].faces for k in keys]
+        valid = np.array([k is not None for k in keys], bool)
+        views = [None if f is None else {tid: _ObservationView(v[0]) for tid, v in f.items()} for f in per_frame]
+        chosen, why = choose_window_person(views, valid, times, audio, audio_start_s, 16000, speech, p.person,
+                                           p.min_speaker_correlation)
+        ids = sorted({tid for f in per_frame if f for tid in f})
+        tracks = [{"track_id": tid, "frames_found": sum(1 for f in per_frame if f and tid in f)} for tid in ids]
+        if not ids:
+            reason = "no video frames inside the window" if not valid.any() else \
+                f"no face found in any of {int(valid.sum())} frames"
+        else:
+            reason = "ok" if chosen is not None else why
+        person = {"track_id": chosen, "reason": why if ids else "no face found"}
+        result = self._person(per_frame, chosen, scale, int(valid.sum()), person, tracks, reason)
+        if all_people:
+            for tid in ids:
+                if tid == chosen:
+                    their = dict(person)
+                else:
+                    their = {"track_id": tid, "reason": f"person {tid}: every tracked person is classified "
+                                                       f"(all people)"}
+                result.people.append(self._person(per_frame, tid, scale, int(valid.sum()), their, tracks, "ok"))
+        return result
+
+    def _person(self, per_frame: list, track_id: int | None, scale: float, searched: int, person: dict,
+                tracks: list, reason: str) -> FERFaceFrames:
+        """`FERFaceFrames` of track `track_id` over the call's frames (empty where it is not found)."""
+        p = self.processor
+        n, size = len(per_frame), p.image_size
+        crops = np.zeros((n, size, size, 3), np.uint8)
+        roi = np.zeros((n, (size // p.patch_size) ** 2), np.float32)
+        found = np.zeros(n, bool)
+        face_boxes, crop_boxes, observations = [None] * n, [None] * n, [None] * n
+        for k, faces in enumerate(per_frame):
+            if faces and track_id is not None and track_id in faces:
+                observations[k], crops[k], roi[k], face_boxes[k], crop_boxes[k] = faces[track_id]
+                found[k] = True
+        out = _face_frames(crops, roi, found, face_boxes, crop_boxes, scale, searched, person, tracks, reason)
+        out.observations = observations
+        return out
 
     def track_summaries(self) -> list[dict]:
         """Every face track of the clip so far (track_id, first_s, last_s, frames_found, mean_box in source px)."""
         return [] if self.registry is None else self.registry.summaries()
+
+
+@dataclass
+class _ObservationView:
+    """What `choose_window_person` reads of a kept face."""
+
+    observation: object
 
 
 class FERVideoProcessor:

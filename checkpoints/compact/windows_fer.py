@@ -10,9 +10,9 @@ here, once:
   a driver that does not fill it fails `WindowInfo.missing()` (tests check every driver).
 - `decide_audio`: the usable-audio check and the speech decision (the same for every driver).
 - `video_reason`: why no face went to the model, in words.
-- `FrameEntry` + `cached_row`: the frame cache's value (one grid frame after the face front-end and
-  `embed_frames`) and the model row of a window assembled from cached frames (timeline engine and live mode).
-- `person_of`: which face track a window's frames belong to.
+- `FrameEntry` / `frame_entries`: the frame cache's value (one grid frame after the face front-end and
+  `embed_frames`: every face in it, by track id), and `assemble_cached`: a window from cached frames (timeline
+  engine and live mode), whose person `choose_window_person` picks from the window's own frames.
 """
 
 from __future__ import annotations
@@ -165,91 +165,134 @@ def window_info(index: int, start_s: float, end_s: float, frame_times_s, source_
 
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass
-class FrameEntry:
-    """One grid frame after the face front-end, and after `embed_frames` when the chosen face was found.
+class FrameFace:
+    """One face track's face in one grid frame, after `embed_frames`.
 
     Attributes:
-        source_time_s: time of the decoded frame (clip or session clock).
-        found: the chosen face is in this frame.
-        face_box, crop_box: `(x0, y0, x1, y1)` in source pixels, or None.
-        track_id: the face track the frame's face belongs to (None without a face).
-        person_reason: why that face was chosen (the front-end's words).
-        vector: `(Dv,)` the frame's vector from `embed_frames` (None without a face).
+        observation: the tracker's `FaceObservation` (decoded-frame pixels: box, landmarks; the person choice reads
+            its size and mouth opening).
+        face_box, crop_box: `(x0, y0, x1, y1)` in source pixels.
+        vector: `(Dv,)` the face crop's vector from `embed_frames`.
         roi_indices: `(roi_top_k,)` patch indices kept; roi_patch_scores: `(num_patches,)` patch scores.
     """
 
-    source_time_s: float
-    found: bool
-    face_box: tuple | None = None
-    crop_box: tuple | None = None
-    track_id: int | None = None
-    person_reason: str = ""
-    vector: object = None
+    observation: object
+    face_box: tuple | None
+    crop_box: tuple | None
+    vector: object
     roi_indices: np.ndarray | None = None
     roi_patch_scores: np.ndarray | None = None
 
-    @property
-    def usable(self) -> bool:
-        """The frame holds the chosen face and its vector (it can go to the model)."""
-        return bool(self.found and self.vector is not None)
+    def nbytes(self) -> int:
+        arrays = (self.roi_indices, self.roi_patch_scores, getattr(self.observation, "mesh", None))
+        return sum(0 if v is None else v.nbytes for v in arrays) + self.vector.numel() * self.vector.element_size()
+
+
+@dataclass
+class FrameEntry:
+    """One grid frame after the face front-end and `embed_frames`: every face in it, by clip-wide track id (the
+    frame cache's value; which face a window uses is decided per window, by `choose_window_person`).
+
+    Attributes:
+        source_time_s: time of the decoded frame (clip or session clock).
+        faces: `{track_id: FrameFace}`, empty when no face is in the frame.
+    """
+
+    source_time_s: float
+    faces: dict = field(default_factory=dict)
 
     def nbytes(self) -> int:
-        total = sum(0 if v is None else v.nbytes for v in (self.roi_indices, self.roi_patch_scores))
-        return total + (0 if self.vector is None else self.vector.numel() * self.vector.element_size())
+        return sum(f.nbytes() for f in self.faces.values())
 
 
-def person_of(entries: list, face: np.ndarray) -> dict:
-    """`{"track_id", "reason"}` of a window assembled from cached frames: the track most of its face frames belong
-    to, and the front-end's reason for it."""
-    chosen = [e for e, f in zip(entries, face) if f]
-    if not chosen:
-        return {"track_id": None, "reason": "no face found"}
-    ids = [e.track_id for e in chosen]
-    track = max(set(ids), key=ids.count)
-    return {"track_id": track, "reason": next((e.person_reason for e in chosen if e.track_id == track), "")}
+def frame_entries(found, source_times_s, embed) -> list[FrameEntry]:
+    """One `FrameEntry` per frame from a face session's output with every person (`process(..., all_people=True)`):
+    every person's faces embedded by one `embed(crops (n, S, S, 3), roi (n, N)) -> n dicts` call (vector,
+    roi_indices, roi_patch_scores). The timeline engine and live mode fill their caches with it."""
+    where, crops, rois = [], [], []
+    for person in found.people:
+        for k in np.nonzero(person.found)[0]:
+            where.append((person, int(k)))
+            crops.append(person.crops[k])
+            rois.append(person.roi[k])
+    vectors = embed(np.stack(crops), np.stack(rois)) if crops else []
+    entries = [FrameEntry(float(t)) for t in source_times_s]
+    for (person, k), vector in zip(where, vectors):
+        entries[k].faces[person.person["track_id"]] = FrameFace(
+            person.observations[k], person.face_boxes[k], person.crop_boxes[k], **vector)
+    return entries
 
 
-def cached_row(entries: list, audio: np.ndarray | None, decision: AudioDecision, dim: int, roi_top_k: int,
-               num_patches: int) -> tuple[dict, np.ndarray]:
-    """The model row of a window whose `T` frames are `entries` (`FrameEntry` or None), and its face mask `(T,)`.
+def choose_window_person(faces: list, valid: np.ndarray, times_s, audio: np.ndarray | None, start_s: float,
+                         sampling_rate: int, speech: bool, person: int | None = None,
+                         min_correlation: float | None = None) -> tuple:
+    """`(track id or None, reason)`: whose face a window holds, chosen from the window's own frames with the
+    front-end's rule (`frontend_fer.choose_person`: the asked-for person, else the face whose mouth follows the
+    voice, else the largest, most present one). `faces`: `T` dicts `{track_id: object with .observation}` (a
+    `FrameEntry.faces`) or None; `times_s`: the frames' times; `audio` from `start_s`. Per window, so every driver
+    picks the same person for the same frames, however its frames went through the front-end."""
+    from .face_tracking_fer import FaceTrack
+    from .frontend_fer import MIN_SPEAKER_CORRELATION, choose_person, voice_energy
+
+    ids = sorted({tid for f in faces if f for tid in f})
+    tracks = [FaceTrack(tid, [f[tid].observation if f and tid in f else None for f in faces]) for tid in ids]
+    energy = voice_energy(audio, times_s, start_s, sampling_rate)
+    chosen, reason = choose_person(tracks, np.asarray(valid, bool), energy, person,
+                                   MIN_SPEAKER_CORRELATION if min_correlation is None else min_correlation, speech)
+    return (None if chosen is None else chosen.track_id), reason
+
+
+def cached_row(entries: list, track_id: int | None, audio: np.ndarray | None, decision: AudioDecision, dim: int,
+               roi_top_k: int, num_patches: int) -> tuple[dict, np.ndarray]:
+    """The model row of a window whose `T` frames are `entries` (`FrameEntry` or None) holding the face of track
+    `track_id`, and its face mask `(T,)`.
 
     Row: `audio` (the window's samples when used, else None), `vectors` `(T, dim)`, `frame_mask` bool `(T,)`,
     `roi_indices` `(T, roi_top_k)` (-1 without a face), `roi_patch_scores` `(T, num_patches)` (0 without a face).
     """
     import torch
 
-    face = np.array([e is not None and e.usable for e in entries], bool)
+    faces = [e.faces.get(track_id) if e is not None and track_id is not None else None for e in entries]
+    face = np.array([f is not None for f in faces], bool)
     row = {
         "audio": audio if decision.used else None,
-        "vectors": torch.stack([e.vector if f else torch.zeros(dim) for e, f in zip(entries, face)]),
+        "vectors": torch.stack([f.vector if f is not None else torch.zeros(dim) for f in faces]),
         "frame_mask": face,
-        "roi_indices": np.stack([e.roi_indices if f else np.full(roi_top_k, -1) for e, f in zip(entries, face)]),
-        "roi_patch_scores": np.stack([e.roi_patch_scores if f else np.zeros(num_patches, np.float32)
-                                      for e, f in zip(entries, face)]),
+        "roi_indices": np.stack([f.roi_indices if f is not None else np.full(roi_top_k, -1) for f in faces]),
+        "roi_patch_scores": np.stack([f.roi_patch_scores if f is not None else np.zeros(num_patches, np.float32)
+                                      for f in faces]),
     }
     return row, face
 
 
 def assemble_cached(index: int, start_s: float, end_s: float, frame_times_s, entries: list, valid: np.ndarray,
                     audio: np.ndarray | None, decision: AudioDecision, model_config, num_patches: int,
-                    tracks: list, missing_video: str | None = None,
-                    no_frames: str = NO_FRAMES_REASON) -> tuple[dict, WindowInfo]:
-    """A window from cached frames (timeline engine, live mode): its model row and its `WindowInfo`.
+                    tracks: list, missing_video: str | None = None, no_frames: str = NO_FRAMES_REASON,
+                    sampling_rate: int = 16000, person: int | None = None,
+                    min_correlation: float | None = None) -> tuple[dict, WindowInfo]:
+    """A window from cached frames (timeline engine, live mode): the person it holds, its model row and its
+    `WindowInfo`.
 
     `entries`: `T` `FrameEntry` or None; `valid`: bool `(T,)`, a frame exists for position k (inside the clip, or
-    received); `audio`: the window's samples; `decision`: `decide_audio(...)` on them.
+    received); `audio`: the window's samples from `start_s`; `decision`: `decide_audio(...)` on them; `person`,
+    `min_correlation`: the video processor's `person` and `min_speaker_correlation`.
     """
-    row, face = cached_row(entries, audio, decision, model_config.vision_config.hidden_size,
+    valid = np.asarray(valid, bool)
+    track_id, why = choose_window_person([e.faces if e is not None else None for e in entries], valid, frame_times_s,
+                                         audio, start_s, sampling_rate, decision.used, person, min_correlation)
+    row, face = cached_row(entries, track_id, audio, decision, model_config.vision_config.hidden_size,
                            model_config.roi_top_k, num_patches)
+    faces = [e.faces.get(track_id) if e is not None and track_id is not None else None for e in entries]
+    any_face = any(e is not None and e.faces for e in entries)
+    reason = video_reason(valid, face, missing_video, no_frames) if (track_id is not None or not any_face) else why
     info = window_info(
         index, start_s, end_s, frame_times_s,
         [e.source_time_s if (e is not None and v) else None for e, v in zip(entries, valid)],
-        decision, face,
-        [e.face_box if e is not None else None for e in entries],
-        [e.crop_box if e is not None else None for e in entries],
-        video_reason(valid, face, missing_video, no_frames), person_of(entries, face), tracks)
+        decision, face, [f.face_box if f is not None else None for f in faces],
+        [f.crop_box if f is not None else None for f in faces], reason,
+        {"track_id": track_id, "reason": why}, tracks)
     return row, info
 
 
-__all__ = ["AudioDecision", "FrameEntry", "WindowInfo", "assemble_cached", "cached_row", "decide_audio",
-           "person_of", "video_reason", "window_info"]
+__all__ = ["AudioDecision", "FrameEntry", "FrameFace", "WindowInfo", "assemble_cached", "cached_row",
+           "choose_window_person", "decide_audio", "frame_entries", "video_reason", "window_info"]
