@@ -198,8 +198,10 @@ def test_timeline_and_live_pick_the_same_person_on_a_stage_clip(stage, monkeypat
         assert worst <= 1e-5, (k, worst)
 
 
-def test_processor_and_fer_annotate_agree_with_the_timeline_on_a_stage_clip(stage, monkeypatch, tmp_path):
-    """The processor's sliding windows and `fer-annotate --people all` on the stage clip: on every window they share
+def test_processor_annotate_and_training_cache_agree_with_the_timeline_on_a_stage_clip(stage, monkeypatch,
+                                                                                       tmp_path):
+    """The processor's sliding windows, `fer-annotate --people all` and the training cache's rows
+    (`decode_windows` + `batch_rows`, what `fer_hf.tools.data` caches) on the stage clip: on every window they share
     with the timeline engine, the same face frames, person, speech decision, reasons and probabilities. (The
     processor seek-decodes each window: its audio equals the stream's here, a 16 kHz track; a 48 kHz track resampled
     after a seek can differ by ~1e-2 per sample, and the probabilities then by ~1e-3.)"""
@@ -213,6 +215,9 @@ def test_processor_and_fer_annotate_agree_with_the_timeline_on_a_stage_clip(stag
     inputs, batch = proc.prepare(videos=stage["clip"], sliding_window=True, hop_seconds=analyzer.hop_s)
     with torch.no_grad():
         processed = proc.post_process(model(**inputs), batch)[0].windows
+    rows_cached = proc.decode_windows(stage["clip"], sliding_window=True, hop_seconds=analyzer.hop_s)
+    with torch.no_grad():
+        cached = torch.softmax(model(**proc.batch_rows(rows_cached)).logits, -1).numpy()
     model.save_pretrained(tmp_path / "model")
     proc.save_pretrained(tmp_path / "model")
     out = tmp_path / "rows.parquet"
@@ -220,7 +225,8 @@ def test_processor_and_fer_annotate_agree_with_the_timeline_on_a_stage_clip(stag
                  "--workers", "0", "--hop-seconds", str(analyzer.hop_s)]) == 0
     rows = [r for r in pq.read_table(out).to_pylist() if r["is_speaker"]]
     compared = 0
-    for window, info in zip(processed, batch.windows):
+    assert len(rows_cached) == len(processed)
+    for window, info, cached_probs in zip(processed, batch.windows, cached):
         if (window.start_s, window.end_s) not in by_span:
             continue  # the processor's last window ends at the clip end, off the timeline's grid
         t_window, t_info = by_span[(window.start_s, window.end_s)]
@@ -229,7 +235,8 @@ def test_processor_and_fer_annotate_agree_with_the_timeline_on_a_stage_clip(stag
         assert (info.audio_used, info.audio_reason, info.video_reason) == \
             (t_info.audio_used, t_info.audio_reason, t_info.video_reason)
         assert row["person_id"] == t_info.person["track_id"] and row["face_frames"] == sum(t_info.face_found)
-        for c, p in t_window.probabilities.items():
+        for k, (c, p) in enumerate(t_window.probabilities.items()):
             assert abs(window.probabilities[c] - p) <= 1e-5 and abs(row[f"prob_{c}"] - p) <= 1e-5, (window.start_s, c)
+            assert abs(float(cached_probs[k]) - p) <= 1e-5, (window.start_s, c)
         compared += 1
     assert compared >= 4
