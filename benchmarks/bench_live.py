@@ -6,7 +6,7 @@
 
 What runs is what the app runs for a browser: per session, a feeder thread sends the clip's sound as 0.25 s
 int16 chunks at 48 kHz (what Gradio's streaming microphone sends) and camera frames every 0.125 s (what the
-streaming webcam sends), both when they would have been captured, into `app_live.REGISTRY`'s `LiveSession`
+streaming webcam sends), both when they would have been captured, into `fer_app.live.REGISTRY`'s `LiveSession`
 (`push_audio` / `push_frame`); a ticker thread per session asks every 0.25 s for the newest window
 (`next_window`, at least `STEP_S` after the last) and runs `LiveAnalyzer.analyze` under one lock shared by all
 sessions (the Gradio `concurrency_limit=1` of the Live tab's model events). The clip loops.

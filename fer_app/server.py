@@ -195,7 +195,7 @@ def _analyse(video: str, progress, folder: Path, name: str | None, cancel=None) 
 
 async def predict(video: str | None, progress=gr.Progress()):
     """Analyse one clip (generator: the outputs fill in as the windows finish). The work runs in its own thread,
-    stopped when the request is cancelled, its client leaves or it runs out of time (`app_limits`)."""
+    stopped when the request is cancelled, its client leaves or it runs out of time (`fer_app.limits`)."""
     token = LIMITS.work_token()
     async for outputs in limits.run_in_worker(lambda: _predict(video, progress, cancel=token), token):
         yield outputs
