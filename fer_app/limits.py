@@ -264,9 +264,10 @@ def _path_pattern(prefixes: Iterable[str]) -> re.Pattern:
 
 
 def server_prefixes() -> list[str]:
-    """Folders whose paths must not reach a client: the temp folder, Gradio's, the app's and the home folder."""
-    here = Path(__file__).resolve().parent
-    return [tempfile.gettempdir(), os.path.realpath(tempfile.gettempdir()), str(upload_folders()[0]), str(here),
+    """Folders whose paths must not reach a client: the temp folder, Gradio's, the project's (app.py's) and the home
+    folder."""
+    project = Path(__file__).resolve().parents[1]  # the checkout that holds app.py, fer_app/ and checkpoints/
+    return [tempfile.gettempdir(), os.path.realpath(tempfile.gettempdir()), str(upload_folders()[0]), str(project),
             str(Path.home())]
 
 

@@ -240,6 +240,8 @@ def test_server_paths_are_cut_to_their_last_part():
     assert clean == {"source": "clip.mp4", "model": {"source": "tiny_model"},
                      "notes": ["could not read 'x.mp4' as audio"], "n": 3, "hub": "org/model"}
     assert tmp not in json.dumps(clean)
+    shipped = str(ROOT / "checkpoints" / "compact")  # the default model's folder, inside the checkout
+    assert app_limits.scrub_paths({"model": {"source": shipped}}) == {"model": {"source": "compact"}}
 
 
 # ----------------------------------------------------------------------------------------------------------------
