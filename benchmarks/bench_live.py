@@ -90,7 +90,7 @@ def run_sessions(analyzer, registry, frames, audio, sessions: int, seconds: floa
     stop = threading.Event()
     failures: list[str] = []
     stats = [dict(compute=[], updates=0) for _ in range(sessions)]
-    live = [registry.start(f"bench-{i}", analyzer) for i in range(sessions)]
+    live = [registry.start(f"bench-{i}", analyzer, client=f"bench-client-{i}") for i in range(sessions)]  # one each
     chunk = round(CHUNK_S * AUDIO_RATE)
 
     def feed(session):
@@ -110,6 +110,7 @@ def run_sessions(analyzer, registry, frames, audio, sessions: int, seconds: floa
     def tick(i, session):
         while not stop.is_set():
             due = time.monotonic() + TICK_S
+            registry.touch(f"bench-{i}")  # the page's tick and chunks keep the session alive (else reaped when idle)
             with model_lock:
                 window = session.next_window(step_s)
                 if window is None:  # as the Live tab's tick does: prepare the final frames ahead
