@@ -400,14 +400,23 @@ def test_a_worker_killed_midway_is_replaced_and_its_file_read_again(corpus, tmp_
     copy_as(long, clips / "b.mp4")
     killed = []
 
-    def kill_the_worker():  # 1.5 s into the run the worker is in the middle of its first 20 s file
+    def reading_a_clip(child) -> bool:
+        try:
+            return any(f.path.endswith(".mp4") for f in child.open_files())
+        except psutil.Error:
+            return False
+
+    def kill_the_worker():  # as soon as the worker has a clip open, it is in the middle of that file
         deadline = time.monotonic() + 120
-        while not psutil.Process().children() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(1.5)
-        for child in psutil.Process().children():
-            killed.append(child.pid)
-            child.kill()
+        while time.monotonic() < deadline:
+            busy = [c for c in psutil.Process().children() if reading_a_clip(c)]
+            if busy:
+                time.sleep(0.1)
+                for child in busy:
+                    killed.append(child.pid)
+                    child.kill()
+                return
+            time.sleep(0.01)
 
     killer = threading.Thread(target=kill_the_worker)
     killer.start()
