@@ -80,11 +80,15 @@ def _face_frames(crops, roi, found, face_boxes, crop_boxes, scale: float, analys
 
 
 @dataclass
-class _FrameFaces:
-    """One frame's faces as the session keeps them: `{track_id: (observation, crop, roi, face_box, crop_box)}`
-    (decoded-frame pixels)."""
+class _KeptFace:
+    """One face of one frame as the session keeps it (decoded-frame pixels; `choose_window_person` reads
+    `observation`)."""
 
-    faces: dict = field(default_factory=dict)
+    observation: object
+    crop: np.ndarray
+    roi: np.ndarray
+    face_box: tuple | None
+    crop_box: tuple | None
 
 
 class FERFaceSession:
@@ -102,7 +106,7 @@ class FERFaceSession:
     def __init__(self, processor: FERVideoProcessor):
         self.processor = processor
         self.registry = None
-        self._frames: dict[int, _FrameFaces] = {}  # frame time (ms) -> its faces
+        self._frames: dict[int, dict] = {}  # frame time (ms) -> {track_id: _KeptFace}
 
     def process(self, frames: list, times_s=None, scale: float = 1.0, audio: np.ndarray | None = None,
                 audio_start_s: float = 0.0, speech: bool = True, all_people: bool = False) -> FERFaceFrames:
@@ -131,16 +135,12 @@ class FERFaceSession:
             out = p.front_end.window([frames[i] for i in idx], times[idx], None, 0.0, 16000, self.registry, None,
                                      True, all_people=True)
             for j, (key, _) in enumerate(new):
-                kept = _FrameFaces()
-                for face, track in zip(out.people, out.tracks):
-                    if face.face_found[j]:
-                        kept.faces[face.track_id] = (track.observations[j], face.crops[j], face.roi[j],
-                                                     face.face_boxes[j], face.crop_boxes[j])
-                self._frames[key] = kept
-        per_frame = [None if k is None else self._frames[k].faces for k in keys]
+                self._frames[key] = {face.track_id: _KeptFace(track.observations[j], face.crops[j], face.roi[j],
+                                                              face.face_boxes[j], face.crop_boxes[j])
+                                     for face, track in zip(out.people, out.tracks) if face.face_found[j]}
+        per_frame = [None if k is None else self._frames[k] for k in keys]
         valid = np.array([k is not None for k in keys], bool)
-        views = [None if f is None else {tid: _ObservationView(v[0]) for tid, v in f.items()} for f in per_frame]
-        chosen, why = choose_window_person(views, valid, times, audio, audio_start_s, 16000, speech, p.person,
+        chosen, why = choose_window_person(per_frame, valid, times, audio, audio_start_s, 16000, speech, p.person,
                                            p.min_speaker_correlation)
         ids = sorted({tid for f in per_frame if f for tid in f})
         tracks = [{"track_id": tid, "frames_found": sum(1 for f in per_frame if f and tid in f)} for tid in ids]
@@ -171,9 +171,10 @@ class FERFaceSession:
         found = np.zeros(n, bool)
         face_boxes, crop_boxes, observations = [None] * n, [None] * n, [None] * n
         for k, faces in enumerate(per_frame):
-            if faces and track_id is not None and track_id in faces:
-                observations[k], crops[k], roi[k], face_boxes[k], crop_boxes[k] = faces[track_id]
-                found[k] = True
+            face = faces.get(track_id) if faces and track_id is not None else None
+            if face is not None:
+                observations[k], crops[k], roi[k] = face.observation, face.crop, face.roi
+                face_boxes[k], crop_boxes[k], found[k] = face.face_box, face.crop_box, True
         out = _face_frames(crops, roi, found, face_boxes, crop_boxes, scale, searched, person, tracks, reason)
         out.observations = observations
         return out
@@ -181,13 +182,6 @@ class FERFaceSession:
     def track_summaries(self) -> list[dict]:
         """Every face track of the clip so far (track_id, first_s, last_s, frames_found, mean_box in source px)."""
         return [] if self.registry is None else self.registry.summaries()
-
-
-@dataclass
-class _ObservationView:
-    """What `choose_window_person` reads of a kept face."""
-
-    observation: object
 
 
 class FERVideoProcessor:

@@ -352,13 +352,13 @@ class FaceTrackRegistry:
         for tr in sorted(tracks, key=lambda t: int(np.argmax(t.found))):
             k0 = int(np.argmax(tr.found))
             box, t0, shot = tr.observations[k0].box, float(times[k0]), int(shots[k0])
-            carried = next((c for c in self._tracks if c.track_id == tr.clip_id and c.track_id not in taken), None)
-            candidates = [c for c in self._tracks if c.track_id not in taken and c.shot == shot
-                          and t0 - c.last_time <= self.reid_gap_s]
-            best = max(candidates, key=lambda c: _iou(box, c.last_box), default=None)
-            if carried is not None:  # tracking followed this face on from an earlier call: the same person
-                best = carried
-            elif best is None or _iou(box, best.last_box) < REID_IOU:
+            # tracking followed this face on from an earlier call: the same person, whatever its box does
+            best = next((c for c in self._tracks if c.track_id == tr.clip_id and c.track_id not in taken), None)
+            if best is None:
+                candidates = [c for c in self._tracks if c.track_id not in taken and c.shot == shot
+                              and t0 - c.last_time <= self.reid_gap_s]
+                best = max(candidates, key=lambda c: _iou(box, c.last_box), default=None)
+            if best is None or (best.track_id != tr.clip_id and _iou(box, best.last_box) < REID_IOU):
                 best = _ClipTrack(len(self._tracks), box, t0, t0, shot)
                 self._tracks.append(best)
             taken.add(best.track_id)

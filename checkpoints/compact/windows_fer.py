@@ -242,17 +242,16 @@ def choose_window_person(faces: list, valid: np.ndarray, times_s, audio: np.ndar
     return (None if chosen is None else chosen.track_id), reason
 
 
-def cached_row(entries: list, track_id: int | None, audio: np.ndarray | None, decision: AudioDecision, dim: int,
-               roi_top_k: int, num_patches: int) -> tuple[dict, np.ndarray]:
-    """The model row of a window whose `T` frames are `entries` (`FrameEntry` or None) holding the face of track
-    `track_id`, and its face mask `(T,)`.
+def cached_row(faces: list, audio: np.ndarray | None, decision: AudioDecision, dim: int, roi_top_k: int,
+               num_patches: int) -> tuple[dict, np.ndarray]:
+    """The model row of a window whose `T` frames hold `faces` (the chosen person's `FrameFace`, or None where it
+    is not), and its face mask `(T,)`.
 
     Row: `audio` (the window's samples when used, else None), `vectors` `(T, dim)`, `frame_mask` bool `(T,)`,
     `roi_indices` `(T, roi_top_k)` (-1 without a face), `roi_patch_scores` `(T, num_patches)` (0 without a face).
     """
     import torch
 
-    faces = [e.faces.get(track_id) if e is not None and track_id is not None else None for e in entries]
     face = np.array([f is not None for f in faces], bool)
     row = {
         "audio": audio if decision.used else None,
@@ -280,9 +279,9 @@ def assemble_cached(index: int, start_s: float, end_s: float, frame_times_s, ent
     valid = np.asarray(valid, bool)
     track_id, why = choose_window_person([e.faces if e is not None else None for e in entries], valid, frame_times_s,
                                          audio, start_s, sampling_rate, decision.used, person, min_correlation)
-    row, face = cached_row(entries, track_id, audio, decision, model_config.vision_config.hidden_size,
-                           model_config.roi_top_k, num_patches)
     faces = [e.faces.get(track_id) if e is not None and track_id is not None else None for e in entries]
+    row, face = cached_row(faces, audio, decision, model_config.vision_config.hidden_size, model_config.roi_top_k,
+                           num_patches)
     any_face = any(e is not None and e.faces for e in entries)
     reason = video_reason(valid, face, missing_video, no_frames) if (track_id is not None or not any_face) else why
     info = window_info(
