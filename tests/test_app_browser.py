@@ -99,9 +99,27 @@ def _upload(page, path):
     page.wait_for_selector("#video-input video")  # the upload reached the server and the player shows it
 
 
-def _analyse_and_wait(page):
+def _wait_for_the_result(page, timeout_ms: int = 90_000) -> None:
+    """Wait until the analysis ends: its "done" message passes; any other message (an error, "no video yet"), or
+    no end within `timeout_ms`, fails with what the page shows (message, progress, toasts) instead of a bare
+    timeout."""
+    ended = ("() => { const m = document.querySelector('#message-box .fer-message');"
+             " return m && !m.classList.contains('fer-empty'); }")
+    try:
+        page.wait_for_function(ended, timeout=timeout_ms)
+    except playwright_sync.TimeoutError:
+        pass
+    if page.query_selector("#message-box .fer-done") is None:
+        shown = page.evaluate("() => ({message: document.querySelector('#message-box')?.innerText,"
+                              " headline: document.querySelector('#summary')?.innerText,"
+                              " toasts: [...document.querySelectorAll('.toast-body')].map(t => t.innerText),"
+                              " button: document.querySelector('#analyse-button')?.disabled})")
+        pytest.fail(f"the analysis did not end with its 'done' message within {timeout_ms / 1000:.0f} s: {shown}")
+
+
+def _analyse_and_wait(page, timeout_ms: int = 90_000):
     page.click("#analyse-button")
-    page.wait_for_function("() => document.querySelector('#message-box .fer-done')", timeout=90_000)
+    _wait_for_the_result(page, timeout_ms)
 
 
 def _rendered_images(page, selector) -> int:
@@ -253,8 +271,7 @@ def test_small_screen_text_of_the_timeline_and_the_video_is_readable(browser, ur
     page.wait_for_selector("#analyse-button")
     try:
         _upload(page, long_clip)
-        page.click("#analyse-button")
-        page.wait_for_function("() => document.querySelector('#message-box .fer-done')", timeout=180_000)
+        _analyse_and_wait(page, 180_000)
         page.wait_for_function("() => document.querySelector('#annotated-video video')?.readyState >= 1")
         shown, natural = page.eval_on_selector("#timeline-plot img", "i => [i.clientWidth, i.naturalWidth]")
         assert shown <= 390 and app_plots.TIMELINE_FONT_PT * 100 / 72 * shown / natural >= 8.5, (shown, natural)
