@@ -39,7 +39,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .face_landmarks_fer import FaceMesh, FaceMeshLandmarker, MeshRegion, region_from_face, region_from_mesh
+from .face_landmarks_fer import (
+    TRUSTED_DETECTION,  # a detection this sure is kept even when the mesh rejects it (strong tints, occlusions)
+    FaceMesh,
+    FaceMeshLandmarker,
+    MeshRegion,
+    region_from_face,
+    region_from_mesh,
+)
 from .faces_fer import FaceBox, FaceDetector
 from .shots_fer import ShotCuts
 
@@ -52,7 +59,6 @@ MATCH_IOU = 0.3  # a detection overlapping a tracked face this much is that face
 REID_IOU = 0.2  # a new face overlapping a lost track's last box this much continues it
 REID_GAP_S = 10.0  # ... if the track was seen at most this long ago
 DUPLICATE_IOU = 0.6  # two tracks on the same face: the younger one's observation is dropped
-TRUSTED_DETECTION = 0.85  # a detection this sure is kept even when the mesh rejects it (strong tints, occlusions)
 
 
 @dataclass
