@@ -169,9 +169,10 @@ class BlazeFaceDetector(FaceDetector):
             the long side find faces down to ~5 % of it; tiles overlap by `FINE_TILE_OVERLAP` of their side so
             that every face up to the coarse pass's limit lies whole inside one tile.
         finest_tile_fraction: unless those tiles find a sure face (score >= `TRUSTED_DETECTION`), a second level
-            of smaller tiles, merged with the first (None: no second level). 0.17 of the long side finds faces down to ~2.3 % of it: a 30 px face of 720p decoded
-            at 640 px (15 px) on 8/8 placements and backgrounds, 24 px on 8/8 (the 0.35 level alone: 0/8). Cost
-            on a 640 x 360 frame with no face: 15 ms for the first level, 58 ms more for this one (this machine).
+            of smaller tiles, merged with the first (None: no second level). 0.17 of the long side finds faces
+            down to ~2.3 % of it: a 30 px face of 720p decoded at 640 px (15 px) on 8/8 placements and
+            backgrounds, 24 px on 8/8 (the 0.35 level alone: 0/8). Cost on a 640 x 360 frame with no face: 15 ms
+            for the first level, 58 ms more for this one (this machine).
         num_threads: LiteRT threads per model.
     """
 
