@@ -119,6 +119,45 @@ def test_window_in_the_middle_seeks_and_stays_aligned(tmp_path):
     np.testing.assert_array_equal(got, expected)
 
 
+def _short_gop_clip(path, rate: int, seconds: int = 8) -> str:
+    """H.264 with a keyframe every second (so seeks land mid-file) and AAC at `rate` of a noise-free chirp."""
+    out = av.open(str(path), "w")
+    video = out.add_stream("libx264", rate=25)
+    video.width, video.height, video.pix_fmt = 160, 120, "yuv420p"
+    video.codec_context.gop_size = 25
+    audio = out.add_stream("aac", rate=rate)
+    audio.layout = "mono"
+    t = np.arange(seconds * rate) / rate
+    chirp = 0.2 * np.sin(2 * np.pi * (300 * t + 40 * t ** 2))
+    signal = (chirp + 0.1 * np.sin(2 * np.pi * 1234.5 * t)).astype(np.float32)
+    for k in range(seconds * 25):
+        frame = av.VideoFrame.from_ndarray(np.full((120, 160, 3), 3 * k % 255, np.uint8), format="rgb24")
+        out.mux(video.encode(frame))
+        s0, s1 = k * rate // 25, (k + 1) * rate // 25
+        chunk = av.AudioFrame.from_ndarray(signal[None, s0:s1], format="flt", layout="mono")
+        chunk.sample_rate, chunk.pts = rate, s0
+        out.mux(audio.encode(chunk))
+    out.mux(video.encode())
+    out.mux(audio.encode())
+    out.close()
+    return str(path)
+
+
+@pytest.mark.parametrize("rate", [48000, 44100])
+def test_a_seek_decodes_the_samples_of_a_front_to_back_pass(tmp_path, rate):
+    """A window decoded after a seek (the processor) has the audio a front-to-back pass (the timeline engine,
+    fer-annotate, live) has: the seek starts 0.1 s early, so the AAC decoder has settled, and the resampler
+    starts on the front-to-back decode's output sample grid (was up to 0.056 off: a fraction of a sample)."""
+    path = _short_gop_clip(tmp_path / f"gop_{rate}.mp4", rate)
+    info = probe_media(path)
+    whole = np.concatenate([e.samples for e in stream_file(path, np.array([0.0]), SR) if e.kind == "audio"])
+    for start in (2.0, 3.7, 4.04):
+        window = decode_window(path, start, start + 3.0, 8, info.duration_s, SR, timing=info.timing)
+        expected = whole[round(start * SR):round(start * SR) + window.audio.size]
+        assert window.audio.size == 3 * SR
+        np.testing.assert_allclose(window.audio, expected, atol=5e-5)
+
+
 def test_webm_vp8_opus_without_duration(tmp_path):
     clip = make_clip(tmp_path / "live.webm", seconds=2.0, fps=30, size=(320, 240), live=True)
     with av.open(clip["path"]) as container:

@@ -203,8 +203,9 @@ def test_processor_annotate_and_training_cache_agree_with_the_timeline_on_a_stag
     """The processor's sliding windows, `fer-annotate --people all` and the training cache's rows
     (`decode_windows` + `batch_rows`, what `fer_hf.tools.data` caches) on the stage clip: on every window they share
     with the timeline engine, the same face frames, person, speech decision, reasons and probabilities. (The
-    processor seek-decodes each window: its audio equals the stream's here, a 16 kHz track; a 48 kHz track resampled
-    after a seek can differ by ~1e-2 per sample, and the probabilities then by ~1e-3.)"""
+    processor seek-decodes each window: its audio equals the stream's here, a 16 kHz track; so does a 48 kHz AAC
+    track's, to 1e-5 (test_media), except where AAC codes noise as noise and the decoder's generator restarts at the
+    seek, and in webm, whose millisecond timestamps place a seek's first sample to within 1 ms only.)"""
     import pyarrow.parquet as pq
 
     from fer_hf.tools.annotate import main

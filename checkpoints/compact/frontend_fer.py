@@ -45,7 +45,7 @@ from .shots_fer import ShotCuts
 logger = logging.getLogger(__name__)
 
 FRONTEND_VERSION = ("faces-4: blazeface (two tile levels, faces from 2.5 % of the long side)+mesh468 tracks "
-                    "carried across calls, every face once per frame, "
+                    "carried across calls, every face once per frame, audio seeks pre-rolled on the sample grid, "
                     "person per window (speaker by mouth-energy correlation), similarity-aligned crops")
 ENERGY_HALF_WINDOW_S = 0.04  # the voice energy at a frame: RMS over +-40 ms
 MIN_SPEAKER_CORRELATION = 0.3

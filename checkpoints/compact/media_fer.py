@@ -41,6 +41,8 @@ AV_TIME_BASE = 1_000_000  # container.duration / start_time / seek offsets are i
 # Demuxers that read a single still image: such a "video" is an image renamed to .mp4 or similar.
 _IMAGE_FORMATS = ("image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "gif_pipe", "svg_pipe")
 SEEK_SLACK_S = 0.05  # a seek may land this much after the window start before we try an earlier point
+AUDIO_PREROLL_S = 0.1  # a seek goes this much before the window: the audio decoder and resampler settle first
+AUDIO_SETTLED_S = 0.05  # decoded audio this long before the window start equals a front-to-back decode's
 LONG_GOP_S = 10.0  # second seek point: this much before the window start
 DEFAULT_FRAME_S = 1 / 25  # one frame, the duration tolerance when the frame rate is unknown (audio-only files)
 SCALE_THREADS = max(1, min(4, os.cpu_count() or 1))  # swscale threads for the RGB conversion + downscale
@@ -401,6 +403,7 @@ def _decode_pass(container, seek_s, end_s, targets, sampling_rate, max_side, tim
     vstream, astream, packets = demux_decoded(container)
     picker = _FramePicker(targets, max_side) if vstream is not None else None
     resampler = av.AudioResampler(format="flt", layout="mono", rate=sampling_rate) if astream is not None else None
+    align = seek_s is not None  # after a seek: start the resampler on the front-to-back decode's sample grid
     chunks, t0, n_audio = [], None, 0
     video_done, audio_done = vstream is None, astream is None
     try:
@@ -415,6 +418,11 @@ def _decode_pass(container, seek_s, end_s, targets, sampling_rate, max_side, tim
                 for frame in frames:
                     if t0 is None:
                         t0 = (frame.time - origin) if frame.time is not None else 0.0
+                        if align:
+                            frame, t0 = _on_output_grid(frame, t0, _audio_start_s(astream, origin), sampling_rate)
+                            if frame is None:
+                                t0 = None
+                                continue
                     for out in resampler.resample(frame):
                         chunk = out.to_ndarray().reshape(-1)  # packed mono flt: (1, n) -> (n,)
                         chunks.append(chunk)
@@ -431,6 +439,35 @@ def _decode_pass(container, seek_s, end_s, targets, sampling_rate, max_side, tim
         picker.finish()
     audio = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else None
     return picker, audio, t0
+
+
+def _audio_start_s(astream, origin: float) -> float:
+    """Time of the audio stream's first sample (where a front-to-back decode starts its resampler), seconds."""
+    if astream.start_time is None or astream.time_base is None:
+        return 0.0
+    return float(astream.start_time * astream.time_base) - origin
+
+
+def _on_output_grid(frame, t0: float, first_s: float, out_rate: int):
+    """The first decoded audio frame after a seek, trimmed so that its first sample lies on the output sample grid
+    of a front-to-back decode (which starts at `first_s`): the resampler then makes the very samples that decode
+    makes, instead of samples shifted by a fraction of an output sample. Returns (frame or None if all of it was
+    trimmed, its new start time)."""
+    av = require_av()
+    in_rate = frame.sample_rate
+    step = in_rate // math.gcd(in_rate, out_rate)  # input samples between two shared grid points
+    index = round((t0 - first_s) * in_rate)
+    drop = (-index) % step
+    if drop == 0:
+        return frame, t0
+    if drop >= frame.samples:
+        return None, t0
+    data = frame.to_ndarray()
+    data = data[:, drop:] if frame.format.is_planar else data[:, drop * len(frame.layout.channels):]
+    trimmed = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format=frame.format.name,
+                                         layout=frame.layout.name)
+    trimmed.sample_rate = in_rate
+    return trimmed, first_s + (index + drop) / in_rate
 
 
 def _cut_audio(audio: np.ndarray, t0: float, start_s: float, end_s: float, sampling_rate: int) -> np.ndarray:
@@ -471,7 +508,8 @@ def decode_window(
     # Seek to the window start; if the demuxer lands late (no keyframe index, e.g. MPEG-TS or webm without cues,
     # or a long GOP), seek further back, and as a last resort decode from the beginning (always, when frames are
     # timed by their order: a seek loses count).
-    seek_points = [s for s in (start_s, start_s - LONG_GOP_S) if s > 0 and not timing.by_order] + [None]
+    seek_points = [s for s in (start_s - AUDIO_PREROLL_S, start_s - LONG_GOP_S) if s > 0 and not timing.by_order]
+    seek_points.append(None)
     result = None
     for seek_to in seek_points:
         container = open_media(path)
@@ -487,7 +525,7 @@ def decode_window(
             container.close()
         picker, audio, t0 = result
         video_late = picker is not None and (picker.first_time is None or picker.first_time > start_s + SEEK_SLACK_S)
-        audio_late = t0 is not None and t0 > start_s + SEEK_SLACK_S
+        audio_late = t0 is not None and t0 > start_s - AUDIO_SETTLED_S
         if seek_to is not None and (video_late or audio_late):
             logger.debug("seek in %s to %.2f s landed after the window start; trying an earlier point", name, seek_to)
             continue
