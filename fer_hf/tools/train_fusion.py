@@ -216,7 +216,11 @@ def recipe_provenance(args, split, results: dict, synthetic: bool = False) -> di
         scope.append(f"voice: RAVDESS test actors {list(split.test)}, this model with no face")
     face_epochs = None
     if args.face_results and Path(args.face_results).exists():
-        face_epochs = json.loads(Path(args.face_results).read_text()).get("epochs")
+        from .compact_card import face_runs, face_totals
+
+        face = json.loads(Path(args.face_results).read_text())
+        runs = face_runs(face)  # a run continued with --init-from counts its earlier runs' epochs too
+        face_epochs = f"{face_totals(face)[0]} epochs" + (f" (in {runs} runs)" if runs > 1 else "")
     return make_training_provenance(
         dataset="FER2013 faces + RAVDESS speech (face-voice pseudo-pairs of the same label)" if not synthetic else
         "synthetic (generated faces and RAVDESS-named voices)", synthetic=synthetic,
@@ -224,7 +228,7 @@ def recipe_provenance(args, split, results: dict, synthetic: bool = False) -> di
         epochs=args.epochs, fold=split.fold, train_actors=split.train + split.val, test_actors=split.test,
         metrics=metrics, metrics_scope="; ".join(scope), commit=git_commit(), modalities=("audio", "video"),
         sources={"vision": "FER2013 Training (28,709 grey 48x48 faces through the face front-end)"
-                           + (f", {face_epochs} epochs" if face_epochs else ""),
+                           + (f", {face_epochs}" if face_epochs else ""),
                  "audio": "RAVDESS speech, audio-only files of "
                           + ("all 24 actors" if split.fold is None else f"actors {list(split.train + split.val)}"),
                  "fusion": "pseudo-pairs: a RAVDESS voice with a FER2013 face of the same label (calm: a neutral "
