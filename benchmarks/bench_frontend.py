@@ -85,7 +85,7 @@ def scenes(quick: bool):
                     box = fm.face_box_in_scene(x0, y0, side)
                     if angle:
                         frame, box = _rotate(frame, box, angle)
-                    out.append((f"{size[0]}x{size[1]} {bg} {frac:.2f} {angle:+d}deg", frame, [box]))
+                    out.append((f"{size[0]}x{size[1]} {bg} {frac:g} {angle:+d}deg", frame, [box]))
     import cv2
     from skimage import data
 
@@ -144,8 +144,8 @@ def detection_table(quick: bool) -> dict:
             times.append(time.perf_counter() - t)
         s = score(found, [truth for _, _, truth in data])
         positives = [i for i, (_, _, truth) in enumerate(data) if truth]
-        for tag, frac in (("recall_2.5pct", "0.03"), ("recall_5pct", "0.05")):  # names carry the fraction at .2f
-            small = [i for i in positives if f" {frac} " in data[i][0]]
+        for tag, frac in (("recall_2.5pct", 0.025), ("recall_5pct", 0.05)):
+            small = [i for i in positives if f" {frac:g} " in data[i][0]]
             s[tag] = score([found[i] for i in small], [data[i][2] for i in small])["recall"]
         s["ms_per_frame_median"] = 1000 * statistics.median(times)
         s["misses"] = [data[i][0] for i in positives if not any(_iou(b, data[i][2][0]) >= 0.4 for b in found[i])]

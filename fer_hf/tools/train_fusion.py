@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .compact_card import face_runs, face_totals
+
 logger = logging.getLogger("fer_hf.tools")
 
 FACE_PARTS = ("vision_encoder.", "roi_compressor.", "frame_pool.")
@@ -216,8 +218,6 @@ def recipe_provenance(args, split, results: dict, synthetic: bool = False) -> di
         scope.append(f"voice: RAVDESS test actors {list(split.test)}, this model with no face")
     face_epochs = None
     if args.face_results and Path(args.face_results).exists():
-        from .compact_card import face_runs, face_totals
-
         face = json.loads(Path(args.face_results).read_text())
         runs = face_runs(face)  # a run continued with --init-from counts its earlier runs' epochs too
         face_epochs = f"{face_totals(face)[0]} epochs" + (f" (in {runs} runs)" if runs > 1 else "")
