@@ -181,3 +181,49 @@ def test_a_branch_that_was_never_trained_is_not_used():
     assert untrained.config.trained_modalities is None
     with torch.no_grad():
         assert untrained(input_features=audio, pixel_values_videos=video).modalities_used.tolist() == [[True, True]]
+
+
+def test_a_face_run_continues_an_exported_model_with_the_blendshape_teacher(data, tmp_path):
+    """`--init-from` an exported model (fresh head, its recorded runs counted) and `--teacher`: the blendshape head
+    trains beside the class head from the cached scores; a missing teacher is refused in a person's words."""
+    from fer_hf.tools.compact_card import read_voice_results
+    from fer_hf.tools.face_teacher import BLENDSHAPE_NAMES, mirror_permutation
+
+    common = ["--preset", "tiny", "--threads", "1", "--report-to", "none", "--batch-size", "8", "--workers", "1"]
+    first = pretrain_face.run(pretrain_face.parse_args([
+        "--data-root", str(data["fer"]), "--output-dir", str(tmp_path / "face"), "--epochs", "1", *common]))
+    exported = tmp_path / "exported"
+    FERForEmotionClassification.from_pretrained(tmp_path / "face" / "final").save_pretrained(exported)
+    cv = {"accuracy": {"mean": 0.5, "std": 0.1}, "uar": {"mean": 0.5, "std": 0.1}, "folds": [{}], "train_seconds": 60}
+    (exported / "eval_results.json").write_text(json.dumps({
+        "face_stage": {"accuracy": 0.45, "uar": 0.4, "epochs": 30, "seconds": 900.0, "runs": 3, "best_epoch": 9},
+        "voice_stage": cv, "seconds": {"voice": 80}}))
+    crops = tmp_path / "face" / "crops"
+    with pytest.raises(FERError, match="Face Landmarker"):  # no cached scores and no teacher model
+        pretrain_face.run(pretrain_face.parse_args([
+            "--data-root", str(data["fer"]), "--output-dir", str(tmp_path / "no_teacher"), "--crops-dir",
+            str(crops), "--teacher", str(tmp_path / "missing.task"), "--epochs", "1", *common]))
+    (crops / "blendshapes").mkdir()
+    scores = np.random.default_rng(0).uniform(0, 1, (first["crops"]["Training"]["images"], len(BLENDSHAPE_NAMES)))
+    np.save(crops / "blendshapes" / "Training.npy", scores.astype(np.float32))
+    more = pretrain_face.run(pretrain_face.parse_args([
+        "--data-root", str(data["fer"]), "--output-dir", str(tmp_path / "more"), "--crops-dir", str(crops),
+        "--init-from", str(exported), "--teacher", str(tmp_path / "missing.task"), "--teacher-weight", "0.5",
+        "--epochs", "2", *common]))
+    assert more["teacher"]["weight"] == 0.5 and all(np.isfinite(h["teacher_loss"]) for h in more["history"])
+    assert more["init_from"]["runs"] == 3 and more["init_from"]["test"]["accuracy"] == 0.45
+    assert face_runs(more) == 4 and face_totals(more)[0] == 32
+    # the exported model's per-frame path is where the run started
+    start = FERForEmotionClassification.from_pretrained(exported)
+    trained = FERForEmotionClassification.from_pretrained(tmp_path / "more" / "final")
+    assert not torch.equal(start.vision_encoder.embeddings.patch_embedding.weight,
+                           trained.vision_encoder.embeddings.patch_embedding.weight)
+    # mirrored faces: Left and Right scores trade places, the rest stay
+    mirror = mirror_permutation()
+    assert (mirror[mirror] == np.arange(len(BLENDSHAPE_NAMES))).all()
+    names = np.array(BLENDSHAPE_NAMES)
+    assert names[mirror][list(BLENDSHAPE_NAMES).index("mouthSmileLeft")] == "mouthSmileRight"
+    assert names[mirror][list(BLENDSHAPE_NAMES).index("jawOpen")] == "jawOpen"
+    # a fusion that reuses the exported model's audio encoder reads its recorded voice stage
+    voice = read_voice_results(exported)
+    assert voice["cross_validation"]["uar"]["mean"] == 0.5 and voice["release"]["train_seconds"] == 20

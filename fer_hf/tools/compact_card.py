@@ -21,14 +21,16 @@ CHANCE_MARGIN = 0.05
 def face_runs(face: dict) -> int:
     """How many face runs the final one continues (`fer-pretrain-face --init-from` chains), itself included."""
     runs, earlier = 1, face.get("init_from")
-    while earlier:
-        runs, earlier = runs + 1, earlier.get("init_from")
+    while earlier:  # an exported model's summary stands for its own chain of runs
+        runs, earlier = runs + (earlier.get("runs") or 1), earlier.get("init_from")
     return runs
 
 
 def face_totals(face: dict) -> tuple[int, float]:
     """(epochs, seconds) of a face stage including the earlier runs it continued (`init_from` chain)."""
-    epochs, seconds = face["epochs"], face["train_seconds"] + face.get("prepare_seconds", 0)
+    epochs = face["epochs"]
+    seconds = (face["train_seconds"] + face.get("prepare_seconds", 0)
+               + (face.get("teacher") or {}).get("prepare_seconds", 0))
     earlier = face.get("init_from")
     while earlier:
         epochs += earlier.get("epochs") or 0
@@ -37,10 +39,32 @@ def face_totals(face: dict) -> tuple[int, float]:
     return epochs, seconds
 
 
+def read_voice_results(path) -> dict:
+    """A voice stage's results: its `results.json` (a file, or the `fer-pretrain-voice` folder holding it), or the
+    voice stage recorded in an exported compact model's `eval_results.json` (a fusion run that reuses a published
+    model's audio encoder). Returns `{"cross_validation": {...}, "release": {"train_seconds": ...}}`."""
+    path = Path(path)
+    for candidate in ((path,) if path.is_file() else (path / "results.json", path / "eval_results.json")):
+        if not candidate.is_file():
+            continue
+        data = json.loads(candidate.read_text())
+        if "voice_stage" not in data:
+            return data
+        cv = dict(data["voice_stage"])
+        voice_seconds = (data.get("seconds") or {}).get("voice", 0)
+        return {"cross_validation": cv, "release": {"train_seconds": voice_seconds - cv.get("train_seconds", 0)},
+                "from": str(candidate)}
+    raise FileNotFoundError(f"no voice stage results (results.json or eval_results.json) at {path}")
+
+
 def recipe_summary(face_dir, voice_dir, fusion_dir, fusion_folds_dir=None, real_clips: dict | None = None) -> dict:
-    """The scores of a compact recipe run, from the stages' `results.json` (the export's `eval_results`)."""
+    """The scores of a compact recipe run, from the stages' `results.json` (the export's `eval_results`).
+
+    `voice_dir` may also be an exported compact model whose audio encoder the fusion reused (`read_voice_results`).
+    """
     read = lambda path: json.loads(Path(path).read_text())  # noqa: E731
-    face, voice, fusion = (read(Path(d) / "results.json") for d in (face_dir, voice_dir, fusion_dir))
+    face, fusion = (read(Path(d) / "results.json") for d in (face_dir, fusion_dir))
+    voice = read_voice_results(voice_dir)
     face_epochs, face_seconds = face_totals(face)
     summary = {
         "recipe": "compact",
@@ -161,4 +185,4 @@ def render_compact_card(model, repo_id: str, summary: dict | None, usage: str) -
     return "\n".join(lines)
 
 
-__all__ = ["PSEUDO_PAIRS", "degenerate_reason", "recipe_summary", "render_compact_card"]
+__all__ = ["PSEUDO_PAIRS", "degenerate_reason", "read_voice_results", "recipe_summary", "render_compact_card"]

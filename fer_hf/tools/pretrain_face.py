@@ -9,6 +9,11 @@ compression, frame token pooling) with a temporary linear head over FER2013's 7 
 transform (rotation, scale, shift; the ROI map moves with the face), horizontal flip, brightness/contrast, random
 erasing; label smoothing 0.1.
 
+With `--teacher` (MediaPipe's Face Landmarker with blendshapes, `face_teacher`), a second temporary head regresses
+the 52 blendshape scores of each training image (standardised, mirrored with the image) from the same frame vector,
+weighted by `--teacher-weight`: the tower learns the facial movements the scores measure. The scores are computed
+once and kept next to the crops (`<crops-dir>/blendshapes/`); nothing of the teacher ships.
+
 Output folder: `crops/` (the prepared split arrays, unless `--crops-dir`), `train.log`, `runs/` (TensorBoard),
 `checkpoint.pt` (resume with `--resume`), `final/` (a `save_pretrained` FER folder whose per-frame path is trained,
 plus `face_head.pt`), `results.json` (per-epoch history, PrivateTest accuracy / UAR / macro-F1 / confusion
@@ -46,8 +51,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="processes that run the face front-end over the images")
     p.add_argument("--limit", type=int, default=0, help="use only the first N images of each split (smoke tests)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--init-from", help="an earlier face run's folder (its final/ and face_head.pt): start from its "
-                   "weights with a fresh schedule (a warm restart that continues training for --epochs more)")
+    p.add_argument("--init-from", help="an earlier face run's folder (its final/ and face_head.pt), or an exported "
+                   "compact model folder (its per-frame path; a fresh head): start from its weights with a fresh "
+                   "schedule (a warm restart that continues training for --epochs more)")
+    p.add_argument("--teacher", help="MediaPipe's face_landmarker_v2_with_blendshapes.task (or its unzipped folder): "
+                   "regress its 52 blendshape scores as an auxiliary target")
+    p.add_argument("--teacher-weight", type=float, default=0.5, help="weight of the blendshape loss")
     p.add_argument("--resume", action="store_true", help="continue from <output-dir>/checkpoint.pt")
     p.add_argument("--overwrite", action="store_true", help="start again, discarding an earlier checkpoint")
     p.add_argument("--report-to", choices=["tensorboard", "none"], default="tensorboard")
@@ -56,11 +65,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-def augment(pixels, roi, grid: int, generator=None):
+def augment(pixels, roi, grid: int, generator=None, return_flip: bool = False):
     """Random similarity transform + flip (the ROI map follows), brightness/contrast, random erasing.
 
     Input pixels float32 `(B, 1, S, S)` in [0, 1], roi `(B, N)` with N = grid^2.
-    Output the same shapes.
+    Output the same shapes (and, with `return_flip`, a `(B,)` bool of the mirrored images).
     """
     import torch
     import torch.nn.functional as F
@@ -91,7 +100,7 @@ def augment(pixels, roi, grid: int, generator=None):
             h, w = (int(v) for v in (rand(2) * size * 0.3 + size * 0.1))
             y, x = int(rand(1) * (size - h)), int(rand(1) * (size - w))
             pixels[i, :, y:y + h, x:x + w] = rand(1)
-    return pixels, roi
+    return (pixels, roi, flip < 0) if return_flip else (pixels, roi)
 
 
 def to_model_pixels(grey01, processor):
@@ -105,27 +114,41 @@ def to_model_pixels(grey01, processor):
 
 
 class FaceStage:
-    """The per-frame path of a FER model plus a temporary linear head: `(B, 3, S, S)` -> `(B, 7)` logits."""
+    """The per-frame path of a FER model plus a temporary linear head: `(B, 3, S, S)` -> `(B, 7)` logits.
 
-    def __init__(self, model, num_classes: int):
+    With `teacher_dims`, a second temporary linear head predicts the teacher's `(B, teacher_dims)` scores from the
+    same frame vector (`with_teacher`)."""
+
+    def __init__(self, model, num_classes: int, teacher_dims: int = 0):
         import torch
 
         self.model = model
-        self.head = torch.nn.Linear(model.config.vision_config.hidden_size, num_classes)
-        self.modules = torch.nn.ModuleDict({"vision_encoder": model.vision_encoder,
-                                            "roi_compressor": model.roi_compressor,
-                                            "frame_pool": model.frame_pool, "head": self.head})
+        hidden = model.config.vision_config.hidden_size
+        self.head = torch.nn.Linear(hidden, num_classes)
+        self.teacher_head = torch.nn.Linear(hidden, teacher_dims) if teacher_dims else None
+        parts = {"vision_encoder": model.vision_encoder, "roi_compressor": model.roi_compressor,
+                 "frame_pool": model.frame_pool, "head": self.head}
+        if self.teacher_head is not None:
+            parts["teacher_head"] = self.teacher_head
+        self.modules = torch.nn.ModuleDict(parts)
 
     def __call__(self, pixels, roi):
         return self.head(self.model.embed_frames(pixels, roi).frame_embeddings)
+
+    def with_teacher(self, pixels, roi):
+        """(class logits `(B, 7)`, teacher score predictions `(B, teacher_dims)`)."""
+        vector = self.model.embed_frames(pixels, roi).frame_embeddings
+        return self.head(vector), self.teacher_head(vector)
 
 
 def init_from(stage: FaceStage, folder: str) -> dict:
     """Load an earlier face run's trained per-frame path and head into `stage`; return that run's summary.
 
-    `folder` is the earlier `--output-dir` (holding `final/`, `final/face_head.pt` and `results.json`). The summary
-    (its epochs, training seconds and scores) goes into this run's `results.json`, so the recipe's total time and
-    epoch count stay honest across the restart.
+    `folder` is the earlier `--output-dir` (holding `final/`, `final/face_head.pt` and `results.json`), or an
+    exported compact model (`fer-export`: `model.safetensors` and `eval_results.json`), whose per-frame path is the
+    face stage it was built from; its head starts afresh. The summary (its epochs, runs, training seconds and
+    scores) goes into this run's `results.json`, so the recipe's total time and epoch count stay honest across
+    the restart.
     """
     import json
 
@@ -136,14 +159,24 @@ def init_from(stage: FaceStage, folder: str) -> dict:
 
     root = Path(folder)
     final, head = root / "final", root / "final" / "face_head.pt"
-    if not head.is_file():
-        raise FERInputError(f"{folder} is not a finished face run (no final/face_head.pt); point --init-from at the "
-                            "--output-dir of a completed fer-pretrain-face")
-    earlier = FERForEmotionClassification.from_pretrained(final)
+    exported = (root / "eval_results.json").is_file() and (root / "model.safetensors").is_file()
+    if not head.is_file() and not exported:
+        raise FERInputError(f"{folder} is not a finished face run (no final/face_head.pt) nor an exported "
+                            "compact model (model.safetensors + eval_results.json); point --init-from at the "
+                            "--output-dir of a completed fer-pretrain-face or at a fer-export folder")
+    earlier = FERForEmotionClassification.from_pretrained(root if exported and not head.is_file() else final)
     for name in ("vision_encoder", "roi_compressor", "frame_pool"):
         getattr(stage.model, name).load_state_dict(getattr(earlier, name).state_dict())
-    stage.head.load_state_dict(torch.load(head, map_location="cpu", weights_only=True))
     summary = {"folder": str(root)}
+    if not head.is_file():
+        face = json.loads((root / "eval_results.json").read_text()).get("face_stage") or {}
+        summary.update(epochs=face.get("epochs"), train_seconds=face.get("seconds"), runs=face.get("runs", 1),
+                       best_epoch=face.get("best_epoch"),
+                       test={k: face.get(k) for k in ("accuracy", "uar")}, init_from=None)
+        logger.info("face stage starts from the exported model %s (its face stage: %s epochs, PrivateTest accuracy "
+                    "%s); the temporary head starts afresh", root, summary["epochs"], summary["test"]["accuracy"])
+        return summary
+    stage.head.load_state_dict(torch.load(head, map_location="cpu", weights_only=True))
     if (root / "results.json").is_file():
         prior = json.loads((root / "results.json").read_text())
         summary.update({k: prior.get(k) for k in ("epochs", "train_seconds", "best_epoch")})
@@ -178,6 +211,7 @@ def run(args: argparse.Namespace) -> dict:
     import torch.nn.functional as F
 
     from fer_hf.configuration_fer import FERConfig
+    from fer_hf.errors_fer import FERInputError
     from fer_hf.modeling_fer import FERForEmotionClassification
     from fer_hf.processing_fer import FERProcessor
 
@@ -201,8 +235,24 @@ def run(args: argparse.Namespace) -> dict:
         logger.info("face data: %d train, %d validation (PublicTest), %d test (PrivateTest) crops",
                     len(train["labels"]), len(val["labels"]), len(test["labels"]))
 
+        teacher = None
+        if args.teacher:
+            from .face_teacher import BLENDSHAPE_NAMES, mirror_permutation, prepare_blendshapes
+
+            items = index_fer2013(args.data_root)["Training"]
+            scores, teacher_seconds = prepare_blendshapes(items[: args.limit] if args.limit else items,
+                                                          crops_dir / "blendshapes", "Training", args.teacher,
+                                                          args.workers)
+            if len(scores) != len(train["labels"]):
+                raise FERInputError(f"the teacher scored {len(scores)} training images but {crops_dir} holds "
+                                    f"{len(train['labels'])} crops: rebuild one of them from the same --data-root")
+            mean, std = scores.mean(0), scores.std(0).clip(0.02)
+            teacher = {"scores": torch.from_numpy((scores - mean) / std), "mirror": torch.from_numpy(
+                mirror_permutation()), "seconds": teacher_seconds}
+            logger.info("blendshape teacher: %d training images scored (%.0f s), weight %g", len(scores),
+                        teacher["seconds"], args.teacher_weight)
         model = FERForEmotionClassification(config)
-        stage = FaceStage(model, len(FER_LABELS))
+        stage = FaceStage(model, len(FER_LABELS), len(BLENDSHAPE_NAMES) if teacher else 0)
         earlier = init_from(stage, args.init_from) if args.init_from else None
         params = [p for p in stage.modules.parameters() if p.requires_grad]
         steps_per_epoch = max(1, len(train["labels"]) // args.batch_size)
@@ -226,13 +276,22 @@ def run(args: argparse.Namespace) -> dict:
             stage.modules.train()
             t_epoch = time.time()
             order = torch.randperm(len(labels_t))
-            running, seen = 0.0, 0
+            running, seen, teacher_running = 0.0, 0, 0.0
             for step in range(steps_per_epoch):
                 idx = order[step * args.batch_size:(step + 1) * args.batch_size]
                 grey = crops_t[idx].float().div_(255).unsqueeze(1)
-                pixels, roi = augment(grey, roi_t[idx], grid)
-                logits = stage(to_model_pixels(pixels, processor), roi)
-                loss = F.cross_entropy(logits, labels_t[idx], label_smoothing=args.label_smoothing)
+                pixels, roi, flipped = augment(grey, roi_t[idx], grid, return_flip=True)
+                if teacher is None:
+                    logits = stage(to_model_pixels(pixels, processor), roi)
+                    loss = F.cross_entropy(logits, labels_t[idx], label_smoothing=args.label_smoothing)
+                else:
+                    logits, predicted = stage.with_teacher(to_model_pixels(pixels, processor), roi)
+                    target = teacher["scores"][idx]
+                    target = torch.where(flipped[:, None], target[:, teacher["mirror"]], target)
+                    teacher_loss = F.mse_loss(predicted, target)
+                    teacher_running += teacher_loss.item() * len(idx)
+                    loss = (F.cross_entropy(logits, labels_t[idx], label_smoothing=args.label_smoothing)
+                            + args.teacher_weight * teacher_loss)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"the face loss became {loss.item()} at epoch {epoch + 1}, step {step}")
                 optimizer.zero_grad(set_to_none=True)
@@ -250,6 +309,7 @@ def run(args: argparse.Namespace) -> dict:
             metrics = classification_metrics(val["labels"], preds, FER_LABELS)
             verdict = collapse_verdict(val["labels"], preds, len(FER_LABELS))
             entry = {"epoch": epoch + 1, "train_loss": running / max(1, seen), "val_loss": val_loss,
+                     **({"teacher_loss": teacher_running / max(1, seen)} if teacher else {}),
                      "val_accuracy": metrics["accuracy"], "val_uar": metrics["uar"], "val_verdict": verdict,
                      "seconds": round(time.time() - t_epoch, 1)}
             history.append(entry)
@@ -290,6 +350,9 @@ def run(args: argparse.Namespace) -> dict:
         }
         if earlier is not None:
             results["init_from"] = earlier
+        if teacher is not None:
+            results["teacher"] = {"model": Path(args.teacher).name, "kind": "MediaPipe face blendshapes (52)",
+                                  "weight": args.teacher_weight, "prepare_seconds": teacher["seconds"]}
         run_dir.write_results(results)
         logger.info("face stage done: PrivateTest accuracy %.3f, UAR %.3f, macro-F1 %.3f (best epoch %s); %s",
                     test_metrics["accuracy"], test_metrics["uar"], test_metrics["macro_f1"],

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .compact_card import face_runs, face_totals
+from .compact_card import face_runs, face_totals, read_voice_results
 
 logger = logging.getLogger("fer_hf.tools")
 
@@ -46,12 +46,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="fer-train-fusion", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--face-from", required=True, help="the face stage's final/ folder")
-    p.add_argument("--voice-from", required=True, help="the voice stage's release/final (or fold<K>/final) folder")
+    p.add_argument("--voice-from", required=True, help="the voice stage's release/final (or fold<K>/final) folder, "
+                   "or an exported model whose audio encoder is reused")
     p.add_argument("--face-crops", required=True, help="the face stage's prepared crops folder")
     p.add_argument("--data-root", required=True, help="RAVDESS folder (Actor_XX/03-01-…wav)")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--face-results", help="the face stage's results.json (its scores go into the provenance record)")
-    p.add_argument("--voice-results", help="the voice stage's top results.json (cross-validated scores)")
+    p.add_argument("--voice-results", help="the voice stage's top results.json (cross-validated scores), or the "
+                   "eval_results.json of the exported model given as --voice-from")
     p.add_argument("--folds-file", help="actor folds (JSON or one fold per line; default 6 folds of 4 actors)")
     p.add_argument("--fold", type=int, default=None, help="train on fold K's training actors, test on its actors")
     p.add_argument("--epochs", type=int, default=12)
@@ -208,7 +210,7 @@ def recipe_provenance(args, split, results: dict, synthetic: bool = False) -> di
     metrics.update(face_accuracy=face7["accuracy"], face_uar=face7["uar"])
     scope.append("face: FER2013 PrivateTest, 7 classes, this model with no audio")
     if args.voice_results and Path(args.voice_results).exists():
-        cv = json.loads(Path(args.voice_results).read_text()).get("cross_validation")
+        cv = read_voice_results(args.voice_results).get("cross_validation")
         if cv:
             metrics.update(voice_accuracy=cv["accuracy"]["mean"], voice_uar=cv["uar"]["mean"])
             scope.append(f"voice: RAVDESS speech, {len(cv['folds'])}-fold speaker-independent (voice stage)")
