@@ -132,6 +132,13 @@ class FaceStage:
             parts["teacher_head"] = self.teacher_head
         self.modules = torch.nn.ModuleDict(parts)
 
+    def train(self, mode: bool = True) -> "FaceStage":
+        """Train or eval mode for the trained parts and the model itself (whose mode decides, e.g., whether frame
+        vectors are mirror-averaged: `config.vision_mirror_average`, at evaluation only, as serving does)."""
+        self.modules.train(mode)
+        self.model.train(mode)
+        return self
+
     def __call__(self, pixels, roi):
         return self.head(self.model.embed_frames(pixels, roi).frame_embeddings)
 
@@ -192,7 +199,7 @@ def evaluate(stage: FaceStage, data: dict, processor, batch_size: int = 256) -> 
     import torch
     import torch.nn.functional as F
 
-    stage.modules.eval()
+    stage.train(False)
     preds, loss, n = [], 0.0, len(data["labels"])
     with torch.inference_mode():
         for start in range(0, n, batch_size):
@@ -273,7 +280,7 @@ def run(args: argparse.Namespace) -> dict:
         roi_t = torch.from_numpy(train["roi"].astype(np.float32))
         labels_t = torch.from_numpy(train["labels"])
         for epoch in range(start_epoch, args.epochs):
-            stage.modules.train()
+            stage.train()
             t_epoch = time.time()
             order = torch.randperm(len(labels_t))
             running, seen, teacher_running = 0.0, 0, 0.0
