@@ -474,6 +474,7 @@ class FERForEmotionClassification(FERPreTrainedModel):
         pixels = pixel_values.to(self.dtype)
         layers = self.vision_encoder.encoder.layers
         mirror = cfg.vision_mirror_average and not self.training
+        grid = cfg.vision_config.image_size // cfg.vision_config.patch_size
         outputs, hidden, attentions = [], [], []
         for start in range(0, pixels.shape[0], cfg.vision_chunk_size):
             chunk = slice(start, start + cfg.vision_chunk_size)
@@ -482,7 +483,6 @@ class FERForEmotionClassification(FERPreTrainedModel):
                 compressed, indices, kept, scores = self._compress_frames(pixels[chunk], roi)
             vectors = self.frame_pool(compressed)
             if mirror:  # the mean with the mirrored crop's vector (config.vision_mirror_average)
-                grid = cfg.vision_config.image_size // cfg.vision_config.patch_size
                 flipped_roi = None if roi is None else roi.view(-1, grid, grid).flip(-1).reshape(roi.shape)
                 compressed = self._compress_frames(pixels[chunk].flip(-1), flipped_roi)[0]
                 vectors = (vectors + self.frame_pool(compressed)) / 2

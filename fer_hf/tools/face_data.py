@@ -24,6 +24,7 @@ import logging
 import multiprocessing as mp
 import os
 import re
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -74,9 +75,33 @@ def index_fer2013(root: str | os.PathLike) -> dict[str, list[tuple[str, int]]]:
 _FRONT = None
 
 
+def map_images(items: list[tuple[str, int]], init, init_args: tuple, fn, workers: int = 1) -> list:
+    """`fn(grey image (h, w) uint8)` over the images of an index list `[(path, label), ...]`, in order, in `workers`
+    spawned processes (each first runs `init(*init_args)`, with one torch/OpenMP thread); `init`, `fn` must be
+    module-level functions. An unreadable image raises `FERInputError`."""
+    if workers > 1:
+        with mp.get_context("spawn").Pool(workers, _init_pool_worker, (init, init_args)) as pool:
+            return pool.map(partial(_apply_to_image, fn), items, chunksize=64)
+    init(*init_args)
+    return [_apply_to_image(fn, item) for item in items]
+
+
+def _init_pool_worker(init, init_args: tuple) -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    init(*init_args)
+
+
+def _apply_to_image(fn, item: tuple[str, int]):
+    import cv2
+
+    grey = cv2.imread(item[0], cv2.IMREAD_GRAYSCALE)
+    if grey is None:
+        raise FERInputError(f"cannot read the image {item[0]}")
+    return fn(grey)
+
+
 def _init_worker(image_size: int, patch_size: int, margin: float) -> None:
     global _FRONT
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     from fer_hf.frontend_fer import FaceFrontEnd
 
     _FRONT = FaceFrontEnd(image_size=image_size, patch_size=patch_size, margin=margin)
@@ -100,13 +125,7 @@ def crop_face_image(grey: np.ndarray, front) -> tuple[np.ndarray, np.ndarray, bo
     return crop, roi_weight_map(size, front.patch_size, front.margin), False
 
 
-def _crop_one(item: tuple[str, int]) -> tuple[np.ndarray, np.ndarray, bool]:
-    import cv2
-
-    path, _ = item
-    grey = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
-    if grey is None:
-        raise FERInputError(f"cannot read the image {path}")
+def _crop_one(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
     return crop_face_image(grey, _FRONT)
 
 
@@ -129,13 +148,7 @@ def prepare_face_crops(index: dict[str, list[tuple[str, int]]], out_dir: str | o
             continue
         if not items:
             continue
-        args = (image_size, patch_size, margin)
-        if workers > 1:
-            with mp.get_context("spawn").Pool(workers, _init_worker, args) as pool:
-                rows = pool.map(_crop_one, items, chunksize=64)
-        else:
-            _init_worker(*args)
-            rows = [_crop_one(item) for item in items]
+        rows = map_images(items, _init_worker, (image_size, patch_size, margin), _crop_one, workers)
         crops = np.stack([r[0] for r in rows])
         roi = np.stack([r[1] for r in rows]).astype(np.float16)
         aligned = np.array([r[2] for r in rows], bool)
@@ -158,4 +171,4 @@ def load_face_split(folder: str | os.PathLike, split: str) -> dict[str, np.ndarr
 
 
 __all__ = ["FER_LABELS", "FER_SPLITS", "FER_TO_RAVDESS", "crop_face_image", "index_fer2013", "load_face_split",
-           "prepare_face_crops"]
+           "map_images", "prepare_face_crops"]

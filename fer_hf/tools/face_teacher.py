@@ -22,7 +22,6 @@ face stage's prepared crops (both follow `index_fer2013`'s sorted file names).
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
 import zipfile
 from pathlib import Path
@@ -141,16 +140,10 @@ _TEACHER: BlendshapeTeacher | None = None
 
 def _init_worker(path: str) -> None:
     global _TEACHER
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     _TEACHER = BlendshapeTeacher(path)
 
 
-def _score_one(item: tuple[str, int]) -> np.ndarray:
-    import cv2
-
-    grey = cv2.imread(item[0], cv2.IMREAD_GRAYSCALE)
-    if grey is None:
-        raise FERInputError(f"cannot read the image {item[0]}")
+def _score_one(grey: np.ndarray) -> np.ndarray:
     return _TEACHER(grey)
 
 
@@ -164,6 +157,8 @@ def prepare_blendshapes(items: list[tuple[str, int]], out_dir: str | os.PathLike
     import json
     import time
 
+    from .face_data import map_images
+
     out = Path(out_dir)
     target, record = out / f"{split}.npy", out / f"{split}.json"
     if target.exists():
@@ -175,12 +170,7 @@ def prepare_blendshapes(items: list[tuple[str, int]], out_dir: str | os.PathLike
     _model_files(teacher_path)  # a wrong path fails here, not in a worker
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    if workers > 1:
-        with mp.get_context("spawn").Pool(workers, _init_worker, (str(teacher_path),)) as pool:
-            rows = pool.map(_score_one, items, chunksize=64)
-    else:
-        _init_worker(str(teacher_path))
-        rows = [_score_one(item) for item in items]
+    rows = map_images(items, _init_worker, (str(teacher_path),), _score_one, workers)
     scores = np.stack(rows).astype(np.float32) if rows else np.zeros((0, len(BLENDSHAPE_NAMES)), np.float32)
     tmp = out / f".{split}.tmp.npy"
     np.save(tmp, scores)

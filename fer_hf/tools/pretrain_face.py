@@ -235,7 +235,8 @@ def run(args: argparse.Namespace) -> dict:
         vc = config.vision_config
         crops_dir = Path(args.crops_dir) if args.crops_dir else out / "crops"
         t0 = time.time()
-        prep = prepare_face_crops(index_fer2013(args.data_root), crops_dir, vc.image_size, vc.patch_size,
+        index = index_fer2013(args.data_root)
+        prep = prepare_face_crops(index, crops_dir, vc.image_size, vc.patch_size,
                                   config.face_crop_margin, args.workers, args.limit or None)
         prep_seconds = time.time() - t0
         train, val, test = (load_face_split(crops_dir, s) for s in ("Training", "PublicTest", "PrivateTest"))
@@ -246,7 +247,7 @@ def run(args: argparse.Namespace) -> dict:
         if args.teacher:
             from .face_teacher import BLENDSHAPE_NAMES, mirror_permutation, prepare_blendshapes
 
-            items = index_fer2013(args.data_root)["Training"]
+            items = index["Training"]
             scores, teacher_seconds = prepare_blendshapes(items[: args.limit] if args.limit else items,
                                                           crops_dir / "blendshapes", "Training", args.teacher,
                                                           args.workers)
