@@ -227,3 +227,19 @@ def test_a_face_run_continues_an_exported_model_with_the_blendshape_teacher(data
     # a fusion that reuses the exported model's audio encoder reads its recorded voice stage
     voice = read_voice_results(exported)
     assert voice["cross_validation"]["uar"]["mean"] == 0.5 and voice["release"]["train_seconds"] == 20
+    # a fused model built on this face run says, in its training record and summary, that a teacher was used
+    from types import SimpleNamespace
+
+    from fer_hf.tools.compact_card import recipe_summary
+    from fer_hf.tools.ravdess import FoldSplit
+
+    face7 = {"accuracy": 0.4, "uar": 0.3, "macro_f1": 0.3}
+    record = train_fusion.recipe_provenance(
+        SimpleNamespace(face_results=str(tmp_path / "more" / "results.json"), voice_results=str(exported), epochs=1),
+        FoldSplit(fold=None, train=(1, 2), val=(), test=()), {"face_only_privatetest": {"seven_way": face7}})
+    assert "blendshapes" in record["training"]["sources"]["vision"], record["training"]["sources"]
+    (tmp_path / "fusion").mkdir()
+    (tmp_path / "fusion" / "results.json").write_text(json.dumps(
+        {"face_only_privatetest": {"seven_way": face7}, "train_seconds": 10}))
+    summary = recipe_summary(tmp_path / "more", exported, tmp_path / "fusion")
+    assert summary["face_stage"]["teacher"]["weight"] == 0.5 and summary["face_stage"]["runs"] == 4

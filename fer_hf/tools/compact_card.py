@@ -70,7 +70,8 @@ def recipe_summary(face_dir, voice_dir, fusion_dir, fusion_folds_dir=None, real_
         "recipe": "compact",
         "face_stage": {k: face["test"][k] for k in ("accuracy", "uar", "macro_f1")}
         | {"split": "FER2013 PrivateTest", "epochs": face_epochs, "best_epoch": face["best_epoch"],
-           "seconds": face_seconds, "runs": face_runs(face), "confusion_matrix": face["test"]["confusion_matrix"]},
+           "seconds": face_seconds, "runs": face_runs(face), "confusion_matrix": face["test"]["confusion_matrix"],
+           "teacher": face.get("teacher")},
         "voice_stage": dict(voice.get("cross_validation") or {}),
         "fused_face_only": {k: fusion["face_only_privatetest"]["seven_way"][k] for k in ("accuracy", "uar",
                                                                                       "macro_f1")},
@@ -143,7 +144,9 @@ def render_compact_card(model, repo_id: str, summary: dict | None, usage: str) -
         "| part | data | terms |", "|---|---|---|",
         f"| vision tower (+ ROI compression, frame pooling) | {training.get('sources', {}).get('vision', 'FER2013')} "
         "| FER2013 (Goodfellow et al., 2013) was released for the ICML 2013 Representation Learning challenge; it "
-        "has no open licence and is used for research |",
+        "has no open licence and is used for research" + (
+            "; the teacher, MediaPipe's Face Landmarker with blendshapes, is Apache-2.0 (used in training only, not "
+            "shipped)" if face.get("teacher") else "") + " |",
         f"| audio encoder | {training.get('sources', {}).get('audio', 'RAVDESS speech')} | RAVDESS: CC BY-NC-SA 4.0 |",
         f"| fusion, temporal encoder, classifier | {training.get('sources', {}).get('fusion', 'pseudo-pairs')} | "
         "both of the above |", "",

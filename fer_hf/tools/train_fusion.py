@@ -219,11 +219,13 @@ def recipe_provenance(args, split, results: dict, synthetic: bool = False) -> di
         metrics.update(voice_accuracy=results["voice_only_test_actors"]["accuracy"],
                        voice_uar=results["voice_only_test_actors"]["uar"])
         scope.append(f"voice: RAVDESS test actors {list(split.test)}, this model with no face")
-    face_epochs = None
+    face_epochs, teacher = None, ""
     if args.face_results and Path(args.face_results).exists():
         face = json.loads(Path(args.face_results).read_text())
         runs = face_runs(face)  # a run continued with --init-from counts its earlier runs' epochs too
         face_epochs = f"{face_totals(face)[0]} epochs" + (f" (in {runs} runs)" if runs > 1 else "")
+        if face.get("teacher"):
+            teacher = f"; the last run also learned {face['teacher'].get('kind', 'a teacher')} as a second target"
     return make_training_provenance(
         dataset="FER2013 faces + RAVDESS speech (face-voice pseudo-pairs of the same label)" if not synthetic else
         "synthetic (generated faces and RAVDESS-named voices)", synthetic=synthetic,
@@ -231,7 +233,7 @@ def recipe_provenance(args, split, results: dict, synthetic: bool = False) -> di
         epochs=args.epochs, fold=split.fold, train_actors=split.train + split.val, test_actors=split.test,
         metrics=metrics, metrics_scope="; ".join(scope), commit=git_commit(), modalities=("audio", "video"),
         sources={"vision": "FER2013 Training (28,709 grey 48x48 faces through the face front-end)"
-                           + (f", {face_epochs}" if face_epochs else ""),
+                           + (f", {face_epochs}" if face_epochs else "") + teacher,
                  "audio": "RAVDESS speech, audio-only files of "
                           + ("all 24 actors" if split.fold is None else f"actors {list(split.train + split.val)}"),
                  "fusion": "pseudo-pairs: a RAVDESS voice with a FER2013 face of the same label (calm: a neutral "
