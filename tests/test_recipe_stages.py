@@ -230,16 +230,24 @@ def test_a_face_run_continues_an_exported_model_with_the_blendshape_teacher(data
     # a fused model built on this face run says, in its training record and summary, that a teacher was used
     from types import SimpleNamespace
 
-    from fer_hf.tools.compact_card import recipe_summary
+    from fer_hf.tools.compact_card import recipe_summary, teacher_runs
     from fer_hf.tools.ravdess import FoldSplit
 
     face7 = {"accuracy": 0.4, "uar": 0.3, "macro_f1": 0.3}
     record = train_fusion.recipe_provenance(
         SimpleNamespace(face_results=str(tmp_path / "more" / "results.json"), voice_results=str(exported), epochs=1),
         FoldSplit(fold=None, train=(1, 2), val=(), test=()), {"face_only_privatetest": {"seven_way": face7}})
-    assert "blendshapes" in record["training"]["sources"]["vision"], record["training"]["sources"]
+    assert "the last run also learned MediaPipe face blendshapes" in record["training"]["sources"]["vision"]
     (tmp_path / "fusion").mkdir()
     (tmp_path / "fusion" / "results.json").write_text(json.dumps(
         {"face_only_privatetest": {"seven_way": face7}, "train_seconds": 10}))
     summary = recipe_summary(tmp_path / "more", exported, tmp_path / "fusion")
     assert summary["face_stage"]["teacher"]["weight"] == 0.5 and summary["face_stage"]["runs"] == 4
+    assert summary["face_stage"]["teacher_runs"] == 1
+    # teacher runs are counted along the --init-from chain, an exported model's own count included
+    chain = {"teacher": {"weight": 0.5}, "init_from": {"teacher": {"weight": 0.5}, "init_from": {"teacher_runs": 2}}}
+    assert teacher_runs(chain) == 4 and teacher_runs({"init_from": {"teacher_runs": 0}}) == 0
+    later = pretrain_face.run(pretrain_face.parse_args([  # a run without the teacher, continuing one with it
+        "--data-root", str(data["fer"]), "--output-dir", str(tmp_path / "later"), "--crops-dir", str(crops),
+        "--init-from", str(tmp_path / "more"), "--epochs", "1", *common]))
+    assert later["init_from"]["teacher"]["weight"] == 0.5 and teacher_runs(later) == 1 and face_runs(later) == 5

@@ -26,6 +26,15 @@ def face_runs(face: dict) -> int:
     return runs
 
 
+def teacher_runs(face: dict) -> int:
+    """How many runs of a face stage's `--init-from` chain learned from a teacher (`--teacher`), itself included."""
+    count, earlier = int(bool(face.get("teacher"))), face.get("init_from")
+    while earlier:  # an exported model's summary counts its own chain's teacher runs
+        count += earlier["teacher_runs"] if "teacher_runs" in earlier else int(bool(earlier.get("teacher")))
+        earlier = earlier.get("init_from")
+    return count
+
+
 def face_totals(face: dict) -> tuple[int, float]:
     """(epochs, seconds) of a face stage including the earlier runs it continued (`init_from` chain)."""
     epochs = face["epochs"]
@@ -71,7 +80,7 @@ def recipe_summary(face_dir, voice_dir, fusion_dir, fusion_folds_dir=None, real_
         "face_stage": {k: face["test"][k] for k in ("accuracy", "uar", "macro_f1")}
         | {"split": "FER2013 PrivateTest", "epochs": face_epochs, "best_epoch": face["best_epoch"],
            "seconds": face_seconds, "runs": face_runs(face), "confusion_matrix": face["test"]["confusion_matrix"],
-           "teacher": face.get("teacher")},
+           "teacher": face.get("teacher"), "teacher_runs": teacher_runs(face)},
         "voice_stage": dict(voice.get("cross_validation") or {}),
         "fused_face_only": {k: fusion["face_only_privatetest"]["seven_way"][k] for k in ("accuracy", "uar",
                                                                                       "macro_f1")},
@@ -188,4 +197,5 @@ def render_compact_card(model, repo_id: str, summary: dict | None, usage: str) -
     return "\n".join(lines)
 
 
-__all__ = ["PSEUDO_PAIRS", "degenerate_reason", "read_voice_results", "recipe_summary", "render_compact_card"]
+__all__ = ["PSEUDO_PAIRS", "degenerate_reason", "read_voice_results", "recipe_summary", "render_compact_card",
+           "teacher_runs"]

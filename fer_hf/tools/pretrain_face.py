@@ -178,7 +178,7 @@ def init_from(stage: FaceStage, folder: str) -> dict:
     if not head.is_file():
         face = json.loads((root / "eval_results.json").read_text()).get("face_stage") or {}
         summary.update(epochs=face.get("epochs"), train_seconds=face.get("seconds"), runs=face.get("runs", 1),
-                       best_epoch=face.get("best_epoch"),
+                       best_epoch=face.get("best_epoch"), teacher_runs=face.get("teacher_runs", 0),
                        test={k: face.get(k) for k in ("accuracy", "uar")}, init_from=None)
         logger.info("face stage starts from the exported model %s (its face stage: %s epochs, PrivateTest accuracy "
                     "%s); the temporary head starts afresh", root, summary["epochs"], summary["test"]["accuracy"])
@@ -186,7 +186,7 @@ def init_from(stage: FaceStage, folder: str) -> dict:
     stage.head.load_state_dict(torch.load(head, map_location="cpu", weights_only=True))
     if (root / "results.json").is_file():
         prior = json.loads((root / "results.json").read_text())
-        summary.update({k: prior.get(k) for k in ("epochs", "train_seconds", "best_epoch")})
+        summary.update({k: prior.get(k) for k in ("epochs", "train_seconds", "best_epoch", "teacher")})
         summary["test"] = {k: prior.get("test", {}).get(k) for k in ("accuracy", "uar")}
         summary["init_from"] = prior.get("init_from")
     logger.info("face stage starts from %s (its PrivateTest accuracy %s)", final,

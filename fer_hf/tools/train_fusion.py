@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .compact_card import face_runs, face_totals, read_voice_results
+from .compact_card import face_runs, face_totals, read_voice_results, teacher_runs
 
 logger = logging.getLogger("fer_hf.tools")
 
@@ -224,8 +224,11 @@ def recipe_provenance(args, split, results: dict, synthetic: bool = False) -> di
         face = json.loads(Path(args.face_results).read_text())
         runs = face_runs(face)  # a run continued with --init-from counts its earlier runs' epochs too
         face_epochs = f"{face_totals(face)[0]} epochs" + (f" (in {runs} runs)" if runs > 1 else "")
-        if face.get("teacher"):
-            teacher = f"; the last run also learned {face['teacher'].get('kind', 'a teacher')} as a second target"
+        taught = teacher_runs(face)
+        if taught:
+            kind = (face.get("teacher") or {}).get("kind", "a teacher")
+            teacher = (f"; {'the last run' if taught == 1 and face.get('teacher') else f'{taught} of the runs'} "
+                       f"also learned {kind} as a second target")
     return make_training_provenance(
         dataset="FER2013 faces + RAVDESS speech (face-voice pseudo-pairs of the same label)" if not synthetic else
         "synthetic (generated faces and RAVDESS-named voices)", synthetic=synthetic,
