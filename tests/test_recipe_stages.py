@@ -133,6 +133,26 @@ def test_the_three_stages_run_end_to_end_and_resume(data):
                        voice_model.audio_encoder.subsampling.layers[0].weight)
 
 
+def test_voice_folds_in_worker_processes_match_the_sequential_run(data, tmp_path):
+    """`--workers 2` trains two folds at once (spawned processes): the same per-fold results as one after the
+    other, each fold in its own folder; a finished fold is read back, not trained again."""
+    common = ["--data-root", str(data["voices"]), "--folds-file", str(data["folds"]), "--folds", "0,1",
+              "--epochs", "2", "--batch-size", "4", "--preset", "tiny", "--threads", "1", "--report-to", "none"]
+    one = pretrain_voice.run(pretrain_voice.parse_args([*common, "--output-dir", str(tmp_path / "one")]))
+    two = pretrain_voice.run(pretrain_voice.parse_args([*common, "--output-dir", str(tmp_path / "two"),
+                                                        "--workers", "2"]))
+    for a, b in zip(one["cross_validation"]["folds"], two["cross_validation"]["folds"], strict=True):
+        assert (a["fold"], a["test_actors"], a["best_epoch"]) == (b["fold"], b["test_actors"], b["best_epoch"])
+        assert a["accuracy"] == pytest.approx(b["accuracy"]) and a["uar"] == pytest.approx(b["uar"])
+    assert (tmp_path / "two" / "fold1" / "train.log").is_file()
+    again = pretrain_voice.run(pretrain_voice.parse_args([*common, "--output-dir", str(tmp_path / "two"),
+                                                          "--workers", "2"]))
+    assert again["cross_validation"]["folds"] == two["cross_validation"]["folds"]
+    with pytest.raises(FERError, match="--workers"):
+        pretrain_voice.run(pretrain_voice.parse_args([*common, "--output-dir", str(tmp_path / "bad"),
+                                                      "--workers", "0"]))
+
+
 def test_a_checkpoint_with_non_finite_weights_is_refused_on_resume(data, tmp_path):
     from fer_hf.tools.stages import StageRun
 
