@@ -230,7 +230,7 @@ def train_split(args, name: str, out: Path, split, clips, waves) -> dict:
     from .stages import StageRun, adamw_cosine, collapse_verdict, seed_everything, select_best
 
     folder = out / name
-    if (folder / "results.json").exists() and not args.overwrite:
+    if _finished(folder, args):
         logger.info("%s is finished (results.json): skipped", name)
         return json.loads((folder / "results.json").read_text())
     run_dir = StageRun(folder, "voice", args.threads, args.resume, args.overwrite, args.report_to)
@@ -345,6 +345,11 @@ def summarise(fold_results: list[dict]) -> dict:
             "train_seconds": round(sum(r["train_seconds"] + _earlier_seconds(r) for r in fold_results), 1)}
 
 
+def _finished(folder: Path, args) -> bool:
+    """A split whose `results.json` exists is read back, not trained again (unless `--overwrite`)."""
+    return (folder / "results.json").exists() and not args.overwrite
+
+
 _WORKER: dict = {}
 
 
@@ -366,23 +371,25 @@ def train_folds(args, out: Path, protocol, folds: list[int], clips, waves) -> li
     """Train (or read the finished results of) each fold in `folds`; their results in the order of `folds`.
 
     With `args.workers` > 1, that many folds train at once, each in a spawned process with `args.threads` torch
-    threads (each fold has its own folder, log and checkpoint, so `--resume` works the same way); the first failure
-    is raised once the running folds have stopped.
+    threads (each fold has its own folder, log and checkpoint, so `--resume` works the same way); finished folds are
+    read here, only the others go to workers; the first failure is raised once the running folds have stopped.
     """
     from .ravdess import fold_split
 
-    workers = min(args.workers, len(folds))
+    here = lambda k: train_split(args, f"fold{k}", out, fold_split(k, protocol), clips, waves)  # noqa: E731
+    pending = [k for k in folds if not _finished(out / f"fold{k}", args)]
+    workers = min(args.workers, len(pending))
     if workers <= 1:
-        return [train_split(args, f"fold{k}", out, fold_split(k, protocol), clips, waves) for k in folds]
+        return [here(k) for k in folds]
     import concurrent.futures
     import multiprocessing
 
-    logger.info("voice: %d folds in %d worker processes of %d thread(s)", len(folds), workers, args.threads)
+    logger.info("voice: %d folds in %d worker processes of %d thread(s)", len(pending), workers, args.threads)
     with concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                                 initializer=_init_fold_worker,
                                                 initargs=(clips, waves, args.debug)) as pool:
-        futures = [pool.submit(_train_fold_in_worker, args, k, protocol, out) for k in folds]
-        return [future.result() for future in futures]
+        futures = {k: pool.submit(_train_fold_in_worker, args, k, protocol, out) for k in pending}
+        return [futures[k].result() if k in futures else here(k) for k in folds]
 
 
 def _earlier_seconds(result: dict) -> float:
