@@ -271,3 +271,30 @@ def test_a_face_run_continues_an_exported_model_with_the_blendshape_teacher(data
         "--data-root", str(data["fer"]), "--output-dir", str(tmp_path / "later"), "--crops-dir", str(crops),
         "--init-from", str(tmp_path / "more"), "--epochs", "1", *common]))
     assert later["init_from"]["teacher"]["weight"] == 0.5 and teacher_runs(later) == 1 and face_runs(later) == 5
+
+
+def test_light_face_augmentation_moves_faces_less_and_is_recorded(data, tmp_path):
+    """`--augment light` (flip, small shift, mild photometric change) keeps an image much closer to itself than the
+    standard ranges do, flips it as often, and the run records which augmentation trained it."""
+    from fer_hf.tools.pretrain_face import FACE_AUGMENTATIONS, augment
+
+    grid = 8
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 48), torch.linspace(0, 1, 48), indexing="ij")
+    grey = (0.5 + 0.4 * torch.sin(6 * xx + 3 * yy)).expand(256, 1, 48, 48).clone()
+    roi = torch.rand(256, grid * grid)
+    change, flips = {}, {}
+    for name, policy in FACE_AUGMENTATIONS.items():
+        out, moved_roi, flipped = augment(grey.clone(), roi, grid, torch.Generator().manual_seed(0), True, policy)
+        assert out.shape == grey.shape and moved_roi.shape == roi.shape and torch.isfinite(out).all()
+        unflipped = torch.where(flipped[:, None, None, None], out.flip(-1), out)
+        change[name], flips[name] = float((unflipped - grey).abs().mean()), float(flipped.float().mean())
+    assert change["light"] < 0.5 * change["standard"]
+    assert 0.35 < flips["light"] < 0.65 and 0.35 < flips["standard"] < 0.65
+
+    run = pretrain_face.run(pretrain_face.parse_args([
+        "--data-root", str(data["fer"]), "--output-dir", str(tmp_path / "light"), "--augment", "light",
+        "--label-smoothing", "0", "--epochs", "1", "--preset", "tiny", "--threads", "1", "--report-to", "none",
+        "--batch-size", "8", "--workers", "1"]))
+    assert run["args"]["augment"] == "light" and len(run["history"]) == 1
+    with pytest.raises(SystemExit):  # an unknown augmentation is refused by the command line
+        pretrain_face.parse_args(["--data-root", "x", "--output-dir", "y", "--augment", "strong"])

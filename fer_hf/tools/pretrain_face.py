@@ -7,7 +7,8 @@ compression, frame token pooling) with a temporary linear head over FER2013's 7 
 (28,709 images), through the project's face front-end (`face_data`); `PublicTest` picks the epoch (best UAR);
 `PrivateTest` is evaluated once, at the end, with the kept weights. Augmentation, on the batch: a random similarity
 transform (rotation, scale, shift; the ROI map moves with the face), horizontal flip, brightness/contrast, random
-erasing; label smoothing 0.1.
+erasing; label smoothing 0.1. `--augment light` keeps only the flip, a small shift and a mild brightness/contrast
+change (`FACE_AUGMENTATIONS`).
 
 With `--teacher` (MediaPipe's Face Landmarker with blendshapes, `face_teacher`), a second temporary head regresses
 the 52 blendshape scores of each training image (standardised, mirrored with the image) from the same frame vector,
@@ -27,6 +28,7 @@ import logging
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--warmup-epochs", type=float, default=1.0)
     p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--augment", choices=sorted(FACE_AUGMENTATIONS), default="standard",
+                   help="augmentation ranges: 'standard' (rotation, scale, shift, flip, photometric, erasing) or "
+                        "'light' (flip, small shift, mild photometric)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for training")
     p.add_argument("--workers", type=int, default=2, help="processes that run the face front-end over the images")
     p.add_argument("--limit", type=int, default=0, help="use only the first N images of each split (smoke tests)")
@@ -65,8 +70,33 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-def augment(pixels, roi, grid: int, generator=None, return_flip: bool = False):
-    """Random similarity transform + flip (the ROI map follows), brightness/contrast, random erasing.
+@dataclass(frozen=True)
+class FaceAugmentation:
+    """The ranges of the face stage's batch augmentation (each drawn uniformly in ±range per image)."""
+
+    rotation_degrees: float
+    scale: float  # relative
+    shift: float  # a fraction of the crop
+    contrast: float  # relative
+    brightness: float  # in [0, 1] pixel units
+    erase_probability: float
+
+
+# `standard`: the recipe's augmentation. `light`: flip, a small shift and mild photometric change only; the
+# tower underfits FER2013 (it scores about what it scores on PrivateTest on its own training faces), so a light
+# augmentation lets it fit more (docs/training.md gives the measured comparison).
+FACE_AUGMENTATIONS = {
+    "standard": FaceAugmentation(rotation_degrees=12, scale=0.1, shift=0.08, contrast=0.3, brightness=0.12,
+                                 erase_probability=0.25),
+    "light": FaceAugmentation(rotation_degrees=0, scale=0, shift=0.04, contrast=0.15, brightness=0.06,
+                              erase_probability=0),
+}
+
+
+def augment(pixels, roi, grid: int, generator=None, return_flip: bool = False,
+            policy: FaceAugmentation = FACE_AUGMENTATIONS["standard"]):
+    """Random similarity transform + flip (the ROI map follows), brightness/contrast, random erasing, within the
+    ranges of `policy`.
 
     Input pixels float32 `(B, 1, S, S)` in [0, 1], roi `(B, N)` with N = grid^2.
     Output the same shapes (and, with `return_flip`, a `(B,)` bool of the mirrored images).
@@ -76,9 +106,9 @@ def augment(pixels, roi, grid: int, generator=None, return_flip: bool = False):
 
     b = pixels.shape[0]
     rand = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
-    angle = (rand(b) * 2 - 1) * math.radians(12)
-    scale = 1.0 + (rand(b) * 2 - 1) * 0.1
-    shift = (rand(b, 2) * 2 - 1) * 0.08
+    angle = (rand(b) * 2 - 1) * math.radians(policy.rotation_degrees)
+    scale = 1.0 + (rand(b) * 2 - 1) * policy.scale
+    shift = (rand(b, 2) * 2 - 1) * policy.shift
     flip = torch.where(rand(b) < 0.5, -1.0, 1.0)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos * flip, -sin, shift[:, 0]], 1),
@@ -89,11 +119,11 @@ def augment(pixels, roi, grid: int, generator=None, return_flip: bool = False):
     roi_warp = F.affine_grid(theta, [b, 1, grid, grid], align_corners=False)
     roi = F.grid_sample(roi_map, roi_warp, mode="bilinear", padding_mode="zeros", align_corners=False).view(b, -1)
     roi = roi / roi.amax(-1, keepdim=True).clamp_min(1e-6)
-    contrast = 1.0 + (rand(b, 1, 1, 1) * 2 - 1) * 0.3
-    brightness = (rand(b, 1, 1, 1) * 2 - 1) * 0.12
+    contrast = 1.0 + (rand(b, 1, 1, 1) * 2 - 1) * policy.contrast
+    brightness = (rand(b, 1, 1, 1) * 2 - 1) * policy.brightness
     mean = pixels.mean((2, 3), keepdim=True)
     pixels = ((pixels - mean) * contrast + mean + brightness).clamp(0, 1)
-    erase = rand(b) < 0.25
+    erase = rand(b) < policy.erase_probability
     if erase.any():
         size = pixels.shape[-1]
         for i in erase.nonzero().flatten().tolist():
@@ -277,6 +307,7 @@ def run(args: argparse.Namespace) -> dict:
             start_epoch, train_seconds = state["epoch"], state["train_seconds"]
 
         grid = vc.image_size // vc.patch_size
+        policy = FACE_AUGMENTATIONS[args.augment]
         crops_t = torch.from_numpy(train["crops"])
         roi_t = torch.from_numpy(train["roi"].astype(np.float32))
         labels_t = torch.from_numpy(train["labels"])
@@ -288,7 +319,7 @@ def run(args: argparse.Namespace) -> dict:
             for step in range(steps_per_epoch):
                 idx = order[step * args.batch_size:(step + 1) * args.batch_size]
                 grey = crops_t[idx].float().div_(255).unsqueeze(1)
-                pixels, roi, flipped = augment(grey, roi_t[idx], grid, return_flip=True)
+                pixels, roi, flipped = augment(grey, roi_t[idx], grid, return_flip=True, policy=policy)
                 if teacher is None:
                     logits = stage(to_model_pixels(pixels, processor), roi)
                     loss = F.cross_entropy(logits, labels_t[idx], label_smoothing=args.label_smoothing)
