@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fer_hf import FERForEmotionClassification, FERProcessor  # noqa: E402
 from fer_hf.tools import face_data  # noqa: E402
 from fer_hf.tools.face_teacher import prepare_blendshapes  # noqa: E402
-from fer_hf.tools.train_fusion import face_vectors, predict  # noqa: E402
+from fer_hf.tools.metrics import classification_metrics  # noqa: E402
+from fer_hf.tools.train_fusion import face_scores, face_vectors, predict  # noqa: E402
 
 logger = logging.getLogger("probe_face_features")
 SPLITS = ("Training", "PrivateTest")
@@ -49,14 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def fer_predictions(logits: np.ndarray) -> np.ndarray:
-    """FER2013 class indices of 8-class logits: the argmax over the 7 classes FER2013 has."""
-    to_ravdess = np.array([face_data.FER_TO_RAVDESS[name] for name in face_data.FER_LABELS])
-    return logits[:, to_ravdess].argmax(-1)
-
-
-def uar(truth: np.ndarray, pred: np.ndarray) -> float:
-    return float(np.mean([(pred[truth == c] == c).mean() for c in np.unique(truth)]))
+def subset_accuracy(logits: np.ndarray, labels: np.ndarray) -> float | None:
+    """FER2013 7-class accuracy of a subset's 8-class logits (None for an empty subset)."""
+    return face_scores(logits, labels)["seven_way"]["accuracy"] if len(labels) else None
 
 
 def probe(train_x, train_y, test_x, test_y, hidden: int, epochs: int, seed: int = 0) -> dict:
@@ -85,8 +81,9 @@ def probe(train_x, train_y, test_x, test_y, hidden: int, epochs: int, seed: int 
     net.eval()
     with torch.no_grad():
         train_pred, test_pred = net(xtr).argmax(-1).numpy(), net(xte).argmax(-1).numpy()
-    return {"train_accuracy": float((train_pred == train_y).mean()),
-            "test_accuracy": float((test_pred == test_y).mean()), "test_uar": uar(test_y, test_pred)}
+    test = classification_metrics(test_y, test_pred, face_data.FER_LABELS)
+    return {"train_accuracy": float((train_pred == train_y).mean()), "test_accuracy": test["accuracy"],
+            "test_uar": test["uar"]}
 
 
 def main(argv=None) -> dict:
@@ -97,8 +94,8 @@ def main(argv=None) -> dict:
     config, processor = model.config, FERProcessor.from_model_config(model.config)
     crops_dir = Path(args.crops_dir)
     index = face_data.index_fer2013(args.data_root)
-    face_data.prepare_face_crops(index, crops_dir, config.vision_config.image_size, config.vision_config.patch_size,
-                       config.face_crop_margin, args.workers)
+    face_data.prepare_face_crops(index, crops_dir, config.vision_config.image_size,
+                                 config.vision_config.patch_size, config.face_crop_margin, args.workers)
     data = {s: face_data.load_face_split(crops_dir, s) for s in SPLITS}
     blend = {s: prepare_blendshapes(index[s], crops_dir / "blendshapes", s, args.teacher, args.workers)[0]
              for s in SPLITS}
@@ -108,12 +105,12 @@ def main(argv=None) -> dict:
         start = time.time()
         vectors[split] = face_vectors(model, data[split]["crops"], data[split]["roi"], processor, 1, 0)[:, 0]
         logits = predict(model, processor, [(None, v[None]) for v in vectors[split]], np.random.default_rng(0), 256)
-        pred, truth = fer_predictions(logits), data[split]["labels"]
-        aligned = data[split]["aligned"].astype(bool)
+        truth, aligned = data[split]["labels"], data[split]["aligned"].astype(bool)
+        whole = face_scores(logits, truth)["seven_way"]  # the argmax over FER2013's 7 classes, as the fusion stage
         figures["model_no_audio"][split] = {
-            "accuracy": float((pred == truth).mean()), "uar": uar(truth, pred),
-            "aligned": {"count": int(aligned.sum()), "accuracy": float((pred == truth)[aligned].mean())},
-            "not_aligned": {"count": int((~aligned).sum()), "accuracy": float((pred == truth)[~aligned].mean())}}
+            "accuracy": whole["accuracy"], "uar": whole["uar"],
+            **{name: {"count": int(sel.sum()), "accuracy": subset_accuracy(logits[sel], truth[sel])}
+               for name, sel in (("aligned", aligned), ("not_aligned", ~aligned))}}
         logger.info("%s: the model with no audio %.3f (%.0f s)", split, figures["model_no_audio"][split]["accuracy"],
                     time.time() - start)
     features = {"frame vector": vectors,
@@ -128,8 +125,9 @@ def main(argv=None) -> dict:
     print(f"model {args.model}, no audio (7 FER2013 classes):")
     for split, f in figures["model_no_audio"].items():
         aligned, rest = f["aligned"], f["not_aligned"]
-        print(f"  {split:12s} accuracy {f['accuracy']:.1%}  UAR {f['uar']:.1%}  aligned {aligned['accuracy']:.1%}"
-              f" ({aligned['count']})  not aligned {rest['accuracy']:.1%} ({rest['count']})")
+        pct = lambda v: "n/a" if v is None else f"{v:.1%}"  # noqa: E731
+        print(f"  {split:12s} accuracy {f['accuracy']:.1%}  UAR {f['uar']:.1%}  aligned {pct(aligned['accuracy'])}"
+              f" ({aligned['count']})  not aligned {pct(rest['accuracy'])} ({rest['count']})")
     print("probes (train on Training, test on PrivateTest):")
     for name, f in figures["probes"].items():
         print(f"  {name:36s} train {f['train_accuracy']:.1%}  test {f['test_accuracy']:.1%}  UAR {f['test_uar']:.1%}")
