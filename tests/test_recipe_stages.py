@@ -258,6 +258,7 @@ def test_a_face_run_continues_an_exported_model_with_the_blendshape_teacher(data
         SimpleNamespace(face_results=str(tmp_path / "more" / "results.json"), voice_results=str(exported), epochs=1),
         FoldSplit(fold=None, train=(1, 2), val=(), test=()), {"face_only_privatetest": {"seven_way": face7}})
     assert "the last run also learned MediaPipe face blendshapes" in record["training"]["sources"]["vision"]
+    assert "light augmentation" not in record["training"]["sources"]["vision"]  # that run used the standard one
     (tmp_path / "fusion").mkdir()
     (tmp_path / "fusion" / "results.json").write_text(json.dumps(
         {"face_only_privatetest": {"seven_way": face7}, "train_seconds": 10}))
@@ -296,5 +297,15 @@ def test_light_face_augmentation_moves_faces_less_and_is_recorded(data, tmp_path
         "--label-smoothing", "0", "--epochs", "1", "--preset", "tiny", "--threads", "1", "--report-to", "none",
         "--batch-size", "8", "--workers", "1"]))
     assert run["args"]["augment"] == "light" and len(run["history"]) == 1
+    # a fused model built on it says so in its training record (and so in its card)
+    from types import SimpleNamespace
+
+    from fer_hf.tools.ravdess import FoldSplit
+
+    face7 = {"face_only_privatetest": {"seven_way": {"accuracy": 0.4, "uar": 0.3, "macro_f1": 0.3}}}
+    record = train_fusion.recipe_provenance(
+        SimpleNamespace(face_results=str(tmp_path / "light" / "results.json"), voice_results=None, epochs=1),
+        FoldSplit(fold=None, train=(1, 2), val=(), test=()), face7)
+    assert "trained with light augmentation" in record["training"]["sources"]["vision"]
     with pytest.raises(SystemExit):  # an unknown augmentation is refused by the command line
         pretrain_face.parse_args(["--data-root", "x", "--output-dir", "y", "--augment", "strong"])

@@ -229,6 +229,9 @@ def recipe_provenance(args, split, results: dict, synthetic: bool = False) -> di
             kind = (face.get("teacher") or {}).get("kind", "a teacher")
             teacher = (f"; {'the last run' if taught == 1 and face.get('teacher') else f'{taught} of the runs'} "
                        f"also learned {kind} as a second target")
+        if (face.get("args") or {}).get("augment") == "light":  # fer-pretrain-face --augment light
+            teacher += (f"; {'the last run' if runs > 1 else 'trained'} with light augmentation (flip, small shift, "
+                        "mild photometric change)")
     return make_training_provenance(
         dataset="FER2013 faces + RAVDESS speech (face-voice pseudo-pairs of the same label)" if not synthetic else
         "synthetic (generated faces and RAVDESS-named voices)", synthetic=synthetic,
