@@ -227,8 +227,9 @@ def recipe_provenance(args, split, results: dict, synthetic: bool = False) -> di
         taught = teacher_runs(face)
         if taught:
             kind = (face.get("teacher") or {}).get("kind", "a teacher")
-            teacher = (f"; {'the last run' if taught == 1 and face.get('teacher') else f'{taught} of the runs'} "
-                       f"also learned {kind} as a second target")
+            last = taught == 1 and face.get("teacher")
+            who = "it" if runs == 1 else "the last run" if last else f"{taught} of the runs"
+            teacher = f"; {who} also learned {kind} as a second target"
         if (face.get("args") or {}).get("augment") == "light":  # fer-pretrain-face --augment light
             teacher += (f"; {'the last run' if runs > 1 else 'trained'} with light augmentation (flip, small shift, "
                         "mild photometric change)")
