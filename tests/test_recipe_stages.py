@@ -307,5 +307,13 @@ def test_light_face_augmentation_moves_faces_less_and_is_recorded(data, tmp_path
         SimpleNamespace(face_results=str(tmp_path / "light" / "results.json"), voice_results=None, epochs=1),
         FoldSplit(fold=None, train=(1, 2), val=(), test=()), face7)
     assert "trained with light augmentation" in record["training"]["sources"]["vision"]
+    # a single run with the teacher is "it", not "the last run"
+    taught = json.loads((tmp_path / "light" / "results.json").read_text()) | {
+        "teacher": {"kind": "MediaPipe face blendshapes (52)", "weight": 0.5}}
+    (tmp_path / "taught.json").write_text(json.dumps(taught))
+    record = train_fusion.recipe_provenance(
+        SimpleNamespace(face_results=str(tmp_path / "taught.json"), voice_results=None, epochs=1),
+        FoldSplit(fold=None, train=(1, 2), val=(), test=()), face7)
+    assert "; it also learned MediaPipe face blendshapes" in record["training"]["sources"]["vision"]
     with pytest.raises(SystemExit):  # an unknown augmentation is refused by the command line
         pretrain_face.parse_args(["--data-root", "x", "--output-dir", "y", "--augment", "strong"])

@@ -219,7 +219,7 @@ def recipe_provenance(args, split, results: dict, synthetic: bool = False) -> di
         metrics.update(voice_accuracy=results["voice_only_test_actors"]["accuracy"],
                        voice_uar=results["voice_only_test_actors"]["uar"])
         scope.append(f"voice: RAVDESS test actors {list(split.test)}, this model with no face")
-    face_epochs, teacher = None, ""
+    face_epochs, face_notes = None, ""  # how the face tower was trained: teacher runs, augmentation
     if args.face_results and Path(args.face_results).exists():
         face = json.loads(Path(args.face_results).read_text())
         runs = face_runs(face)  # a run continued with --init-from counts its earlier runs' epochs too
@@ -229,10 +229,10 @@ def recipe_provenance(args, split, results: dict, synthetic: bool = False) -> di
             kind = (face.get("teacher") or {}).get("kind", "a teacher")
             last = taught == 1 and face.get("teacher")
             who = "it" if runs == 1 else "the last run" if last else f"{taught} of the runs"
-            teacher = f"; {who} also learned {kind} as a second target"
+            face_notes = f"; {who} also learned {kind} as a second target"
         if (face.get("args") or {}).get("augment") == "light":  # fer-pretrain-face --augment light
-            teacher += (f"; {'the last run' if runs > 1 else 'trained'} with light augmentation (flip, small shift, "
-                        "mild photometric change)")
+            face_notes += (f"; {'the last run' if runs > 1 else 'trained'} with light augmentation (flip, small "
+                           "shift, mild photometric change)")
     return make_training_provenance(
         dataset="FER2013 faces + RAVDESS speech (face-voice pseudo-pairs of the same label)" if not synthetic else
         "synthetic (generated faces and RAVDESS-named voices)", synthetic=synthetic,
@@ -240,7 +240,7 @@ def recipe_provenance(args, split, results: dict, synthetic: bool = False) -> di
         epochs=args.epochs, fold=split.fold, train_actors=split.train + split.val, test_actors=split.test,
         metrics=metrics, metrics_scope="; ".join(scope), commit=git_commit(), modalities=("audio", "video"),
         sources={"vision": "FER2013 Training (28,709 grey 48x48 faces through the face front-end)"
-                           + (f", {face_epochs}" if face_epochs else "") + teacher,
+                           + (f", {face_epochs}" if face_epochs else "") + face_notes,
                  "audio": "RAVDESS speech, audio-only files of "
                           + ("all 24 actors" if split.fold is None else f"actors {list(split.train + split.val)}"),
                  "fusion": "pseudo-pairs: a RAVDESS voice with a FER2013 face of the same label (calm: a neutral "
